@@ -1,0 +1,1 @@
+"""Bokeh fleet: live Bokeh dashboards on several instances, driven by Redis streams."""

@@ -1,0 +1,459 @@
+"""Wire protocol v1: one stream entry of flat string fields -> a validated Command.
+
+A controller in any language writes, for example::
+
+    XADD fleet:{demo}:commands * op stream name prices data '{"t":[1,2],"y":[3,4]}'
+
+:func:`parse` checks everything that does not depend on the dashboard's state (op,
+field names and types, JSON, Arrow, equal column lengths, size limits) and decodes
+the data once.  Checks that need the state (known figure, matching columns, patch
+indices) happen in :mod:`app.control.state`.  Both raise :class:`Rejected` with a
+reason a person can read.  :func:`encode` is the inverse, used by the Python client.
+See docs/protocol.md.  Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from app.control import columns as cols
+from app.control.columns import ColumnError, Columns
+
+VERSION = 1
+OPS = ("replace", "stream", "patch", "clear", "remove", "layout", "set", "figure")
+KINDS = ("line", "scatter", "bar", "area", "step", "table")
+AXIS_TYPES = ("number", "datetime", "categorical")
+NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:-]{0,63}$")
+COLUMN_RE = re.compile(r"^[^\x00-\x1f]{1,128}$")
+MAX_TEXT = 500
+MAX_ID = 200
+
+# Bokeh model types whose attributes can carry executable JavaScript or raw HTML.
+SCRIPT_MODEL_PREFIXES = ("CustomJS",)
+SCRIPT_MODELS = frozenset(
+    {"Div", "HTMLTemplateFormatter", "ImportedStyleSheet", "InlineStyleSheet",
+     "GlobalInlineStyleSheet", "GlobalImportedStyleSheet", "HTML", "CustomAction", "MathML"}
+)
+
+COMMON_FIELDS = {"op", "id", "ts"}
+OP_FIELDS: dict[str, set[str]] = {
+    "replace": {"name", "kind", "title", "x_label", "y_label", "x_axis_type", "x", "y",
+                "columns", "data", "arrow", "rollover", "tooltips"},
+    "stream": {"name", "data", "arrow", "rollover"},
+    "patch": {"name", "patches"},
+    "clear": {"name"},
+    "remove": {"name"},
+    "layout": {"rows", "columns"},
+    "set": {"name", "title", "x_label", "y_label", "rollover", "tooltips"},
+    "figure": {"name", "model", "title"},
+}
+REQUIRED: dict[str, set[str]] = {
+    "replace": {"name", "kind"},
+    "stream": {"name"},
+    "patch": {"name", "patches"},
+    "remove": {"name"},
+    "figure": {"name", "model"},
+}
+
+
+class Rejected(Exception):
+    """A command that cannot be applied; ``reason`` is meant for an operator."""
+
+    def __init__(self, reason: str, field: str | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.field = field
+
+    def __str__(self) -> str:
+        return f"{self.field}: {self.reason}" if self.field else self.reason
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_command_bytes: int = 16 * 1024 * 1024
+    max_rows_per_command: int = 100_000
+    max_columns: int = 64
+    allow_script: bool = False
+
+    @classmethod
+    def from_settings(cls, s: Any) -> "Limits":
+        return cls(s.max_command_bytes, s.max_rows_per_command, s.max_columns, s.allow_script)
+
+
+@dataclass(frozen=True, eq=False)
+class Command:
+    """A validated command.  Unset optional fields are ``None``."""
+
+    op: str
+    name: str | None = None
+    cmd_id: str | None = None
+    ts: float | None = None
+    kind: str | None = None
+    title: str | None = None
+    x_label: str | None = None
+    y_label: str | None = None
+    x_axis_type: str | None = None
+    x: str | None = None
+    y: tuple[str, ...] | None = None
+    columns: tuple[str, ...] | None = None
+    data: Columns | None = None
+    rollover: int | None = None
+    tooltips: tuple[tuple[str, str], ...] | None = None
+    patches: dict[str, list[tuple[int, Any]]] | None = None
+    layout_mode: str | None = None
+    layout: tuple[tuple[str, ...], ...] | None = None
+    model: dict | None = field(default=None, repr=False)
+
+    @property
+    def rows(self) -> int:
+        """Number of data rows carried (0 when none)."""
+        if not self.data:
+            return 0
+        return len(next(iter(self.data.values())))
+
+
+def _text(fields: Mapping[str, bytes], key: str) -> str | None:
+    raw = fields.get(key)
+    if raw is None:
+        return None
+    try:
+        return raw.decode("utf-8") if isinstance(raw, bytes) else str(raw)
+    except UnicodeDecodeError:
+        raise Rejected("not valid UTF-8", key) from None
+
+
+def _json(fields: Mapping[str, bytes], key: str) -> Any:
+    text = _text(fields, key)
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as exc:
+        msg = str(exc) if isinstance(exc, json.JSONDecodeError) else "nested too deeply"
+        raise Rejected(f"not valid JSON ({msg})", key) from None
+
+
+def _short(fields: Mapping[str, bytes], key: str, limit: int = MAX_TEXT) -> str | None:
+    text = _text(fields, key)
+    if text is not None and len(text) > limit:
+        raise Rejected(f"longer than {limit} characters", key)
+    return text
+
+
+def _name(fields: Mapping[str, bytes], key: str = "name") -> str | None:
+    text = _text(fields, key)
+    if text is not None and not NAME_RE.match(text):
+        raise Rejected(
+            f"{text[:80]!r} is not a valid name (1-64 of letters, digits, _ . : -)", key
+        )
+    return text
+
+
+def _name_list(value: Any, key: str) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(v, str) and COLUMN_RE.match(v) for v in value):
+        raise Rejected("expected a column name or a JSON list of column names", key)
+    return tuple(value)
+
+
+def _maybe_list(fields: Mapping[str, bytes], key: str) -> tuple[str, ...] | None:
+    text = _text(fields, key)
+    if text is None:
+        return None
+    if text.startswith("["):
+        return _name_list(_json(fields, key), key)
+    return _name_list(text, key)
+
+
+def _int(fields: Mapping[str, bytes], key: str, lo: int, hi: int) -> int | None:
+    text = _text(fields, key)
+    if text is None:
+        return None
+    try:
+        val = int(text)
+    except ValueError:
+        raise Rejected(f"expected an integer, got {text[:40]!r}", key) from None
+    if not lo <= val <= hi:
+        raise Rejected(f"must be between {lo} and {hi}, got {val}", key)
+    return val
+
+
+def _choice(fields: Mapping[str, bytes], key: str, choices: tuple[str, ...]) -> str | None:
+    text = _text(fields, key)
+    if text is not None and text not in choices:
+        raise Rejected(f"{text[:40]!r} is not one of {', '.join(choices)}", key)
+    return text
+
+
+def _tooltips(fields: Mapping[str, bytes]) -> tuple[tuple[str, str], ...] | None:
+    value = _json(fields, "tooltips")
+    if value is None:
+        return None
+    if value is True:
+        return (("*", "*"),)  # marker: one tooltip row per column
+    if value is False:
+        return ()
+    if isinstance(value, list) and all(
+        isinstance(p, list) and len(p) == 2 and all(isinstance(s, str) and len(s) <= MAX_TEXT for s in p)
+        for p in value
+    ):
+        return tuple((p[0], p[1]) for p in value)
+    raise Rejected('expected true, false or a JSON list of ["label", "column"] pairs', "tooltips")
+
+
+def _data(fields: Mapping[str, bytes], limits: Limits) -> Columns | None:
+    if "data" in fields and "arrow" in fields:
+        raise Rejected("give either data (JSON) or arrow (Arrow IPC), not both", "arrow")
+    try:
+        if "arrow" in fields:
+            raw = fields["arrow"]
+            data = cols.decode_arrow(raw if isinstance(raw, bytes) else str(raw).encode("latin-1"))
+            key = "arrow"
+        elif "data" in fields:
+            data = cols.decode_json_columns(_json(fields, "data"))
+            key = "data"
+        else:
+            return None
+    except ColumnError as exc:
+        raise Rejected(str(exc), "arrow" if "arrow" in fields else "data") from None
+    if not data:
+        raise Rejected("no columns", key)
+    if len(data) > limits.max_columns:
+        raise Rejected(f"{len(data)} columns, more than the limit of {limits.max_columns}", key)
+    for cname in data:
+        if not COLUMN_RE.match(cname):
+            raise Rejected(f"invalid column name {cname[:40]!r}", key)
+    lengths = {c: len(v) for c, v in data.items()}
+    if len(set(lengths.values())) > 1:
+        detail = ", ".join(f"{c}={n}" for c, n in lengths.items())
+        raise Rejected(f"columns have different lengths ({detail})", key)
+    rows = next(iter(lengths.values()))
+    if rows > limits.max_rows_per_command:
+        raise Rejected(f"{rows} rows, more than the limit of {limits.max_rows_per_command}", key)
+    return data
+
+
+def _patches(fields: Mapping[str, bytes], limits: Limits) -> dict[str, list[tuple[int, Any]]]:
+    value = _json(fields, "patches")
+    shape = 'expected {"column": [[index, value], ...], ...}'
+    if not isinstance(value, dict) or not value:
+        raise Rejected(shape, "patches")
+    out: dict[str, list[tuple[int, Any]]] = {}
+    total = 0
+    for cname, items in value.items():
+        if not isinstance(items, list) or not items:
+            raise Rejected(f"column {cname!r}: {shape}", "patches")
+        pairs = []
+        for item in items:
+            if not (isinstance(item, list) and len(item) == 2 and isinstance(item[0], int)
+                    and not isinstance(item[0], bool)):
+                raise Rejected(f"column {cname!r}: each patch is [index, value]", "patches")
+            idx, val = item
+            if val is not None and not isinstance(val, (int, float, str, bool)):
+                raise Rejected(f"column {cname!r}: value at index {idx} is not a scalar", "patches")
+            if isinstance(val, float) and not math.isfinite(val):
+                raise Rejected(f"column {cname!r}: value at index {idx} is not finite", "patches")
+            pairs.append((idx, val))
+        total += len(pairs)
+        out[str(cname)] = pairs
+    if total > limits.max_rows_per_command:
+        raise Rejected(f"{total} patches, more than the limit of {limits.max_rows_per_command}", "patches")
+    return out
+
+
+def _layout(fields: Mapping[str, bytes]) -> tuple[str, tuple[tuple[str, ...], ...]]:
+    present = [k for k in ("rows", "columns") if k in fields]
+    if len(present) != 1:
+        raise Rejected('give exactly one of rows or columns, e.g. rows \'[["a","b"],["c"]]\'', "rows")
+    key = present[0]
+    value = _json(fields, key)
+    if not isinstance(value, list) or not value:
+        raise Rejected("expected a non-empty JSON list of lists of figure names", key)
+    groups = []
+    seen: set[str] = set()
+    for group in value:
+        if isinstance(group, str):
+            group = [group]
+        if not isinstance(group, list) or not group or not all(
+            isinstance(n, str) and NAME_RE.match(n) for n in group
+        ):
+            raise Rejected("expected a non-empty JSON list of lists of figure names", key)
+        dup = seen.intersection(group)
+        if dup or len(set(group)) != len(group):
+            raise Rejected(f"figure {sorted(dup or group)[0]!r} appears more than once", key)
+        seen.update(group)
+        groups.append(tuple(group))
+    return key, tuple(groups)
+
+
+def _model(fields: Mapping[str, bytes], limits: Limits) -> dict:
+    value = _json(fields, "model")
+    if not isinstance(value, dict):
+        raise Rejected("expected the JSON of bokeh.embed.json_item(figure)", "model")
+    doc = value.get("doc")
+    if not isinstance(doc, dict) or not isinstance(doc.get("roots"), list) or not doc["roots"]:
+        raise Rejected("expected the JSON of bokeh.embed.json_item(figure): no doc.roots", "model")
+    if not limits.allow_script:
+        bad = _script_models(value)
+        if bad:
+            raise Rejected(
+                f"model type {bad} can run script or raw HTML in viewers' browsers; "
+                "refused unless FLEET_ALLOW_SCRIPT is set",
+                "model",
+            )
+    return value
+
+
+def _script_models(node: Any) -> str | None:
+    stack = [node]
+    while stack:
+        cur = stack.pop()
+        if isinstance(cur, dict):
+            name = cur.get("name")
+            if cur.get("type") == "object" and isinstance(name, str):
+                if name in SCRIPT_MODELS or name.startswith(SCRIPT_MODEL_PREFIXES):
+                    return name
+            stack.extend(cur.values())
+        elif isinstance(cur, list):
+            stack.extend(cur)
+    return None
+
+
+def parse(fields: Mapping[Any, Any], limits: Limits = Limits()) -> Command:
+    """Validate one stream entry's fields and decode its data.  Raises Rejected."""
+    f: dict[str, bytes] = {}
+    size = 0
+    for k, v in fields.items():
+        key = k.decode("utf-8", "replace") if isinstance(k, bytes) else str(k)
+        val = v if isinstance(v, bytes) else str(v).encode("utf-8")
+        f[key] = val
+        size += len(key) + len(val)
+    if size > limits.max_command_bytes:
+        raise Rejected(f"entry is {size} bytes, more than the limit of {limits.max_command_bytes}")
+    op = _text(f, "op")
+    if op is None:
+        raise Rejected("missing (every command needs an op)", "op")
+    if op not in OPS:
+        raise Rejected(f"unknown op {op[:40]!r}; expected one of {', '.join(OPS)}", "op")
+    allowed = OP_FIELDS[op] | COMMON_FIELDS
+    unknown = sorted(set(f) - allowed)
+    if unknown:
+        raise Rejected(f"unknown field for op {op}; allowed: {', '.join(sorted(allowed))}", unknown[0])
+    for req in sorted(REQUIRED.get(op, ())):
+        if req not in f:
+            raise Rejected(f"required by op {op}", req)
+
+    ts = None
+    if "ts" in f:
+        text = _text(f, "ts")
+        try:
+            ts = float(text)  # type: ignore[arg-type]
+        except ValueError:
+            raise Rejected(f"expected milliseconds since the epoch, got {text[:40]!r}", "ts") from None
+        if not math.isfinite(ts):
+            raise Rejected("must be finite", "ts")
+    cmd_id = _short(f, "id", MAX_ID)
+    if cmd_id is not None and not cmd_id:
+        raise Rejected("must not be empty", "id")
+
+    kw: dict[str, Any] = {"op": op, "cmd_id": cmd_id, "ts": ts, "name": _name(f)}
+    if op in ("replace", "set", "figure"):
+        kw["title"] = _short(f, "title")
+    if op in ("replace", "set"):
+        kw["x_label"] = _short(f, "x_label")
+        kw["y_label"] = _short(f, "y_label")
+        kw["tooltips"] = _tooltips(f)
+        kw["rollover"] = _int(f, "rollover", 1, 10_000_000)
+    if op == "set" and kw["name"] is None:
+        extra = [k for k in ("x_label", "y_label", "rollover", "tooltips") if kw[k] is not None]
+        if extra:
+            raise Rejected("without name, set changes only the dashboard title", extra[0])
+    if op == "set" and all(kw[k] is None for k in ("title", "x_label", "y_label", "rollover", "tooltips")):
+        raise Rejected("set needs at least one of title, x_label, y_label, rollover, tooltips")
+    if op == "replace":
+        kw["kind"] = _choice(f, "kind", KINDS)
+        kw["x_axis_type"] = _choice(f, "x_axis_type", AXIS_TYPES)
+        x = _text(f, "x")
+        kw["x"] = _name_list(x, "x")[0] if x is not None else None
+        kw["y"] = _maybe_list(f, "y")
+        kw["columns"] = _maybe_list(f, "columns")
+        kw["data"] = _data(f, limits)
+        _check_replace(kw)
+    elif op == "stream":
+        kw["data"] = _data(f, limits)
+        if kw["data"] is None:
+            raise Rejected("required by op stream (give data or arrow)", "data")
+        kw["rollover"] = _int(f, "rollover", 1, 10_000_000)
+    elif op == "patch":
+        kw["patches"] = _patches(f, limits)
+    elif op == "layout":
+        kw["layout_mode"], kw["layout"] = _layout(f)
+    elif op == "figure":
+        kw["model"] = _model(f, limits)
+    return Command(**kw)
+
+
+def _check_replace(kw: dict[str, Any]) -> None:
+    declared = kw["columns"]
+    data = kw["data"]
+    if declared is not None and len(set(declared)) != len(declared):
+        raise Rejected("a column is named twice", "columns")
+    if data is not None and declared is not None and set(data) != set(declared):
+        raise Rejected(
+            f"data has columns {sorted(data)} but columns declares {sorted(declared)}", "columns"
+        )
+    known = list(declared or (data.keys() if data else ()))
+    if not known:
+        raise Rejected("replace needs columns or data", "columns")
+    for key in ("x",):
+        if kw[key] is not None and kw[key] not in known:
+            raise Rejected(f"{kw[key]!r} is not one of the columns {known}", key)
+    for y in kw["y"] or ():
+        if y not in known:
+            raise Rejected(f"{y!r} is not one of the columns {known}", "y")
+    if kw["kind"] != "table" and len(known) < 2 and not (kw["y"] or kw["x"]):
+        raise Rejected("a plot needs at least two columns (x and y)", "columns")
+
+
+def _scalar(v: Any) -> str:
+    return v if isinstance(v, str) else json.dumps(v)
+
+
+def encode(op: str, **params: Any) -> dict[str, bytes | str]:
+    """Build stream fields for ``op`` from Python values (inverse of :func:`parse`).
+
+    ``data`` may be a dict of lists/numpy arrays or a pandas DataFrame; numpy and
+    pandas data travel as Arrow IPC bytes (typed and compact), plain lists as JSON.
+    Every result is checked with :func:`parse` so a client fails before publishing.
+    """
+    fields: dict[str, bytes | str] = {"op": op}
+    for key, value in params.items():
+        if value is None:
+            continue
+        if key == "data":
+            if hasattr(value, "columns") and hasattr(value, "to_dict"):
+                fields["arrow"] = cols.encode_arrow(value)
+            elif isinstance(value, Mapping) and any(isinstance(v, np.ndarray) for v in value.values()):
+                fields["arrow"] = cols.encode_arrow(value)
+            else:
+                fields["data"] = json.dumps({k: list(v) for k, v in value.items()}, allow_nan=False)
+        elif key in ("y", "columns") and not isinstance(value, str):
+            fields[key] = json.dumps(list(value))
+        elif key in ("rows", "columns_layout"):
+            fields["rows" if key == "rows" else "columns"] = json.dumps([list(g) for g in value])
+        elif key in ("patches", "tooltips", "model"):
+            fields[key] = json.dumps(value, allow_nan=False)
+        elif key == "cmd_id":
+            fields["id"] = str(value)
+        else:
+            fields[key] = _scalar(value)
+    parse(fields)
+    return fields

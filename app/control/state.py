@@ -1,0 +1,281 @@
+"""The pure fold: ``apply(state, command) -> state``.
+
+Every instance (and the compactor) folds the same command log into the same
+:class:`DashboardState`; a new browser session is built from it.  :func:`step` also
+returns the command *resolved against the state* (datetimes converted, rollover
+filled in, columns checked), which is what the Bokeh side applies to live sessions,
+so that work happens once per command, not once per session.
+
+States are immutable values: a step returns a new state sharing the unchanged
+figures.  No I/O, no Redis, no Bokeh.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field, replace
+from types import MappingProxyType
+from typing import Any, Mapping
+
+import numpy as np
+
+from app.control import columns as cols
+from app.control.columns import ColumnError, Columns
+from app.control.protocol import Command, Rejected
+
+
+@dataclass(frozen=True, eq=False)
+class Figure:
+    """One figure of a dashboard: a declarative spec plus its data, or a Bokeh model."""
+
+    name: str
+    kind: str  # line|scatter|bar|area|step|table, or "model" for an op=figure tree
+    title: str = ""
+    x_label: str = ""
+    y_label: str = ""
+    x_axis_type: str = "number"
+    x: str = ""
+    y: tuple[str, ...] = ()
+    data: Mapping[str, np.ndarray] = field(default_factory=dict)
+    rollover: int | None = None
+    tooltips: tuple[tuple[str, str], ...] = ()
+    model: dict | None = None
+    version: int = 0  # bumped by every replace/figure, so sessions know to rebuild
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return tuple(self.data)
+
+    @property
+    def length(self) -> int:
+        return len(next(iter(self.data.values()))) if self.data else 0
+
+
+@dataclass(frozen=True, eq=False)
+class DashboardState:
+    title: str = ""
+    figures: Mapping[str, Figure] = field(default_factory=dict)
+    layout_mode: str = "rows"  # "rows" or "columns"
+    layout: tuple[tuple[str, ...], ...] = ()
+    seen: tuple[str, ...] = ()  # recent idempotency ids, oldest first
+    applied: int = 0  # commands applied (duplicates and rejections not counted)
+
+    def figure(self, name: str | None, op: str) -> Figure:
+        if name is None:
+            raise Rejected(f"required by op {op}", "name")
+        fig = self.figures.get(name)
+        if fig is None:
+            known = ", ".join(self.figures) or "none yet"
+            raise Rejected(f"no figure {name!r} on this dashboard (figures: {known})", "name")
+        return fig
+
+
+EMPTY = DashboardState()
+
+
+@dataclass(frozen=True)
+class FoldConfig:
+    max_figures: int = 64
+    max_figure_rows: int = 1_000_000
+    idempotency_window: int = 1000
+
+    @classmethod
+    def from_settings(cls, s: Any) -> "FoldConfig":
+        return cls(s.max_figures, s.max_figure_rows, s.idempotency_window)
+
+
+def _with_figure(state: DashboardState, fig: Figure) -> dict[str, Figure]:
+    figs = dict(state.figures)
+    figs[fig.name] = fig
+    return figs
+
+
+def _layout_without(layout: tuple[tuple[str, ...], ...], name: str) -> tuple[tuple[str, ...], ...]:
+    return tuple(g for g in (tuple(n for n in grp if n != name) for grp in layout) if g)
+
+
+def _typed(fig: Figure | None, data: Columns, x_axis_type: str, x: str) -> Columns:
+    """Convert datetime text, and check kinds against the figure's existing columns."""
+    out: Columns = {}
+    for cname, arr in data.items():
+        if x_axis_type == "datetime" and cname == x:
+            try:
+                arr = cols.datetime_ms(cname, arr)
+            except ColumnError as exc:
+                raise Rejected(str(exc), "data") from None
+        if fig is not None and fig.length > 0:
+            have, got = cols.kind_of(fig.data[cname]), cols.kind_of(arr)
+            if have != got and len(arr):
+                raise Rejected(f"column {cname!r} holds {have} values; got {got}", "data")
+        out[cname] = arr
+    return out
+
+
+def _replace(state: DashboardState, cmd: Command, cfg: FoldConfig) -> tuple[dict, Command]:
+    old = state.figures.get(cmd.name)  # type: ignore[arg-type]
+    if old is None and len(state.figures) >= cfg.max_figures:
+        raise Rejected(f"dashboard already has {cfg.max_figures} figures (the limit)", "name")
+    names = list(cmd.columns or cmd.data or ())
+    kind = cmd.kind or "line"
+    x = cmd.x or (names[0] if kind != "table" else "")
+    y = cmd.y or tuple(n for n in names if n != x)
+    axis = cmd.x_axis_type or ("categorical" if kind == "bar" and cmd.data and
+                               cols.kind_of(cmd.data[x]) == "text" else "number")
+    limit = min(cmd.rollover or cfg.max_figure_rows, cfg.max_figure_rows)
+    data = cmd.data or {n: cols.empty() for n in names}
+    data = _typed(None, data, axis, x)
+    data = {n: cols.concat(cols.empty(cols.kind_of(a)), a, limit) for n, a in data.items()}
+    if kind != "table" and axis != "categorical" and x:
+        if cols.kind_of(data[x]) == "text" and len(data[x]):
+            raise Rejected(f"x column {x!r} holds text; use x_axis_type categorical or datetime", "x")
+    fig = Figure(
+        name=cmd.name, kind=kind, title=cmd.title or "", x_label=cmd.x_label or "",  # type: ignore[arg-type]
+        y_label=cmd.y_label or "", x_axis_type=axis, x=x, y=tuple(y), data=MappingProxyType(data),
+        rollover=cmd.rollover, tooltips=cmd.tooltips if cmd.tooltips is not None else (("*", "*"),),
+        version=(old.version + 1 if old else 1),
+    )
+    resolved = dataclasses.replace(cmd, kind=kind, x=x, y=tuple(y), x_axis_type=axis, data=data)
+    return {"figures": _with_figure(state, fig), "layout": _place(state.layout, fig.name)}, resolved
+
+
+def _place(layout: tuple[tuple[str, ...], ...], name: str) -> tuple[tuple[str, ...], ...]:
+    if any(name in g for g in layout):
+        return layout
+    return layout + ((name,),)
+
+
+def _stream(state: DashboardState, cmd: Command, cfg: FoldConfig) -> tuple[dict, Command]:
+    fig = state.figure(cmd.name, cmd.op)
+    if fig.kind == "model":
+        raise Rejected(f"figure {fig.name!r} is a Bokeh model tree; stream works on spec figures", "name")
+    assert cmd.data is not None
+    if set(cmd.data) != set(fig.data):
+        raise Rejected(f"columns {sorted(cmd.data)} do not match the figure's {sorted(fig.data)}", "data")
+    data = _typed(fig, cmd.data, fig.x_axis_type, fig.x)
+    limit = min(cmd.rollover or fig.rollover or cfg.max_figure_rows, cfg.max_figure_rows)
+    new = {n: cols.concat(fig.data[n], data[n], limit) for n in fig.data}
+    figs = _with_figure(state, replace(fig, data=MappingProxyType(new)))
+    return {"figures": figs}, dataclasses.replace(cmd, data=data, rollover=limit)
+
+
+def _patch(state: DashboardState, cmd: Command) -> tuple[dict, Command]:
+    fig = state.figure(cmd.name, cmd.op)
+    if fig.kind == "model":
+        raise Rejected(f"figure {fig.name!r} is a Bokeh model tree; patch works on spec figures", "name")
+    assert cmd.patches is not None
+    new = dict(fig.data)
+    resolved: dict[str, list[tuple[int, Any]]] = {}
+    for cname, pairs in cmd.patches.items():
+        if cname not in fig.data:
+            raise Rejected(f"no column {cname!r} in figure {fig.name!r}", "patches")
+        arr = fig.data[cname]
+        kind = cols.kind_of(arr)
+        fixed = []
+        for idx, val in pairs:
+            if not -len(arr) <= idx < len(arr):
+                raise Rejected(f"column {cname!r}: index {idx} outside 0..{len(arr) - 1}", "patches")
+            idx = idx % len(arr)
+            if kind == "number" and fig.x_axis_type == "datetime" and cname == fig.x and isinstance(val, str):
+                try:
+                    val = float(cols.datetime_ms(cname, np.array([val], dtype=object))[0])
+                except ColumnError as exc:
+                    raise Rejected(str(exc), "patches") from None
+            ok = (
+                (kind == "number" and (val is None or (isinstance(val, (int, float)) and not isinstance(val, bool))))
+                or (kind == "bool" and isinstance(val, bool))
+                or (kind == "text" and isinstance(val, str))
+            )
+            if not ok:
+                raise Rejected(f"column {cname!r} holds {kind} values; got {val!r}"[:200], "patches")
+            fixed.append((idx, float("nan") if val is None else val))
+        new[cname] = cols.patched(arr, fixed)
+        resolved[cname] = fixed
+    figs = _with_figure(state, replace(fig, data=MappingProxyType(new)))
+    return {"figures": figs}, dataclasses.replace(cmd, patches=resolved)
+
+
+def _clear(state: DashboardState, cmd: Command) -> dict:
+    if cmd.name is None:
+        return {"figures": {}, "layout": ()}
+    fig = state.figure(cmd.name, cmd.op)
+    if fig.kind == "model":
+        raise Rejected(f"figure {fig.name!r} is a Bokeh model tree; use remove", "name")
+    empty = {n: cols.empty(cols.kind_of(a)) for n, a in fig.data.items()}
+    return {"figures": _with_figure(state, replace(fig, data=MappingProxyType(empty)))}
+
+
+def _remove(state: DashboardState, cmd: Command) -> dict:
+    state.figure(cmd.name, cmd.op)
+    figs = dict(state.figures)
+    del figs[cmd.name]  # type: ignore[arg-type]
+    return {"figures": figs, "layout": _layout_without(state.layout, cmd.name)}  # type: ignore[arg-type]
+
+
+def _arrange(state: DashboardState, cmd: Command) -> dict:
+    assert cmd.layout is not None
+    named = {n for g in cmd.layout for n in g}
+    missing = sorted(named - set(state.figures))
+    if missing:
+        raise Rejected(f"no figure {missing[0]!r} on this dashboard", cmd.layout_mode)
+    rest = tuple((n,) for n in state.figures if n not in named)
+    return {"layout_mode": cmd.layout_mode, "layout": cmd.layout + rest}
+
+
+def _set(state: DashboardState, cmd: Command) -> dict:
+    if cmd.name is None:
+        return {"title": cmd.title}
+    fig = state.figure(cmd.name, cmd.op)
+    changes = {k: getattr(cmd, k) for k in ("title", "x_label", "y_label", "rollover", "tooltips")
+               if getattr(cmd, k) is not None}
+    if fig.kind == "model" and set(changes) - {"title"}:
+        raise Rejected(f"figure {fig.name!r} is a Bokeh model tree; only its title can be set", "name")
+    return {"figures": _with_figure(state, replace(fig, **changes))}
+
+
+def _figure(state: DashboardState, cmd: Command, cfg: FoldConfig) -> dict:
+    old = state.figures.get(cmd.name)  # type: ignore[arg-type]
+    if old is None and len(state.figures) >= cfg.max_figures:
+        raise Rejected(f"dashboard already has {cfg.max_figures} figures (the limit)", "name")
+    fig = Figure(name=cmd.name, kind="model", title=cmd.title or "", model=cmd.model,  # type: ignore[arg-type]
+                 version=(old.version + 1 if old else 1))
+    return {"figures": _with_figure(state, fig), "layout": _place(state.layout, fig.name)}
+
+
+def step(state: DashboardState, cmd: Command, cfg: FoldConfig = FoldConfig()) -> tuple[DashboardState, Command | None]:
+    """Fold one command.  Returns ``(new_state, resolved_command)``.
+
+    A command whose ``id`` was already applied returns ``(state, None)`` unchanged.
+    Raises :class:`Rejected` when the command does not fit the state; the state is
+    then unchanged (the caller keeps the old one).
+    """
+    if cmd.cmd_id is not None and cmd.cmd_id in state.seen:
+        return state, None
+    resolved = cmd
+    if cmd.op == "replace":
+        changes, resolved = _replace(state, cmd, cfg)
+    elif cmd.op == "stream":
+        changes, resolved = _stream(state, cmd, cfg)
+    elif cmd.op == "patch":
+        changes, resolved = _patch(state, cmd)
+    elif cmd.op == "clear":
+        changes = _clear(state, cmd)
+    elif cmd.op == "remove":
+        changes = _remove(state, cmd)
+    elif cmd.op == "layout":
+        changes = _arrange(state, cmd)
+    elif cmd.op == "set":
+        changes = _set(state, cmd)
+    elif cmd.op == "figure":
+        changes = _figure(state, cmd, cfg)
+    else:  # parse() lets only known ops through
+        raise Rejected(f"unknown op {cmd.op!r}", "op")
+    if cmd.cmd_id is not None:
+        seen = state.seen + (cmd.cmd_id,)
+        changes["seen"] = seen[-cfg.idempotency_window :] if cfg.idempotency_window > 0 else ()
+    changes["applied"] = state.applied + 1
+    return replace(state, **changes), resolved
+
+
+def apply(state: DashboardState, cmd: Command, cfg: FoldConfig = FoldConfig()) -> DashboardState:
+    """The fold: the state after ``cmd``.  Raises :class:`Rejected`."""
+    return step(state, cmd, cfg)[0]
