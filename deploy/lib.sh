@@ -1,0 +1,57 @@
+# Shared shell helpers for deploy/ scripts: locate python3.12, build the venv,
+# install Debian packages that are missing.  Sourced, not executed.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="${FLEET_VENV:-$ROOT/.venv}"
+
+log() { printf '[fleet] %s\n' "$*" >&2; }
+die() { printf '[fleet] error: %s\n' "$*" >&2; exit 1; }
+
+# Print the path of a Python >= 3.12 interpreter (PATH first, then pyenv).
+find_python() {
+  local c
+  for c in python3.12 python3.13 python3; do
+    if command -v "$c" >/dev/null 2>&1 &&
+       "$c" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 12) else 1)' 2>/dev/null; then
+      command -v "$c"; return 0
+    fi
+  done
+  for c in "${PYENV_ROOT:-$HOME/.pyenv}"/versions/3.1[2-9]*/bin/python3; do
+    if [ -x "$c" ]; then echo "$c"; return 0; fi
+  done
+  return 1
+}
+
+# apt-get install the given Debian packages if any of their commands is missing.
+# Usage: ensure_apt "cmd:package" ...
+ensure_apt() {
+  local missing=() pair cmd pkg
+  for pair in "$@"; do
+    cmd="${pair%%:*}"; pkg="${pair#*:}"
+    if ! command -v "$cmd" >/dev/null 2>&1 && [ ! -x "$cmd" ]; then missing+=("$pkg"); fi
+  done
+  [ "${#missing[@]}" -eq 0 ] && return 0
+  command -v apt-get >/dev/null 2>&1 || die "missing ${missing[*]} and no apt-get to install them"
+  local sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  log "installing Debian packages: ${missing[*]}"
+  $sudo apt-get update -qq >/dev/null
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+# Create/refresh the venv with the project (and extras, e.g. "test") installed.
+ensure_venv() {
+  local extras="${1:-}" py stamp want
+  if [ ! -x "$VENV/bin/python" ]; then
+    py="$(find_python)" || die "Python >= 3.12 not found (install python3.12 or pyenv install 3.12)"
+    log "creating venv $VENV with $py"
+    "$py" -m venv "$VENV"
+  fi
+  want="$(cat "$ROOT/pyproject.toml" | sha1sum | cut -c1-12)-$extras"
+  stamp="$VENV/.fleet-installed"
+  if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    log "installing Python packages into $VENV"
+    "$VENV/bin/pip" install -q --disable-pip-version-check -e "$ROOT${extras:+[$extras]}"
+    echo "$want" > "$stamp"
+  fi
+}

@@ -1,0 +1,5 @@
+"""Shared pytest configuration: fixture plugins live in tests/fixtures/."""
+
+pytest_plugins = [
+    "tests.fixtures.redis",
+]
