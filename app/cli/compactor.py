@@ -1,7 +1,43 @@
-"""fleetctl commands: (being written)."""
+"""fleetctl compactor: the snapshot writer and stream trimmer (run one or more;
+a Redis lock makes exactly one of them write)."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import signal
+
+from app.bus.compactor import Compactor
+
+
+def cmd_compactor(args, cfg):
+    overrides = {}
+    if args.every_commands:
+        overrides["snapshot_every_commands"] = args.every_commands
+    if args.every_seconds:
+        overrides["snapshot_every_seconds"] = args.every_seconds
+    if overrides:
+        import dataclasses
+
+        cfg = dataclasses.replace(cfg, **overrides)
+    compactor = Compactor(cfg)
+    logging.getLogger("fleet").info(
+        "compactor %s: snapshots every %d commands or %.1fs, Redis %s", compactor.owner,
+        cfg.snapshot_every_commands, cfg.snapshot_every_seconds, cfg.redis_url)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, compactor.stop)
+        await compactor.run()
+
+    asyncio.run(main())
+    return 0
+
 
 def register(sub) -> None:
-    """Add this group's subcommands to sub."""
+    """Add the compactor command."""
+    p = sub.add_parser("compactor", help="write snapshots and trim command streams (leader-elected)")
+    p.add_argument("--every-commands", type=int, help="snapshot after this many commands (default from FLEET_SNAPSHOT_EVERY_COMMANDS, 1000)")
+    p.add_argument("--every-seconds", type=float, help="snapshot at least this often when there are new commands (default 10)")
+    p.set_defaults(handler=cmd_compactor)

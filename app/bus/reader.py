@@ -1,0 +1,369 @@
+"""The per-process reader: XREAD every dashboard's stream, fold it, tell a listener.
+
+One :class:`Reader` per process and one Redis connection for its reads (never one
+per session).  It uses plain ``XREAD`` from its own last ids (a consumer group would
+split entries between readers), folds each entry into the dashboard's state once,
+and calls the listener on the event loop thread, in stream order.
+
+Robustness:
+
+* an invalid entry is recorded in ``fleet:{d}:rejected`` (XADD with the entry's own
+  id, so several readers recording the same rejection write it once) and never
+  blocks the entries behind it; an exception in the listener is logged, not raised;
+* connection loss: retry with exponential backoff and jitter, resume from the last
+  ids, so nothing is lost or applied twice;
+* lost history (Redis restarted empty, stream deleted or trimmed past this
+  reader's position): detected via the epoch key and ``XINFO STREAM`` after every
+  read, and answered with a resync from the snapshot plus ``on_reset``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from app.bus.connection import CONNECTION_ERRORS, ResponseError, async_client
+from app.bus.keys import Keys
+from app.bus.store import BATCH, exclusive, id_ms, id_tuple
+from app.control import snapshot as snap
+from app.control.protocol import Command, Limits, Rejected, parse
+from app.control.state import EMPTY, DashboardState, FoldConfig, step
+from app.settings import Settings
+
+log = logging.getLogger("fleet.reader")
+
+MAX_REJECTED_VALUE = 64 * 1024
+
+
+class Listener(Protocol):
+    def on_reset(self, dashboard: str, state: DashboardState | None, last_id: str) -> None: ...
+
+    def on_command(self, dashboard: str, entry_id: str, command: Command, state: DashboardState) -> None: ...
+
+    def on_rejected(self, dashboard: str, entry_id: str, fields: dict[bytes, bytes], reason: str) -> None: ...
+
+
+class NullListener:
+    def on_reset(self, dashboard, state, last_id):  # noqa: D102
+        pass
+
+    def on_command(self, dashboard, entry_id, command, state):  # noqa: D102
+        pass
+
+    def on_rejected(self, dashboard, entry_id, fields, reason):  # noqa: D102
+        pass
+
+
+@dataclass
+class Feed:
+    """The folded state of one dashboard and the id of the last entry folded."""
+
+    state: DashboardState
+    last_id: str = "0-0"
+    snapshot_id: str = "0-0"  # id of the snapshot this feed started from
+    entries_added: int | None = None  # XINFO entries-added when last checked
+
+
+class HistoryLost(Exception):
+    """Entries after our position are gone; resync from the snapshot."""
+
+
+class Reader:
+    def __init__(self, settings: Settings, listener: Listener | None = None, *,
+                 record_rejections: bool = True, name: str = "reader") -> None:
+        self.settings = settings
+        self.keys = Keys(settings.key_prefix)
+        self.listener: Listener = listener or NullListener()
+        self.limits = Limits.from_settings(settings)
+        self.fold_cfg = FoldConfig.from_settings(settings)
+        self.record_rejections = record_rejections
+        self.name = name
+        self.feeds: dict[str, Feed] = {}
+        self.epoch: str | None = None
+        self.registry_id = "0-0"
+        self.stats: Counter[str] = Counter()
+        self.lag_ms = 0.0
+        self.last_ok = 0.0
+        self.last_error = ""
+        self._caught_up: asyncio.Event | None = None
+        self._task: asyncio.Task | None = None
+        self._client = None
+        self._stopping = False
+
+    # --- lifecycle ---------------------------------------------------------------------
+    def start(self) -> asyncio.Task:
+        """Run in the current event loop; returns the task."""
+        self._task = asyncio.get_running_loop().create_task(self.run(), name=self.name)
+        return self._task
+
+    async def stop(self) -> None:
+        self._stopping = True
+        if self._task:
+            self._task.cancel()
+            try:
+                await self._task
+            except (asyncio.CancelledError, Exception):
+                pass
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    @property
+    def caught_up(self) -> asyncio.Event:
+        if self._caught_up is None:
+            self._caught_up = asyncio.Event()
+        return self._caught_up
+
+    async def wait_caught_up(self, timeout: float = 10.0) -> None:
+        await asyncio.wait_for(self.caught_up.wait(), timeout)
+
+    def health(self) -> tuple[bool, str]:
+        """(ok, reason): ok once caught up with Redis and reading recently."""
+        if not self.caught_up.is_set():
+            return False, f"not caught up with Redis yet{': ' + self.last_error if self.last_error else ''}"
+        silent = time.monotonic() - self.last_ok
+        if silent > self.settings.block_ms / 1000 + 10:
+            return False, f"no answer from Redis for {silent:.0f}s: {self.last_error or 'unknown'}"
+        return True, "ok"
+
+    async def run(self) -> None:
+        attempt = 0
+        while not self._stopping:
+            try:
+                if self._client is None:
+                    self._client = async_client(self.settings, client_name=f"fleet-{self.name}")
+                await self._sync()
+                attempt = 0
+                while not self._stopping:
+                    await self._read_once()
+            except asyncio.CancelledError:
+                raise
+            except CONNECTION_ERRORS as exc:
+                self._lost(f"Redis connection: {exc}")
+            except Exception as exc:  # a bug must not end the reader
+                log.exception("%s: unexpected error; restarting the read loop", self.name)
+                self._lost(f"internal error: {exc!r}")
+            attempt += 1
+            delay = min(5.0, 0.05 * 2 ** min(attempt, 10)) * (0.5 + random.random())
+            self.stats["reconnects"] += 1
+            await asyncio.sleep(delay)
+
+    def _lost(self, reason: str) -> None:
+        if self.last_error != reason:
+            log.warning("%s: %s; retrying", self.name, reason)
+        self.last_error = reason
+        self.caught_up.clear()
+
+    # --- sync: epoch, registry, catch-up -------------------------------------------------
+    async def _check_epoch(self) -> bool:
+        """Returns True if the epoch changed (history lost) since we last looked."""
+        c = self._client
+        raw = await c.get(self.keys.epoch)
+        if raw is None:
+            await c.set(self.keys.epoch, uuid.uuid4().hex, nx=True)
+            raw = await c.get(self.keys.epoch)
+        epoch = raw.decode()
+        changed = self.epoch is not None and epoch != self.epoch
+        if changed:
+            log.error("%s: Redis epoch changed (%s -> %s): data was lost; resyncing every dashboard",
+                      self.name, self.epoch, epoch)
+        self.epoch = epoch
+        return changed
+
+    async def _sync(self) -> None:
+        """Full reconcile after (re)connecting: epoch, registry, history, catch-up."""
+        c = self._client
+        epoch_changed = await self._check_epoch()
+        last_reg = await c.xrevrange(self.keys.registry_events, count=1)
+        self.registry_id = last_reg[0][0].decode() if last_reg else "0-0"
+        names = set((await c.hgetall(self.keys.dashboards)).keys())
+        names = {n.decode() for n in names}
+        for gone in sorted(set(self.feeds) - names):
+            self._drop(gone)
+        for name in sorted(names):
+            if name not in self.feeds or epoch_changed:
+                await self._load(name)
+            else:
+                try:
+                    await self._check_history(name)
+                except HistoryLost as exc:
+                    await self._resync(name, str(exc))
+                else:
+                    await self._catch_up(name)
+        self.last_ok = time.monotonic()
+        self.last_error = ""
+        self.caught_up.set()
+
+    def _drop(self, name: str) -> None:
+        if self.feeds.pop(name, None) is not None:
+            log.info("%s: dashboard %s deleted", self.name, name)
+            self._notify("on_reset", name, None, "0-0")
+
+    async def _load(self, name: str) -> None:
+        """(Re)build a feed from the snapshot and the stream after it."""
+        raw = await self._client.get(self.keys.snapshot(name))
+        s = snap.loads(raw) if raw else None
+        if s is None or s.epoch != self.epoch:
+            s = snap.Snapshot(EMPTY, "0-0", self.epoch or "")
+        self.feeds[name] = Feed(s.state, s.last_id, s.last_id)
+        await self._catch_up(name, notify=False)
+        feed = self.feeds[name]
+        log.info("%s: dashboard %s loaded (snapshot %s, now at %s, %d figures)", self.name, name,
+                 s.last_id, feed.last_id, len(feed.state.figures))
+        self._notify("on_reset", name, feed.state, feed.last_id)
+
+    async def _resync(self, name: str, why: str) -> None:
+        self.stats["resyncs"] += 1
+        log.warning("%s: dashboard %s: %s; resyncing from snapshot", self.name, name, why)
+        await self._load(name)
+
+    async def _catch_up(self, name: str, notify: bool = True) -> None:
+        key = self.keys.commands(name)
+        while True:
+            feed = self.feeds.get(name)
+            if feed is None:
+                return
+            entries = await self._client.xrange(key, min=exclusive(feed.last_id), count=BATCH)
+            if not entries:
+                return
+            await self._apply_batch(name, entries, notify)
+
+    async def _check_history(self, name: str) -> None:
+        """Raise HistoryLost if entries after our position were deleted or rewound."""
+        feed = self.feeds[name]
+        try:
+            info = await self._client.xinfo_stream(self.keys.commands(name))
+        except ResponseError:  # no such key
+            if feed.last_id != "0-0" and feed.last_id != feed.snapshot_id:
+                raise HistoryLost(f"stream gone while at {feed.last_id}") from None
+            return
+        added = info.get(b"entries-added")
+        if added is not None:
+            if feed.entries_added is not None and int(added) < feed.entries_added:
+                raise HistoryLost("stream was deleted and recreated")
+            feed.entries_added = int(added)
+        mine = id_tuple(feed.last_id)
+        last_gen = _info_id(info, b"last-generated-id")
+        if last_gen is not None and last_gen < mine:
+            raise HistoryLost(f"stream rewound: last generated id {last_gen} is behind our {feed.last_id}")
+        deleted = _info_id(info, b"max-deleted-entry-id")
+        if deleted is not None and deleted > mine:
+            raise HistoryLost(f"entries after {feed.last_id} were trimmed (max deleted {deleted})")
+
+    # --- the steady state -------------------------------------------------------------------
+    async def _read_once(self) -> None:
+        c = self._client
+        streams = {self.keys.commands(n): f.last_id for n, f in self.feeds.items()}
+        streams[self.keys.registry_events] = self.registry_id
+        reply = await c.xread(streams, count=BATCH, block=self.settings.block_ms)
+        self.last_ok = time.monotonic()
+        if await self._check_epoch():
+            for name in list(self.feeds):
+                await self._load(name)
+            return
+        if not reply:  # idle: look for deleted streams, which do not wake XREAD
+            self.lag_ms = 0.0
+            for name in list(self.feeds):
+                try:
+                    await self._check_history(name)
+                except HistoryLost as exc:
+                    await self._resync(name, str(exc))
+            return
+        for key, entries in reply:
+            key = key.decode()
+            if key == self.keys.registry_events:
+                await self._registry(entries)
+                continue
+            name = self.keys.dashboard_from_commands(key)
+            if name not in self.feeds:
+                continue
+            try:
+                await self._check_history(name)
+            except HistoryLost as exc:
+                await self._resync(name, str(exc))
+                continue
+            await self._apply_batch(name, entries, True)
+            self.lag_ms = max(0.0, time.time() * 1000 - id_ms(entries[-1][0]))
+
+    async def _registry(self, entries: list) -> None:
+        for eid, fields in entries:
+            self.registry_id = eid.decode()
+            event = fields.get(b"event", b"").decode()
+            name = fields.get(b"dashboard", b"").decode()
+            if event == "created" and name and name not in self.feeds:
+                if await self._client.hexists(self.keys.dashboards, name):
+                    await self._load(name)
+            elif event == "deleted" and name:
+                if not await self._client.hexists(self.keys.dashboards, name):
+                    self._drop(name)
+
+    async def _apply_batch(self, name: str, entries: list, notify: bool) -> None:
+        feed = self.feeds[name]
+        rejections = []
+        for raw_id, fields in entries:
+            entry_id = raw_id.decode()
+            try:
+                cmd = parse(fields, self.limits)
+                state, resolved = step(feed.state, cmd, self.fold_cfg)
+            except Rejected as exc:
+                rejections.append((entry_id, fields, str(exc)))
+                feed.last_id = entry_id
+                continue
+            except Exception as exc:  # a validator bug must not block the stream
+                log.exception("%s: %s %s: internal error while validating", self.name, name, entry_id)
+                rejections.append((entry_id, fields, f"internal error: {exc!r}"))
+                feed.last_id = entry_id
+                continue
+            feed.state, feed.last_id = state, entry_id
+            if resolved is None:
+                self.stats["duplicates"] += 1
+                continue
+            self.stats["applied"] += 1
+            if notify:
+                self._notify("on_command", name, entry_id, resolved, state)
+        for entry_id, fields, reason in rejections:
+            self.stats["rejected"] += 1
+            log.warning("%s: %s %s rejected: %s", self.name, name, entry_id, reason)
+            if notify:
+                self._notify("on_rejected", name, entry_id, fields, reason)
+        if rejections and self.record_rejections:
+            await self._record(name, rejections)
+
+    async def _record(self, name: str, rejections: list) -> None:
+        pipe = self._client.pipeline(transaction=False)
+        for entry_id, fields, reason in rejections:
+            copy: dict[Any, Any] = {}
+            for k, v in fields.items():
+                if len(v) > MAX_REJECTED_VALUE:
+                    v = v[:MAX_REJECTED_VALUE]
+                    copy[b"_truncated"] = b"1"
+                copy[k] = v
+            copy[b"_reason"] = reason.encode()
+            pipe.xadd(self.keys.rejected(name), copy, id=entry_id,
+                      maxlen=self.settings.rejected_maxlen, approximate=True)
+        for result in await pipe.execute(raise_on_error=False):
+            if isinstance(result, Exception) and "equal or smaller" not in str(result):
+                log.warning("%s: could not record a rejection of %s: %s", self.name, name, result)
+
+    def _notify(self, method: str, *args: Any) -> None:
+        try:
+            getattr(self.listener, method)(*args)
+        except Exception:
+            self.stats["listener_errors"] += 1
+            log.exception("%s: listener %s failed for %s", self.name, method, args[0])
+
+
+def _info_id(info: dict, key: bytes) -> tuple[int, int] | None:
+    raw = info.get(key) if key in info else info.get(key.decode())
+    if raw is None:
+        return None
+    raw = raw.decode() if isinstance(raw, bytes) else str(raw)
+    if raw in ("0-0", ""):
+        return None if key == b"max-deleted-entry-id" else (0, 0)
+    return id_tuple(raw)
