@@ -1,0 +1,406 @@
+"""Users, roles, dashboard access, API tokens and login rate limits, kept in Redis.
+
+The web app (every gunicorn worker) and ``fleetctl`` share this one store, so an
+operator's ``fleetctl users passwd`` or ``fleetctl tokens revoke`` takes effect on the
+next request everywhere.  Key names (all under ``Keys.prefix``):
+
+* ``{p}:users``              hash: username -> JSON {password (werkzeug scrypt hash),
+                             roles, gen, created}; ``gen`` changes on passwd/remove so
+                             existing Flask sessions of that user stop being valid.
+* ``{p}:access``             hash: dashboard (or ``*`` = every dashboard) -> JSON
+                             {users: [...], roles: [...]}: who may view it.
+* ``{p}:tokens``             hash: sha256(token) hex -> JSON {id, name, dashboards,
+                             created, revoked}; the token itself is never stored.
+* ``{p}:tokens:used``        hash: sha256(token) hex -> last-used unix time.
+* ``{p}:ratelimit:{bucket}`` counter with a TTL of the window (fixed window).
+
+Roles: ``viewer`` < ``controller`` < ``admin``; a higher role implies the lower ones.
+An admin may view every dashboard; anyone else needs an access rule naming them or
+one of their roles, for that dashboard or ``*``.  Sync, like the rest of the web side.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+from werkzeug.security import check_password_hash, generate_password_hash
+
+from app.bus.keys import Keys, check_dashboard_name
+
+ROLES = ("viewer", "controller", "admin")
+USERNAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@+-]{0,99}$")
+TOKEN_PREFIX = "fleet_"
+PASSWORD_METHOD = "scrypt"
+MIN_PASSWORD = 8
+# Checked when a username is unknown, so that a miss costs as much as a wrong password.
+_DUMMY_HASH = generate_password_hash(secrets.token_hex(16), method=PASSWORD_METHOD)
+
+
+class AccountError(ValueError):
+    """Bad input for an account operation; the message is meant for a person."""
+
+
+def check_username(name: str) -> str:
+    if not isinstance(name, str) or not USERNAME_RE.match(name):
+        raise AccountError(
+            f"invalid user name {name!r}: 1-100 of letters, digits, _ . @ + -, "
+            "starting with a letter or digit"
+        )
+    return name
+
+
+def check_roles(roles: Any) -> tuple[str, ...]:
+    roles = tuple(dict.fromkeys(roles))
+    bad = [r for r in roles if r not in ROLES]
+    if bad or not roles:
+        raise AccountError(f"invalid role(s) {bad or '(none)'}: use {', '.join(ROLES)}")
+    return roles
+
+
+def effective_roles(roles: Any) -> tuple[str, ...]:
+    """Roles with the implied lower ones added, in ROLES order."""
+    top = max((ROLES.index(r) for r in roles if r in ROLES), default=-1)
+    return ROLES[: top + 1]
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class User:
+    name: str
+    roles: tuple[str, ...]
+    gen: str = ""
+    created: float = 0.0
+
+    @property
+    def effective_roles(self) -> tuple[str, ...]:
+        return effective_roles(self.roles)
+
+    def has_role(self, role: str) -> bool:
+        return role in self.effective_roles
+
+
+@dataclass(frozen=True)
+class Token:
+    id: str
+    name: str
+    dashboards: tuple[str, ...]
+    created: float
+    revoked: float | None = None
+    last_used: float | None = None
+
+    def allows(self, dashboard: str) -> bool:
+        return "*" in self.dashboards or dashboard in self.dashboards
+
+
+@dataclass(frozen=True)
+class Rule:
+    users: tuple[str, ...] = ()
+    roles: tuple[str, ...] = ()
+
+
+@dataclass
+class Accounts:
+    """The account store over one sync Redis client (bytes in, bytes out)."""
+
+    client: redis.Redis
+    keys: Keys = field(default_factory=Keys)
+
+    # --- key names -----------------------------------------------------------------
+    @property
+    def users_key(self) -> str:
+        return f"{self.keys.prefix}:users"
+
+    @property
+    def access_key(self) -> str:
+        return f"{self.keys.prefix}:access"
+
+    @property
+    def tokens_key(self) -> str:
+        return f"{self.keys.prefix}:tokens"
+
+    @property
+    def tokens_used_key(self) -> str:
+        return f"{self.keys.prefix}:tokens:used"
+
+    def ratelimit_key(self, bucket: str) -> str:
+        return f"{self.keys.prefix}:ratelimit:{bucket}"
+
+    # --- users ---------------------------------------------------------------------
+    def _load_user(self, name: str) -> dict | None:
+        raw = self.client.hget(self.users_key, name)
+        return json.loads(raw) if raw else None
+
+    def add_user(self, name: str, password: str, roles: Any = ("viewer",)) -> User:
+        check_username(name)
+        roles = check_roles(roles)
+        _check_password(password)
+        rec = {"password": generate_password_hash(password, method=PASSWORD_METHOD),
+               "roles": list(roles), "gen": secrets.token_hex(8), "created": time.time()}
+        if not self.client.hsetnx(self.users_key, name, json.dumps(rec)):
+            raise AccountError(f"user {name!r} exists (use passwd or remove it first)")
+        return User(name, roles, rec["gen"], rec["created"])
+
+    def get_user(self, name: str) -> User | None:
+        rec = self._load_user(name) if isinstance(name, str) and name else None
+        if rec is None:
+            return None
+        return User(name, tuple(rec["roles"]), rec.get("gen", ""), rec.get("created", 0.0))
+
+    def _update(self, name: str, **changes: Any) -> User:
+        # WATCH/MULTI so two operators editing the same user cannot lose an update.
+        with self.client.pipeline() as pipe:
+            while True:
+                try:
+                    pipe.watch(self.users_key)
+                    raw = pipe.hget(self.users_key, name)
+                    if not raw:
+                        raise AccountError(f"no user {name!r}")
+                    rec = json.loads(raw)
+                    rec.update(changes)
+                    rec["gen"] = secrets.token_hex(8)
+                    pipe.multi()
+                    pipe.hset(self.users_key, name, json.dumps(rec))
+                    pipe.execute()
+                    return User(name, tuple(rec["roles"]), rec["gen"], rec.get("created", 0.0))
+                except redis.WatchError:
+                    continue
+
+    def set_password(self, name: str, password: str) -> User:
+        """New password; every existing login session of the user ends."""
+        _check_password(password)
+        return self._update(name, password=generate_password_hash(password, method=PASSWORD_METHOD))
+
+    def set_roles(self, name: str, roles: Any) -> User:
+        return self._update(name, roles=list(check_roles(roles)))
+
+    def remove_user(self, name: str) -> bool:
+        removed = bool(self.client.hdel(self.users_key, name))
+        if removed:  # drop the user from access rules too, so a re-created name starts clean
+            for dashboard, rule in self.access_rules().items():
+                if name in rule.users:
+                    self.revoke_access(dashboard, users=[name])
+        return removed
+
+    def list_users(self) -> list[User]:
+        out = []
+        for k, v in sorted(self.client.hgetall(self.users_key).items()):
+            rec = json.loads(v)
+            out.append(User(k.decode(), tuple(rec["roles"]), rec.get("gen", ""), rec.get("created", 0.0)))
+        return out
+
+    def authenticate(self, name: str, password: str) -> User | None:
+        """The user if ``password`` is right, else None (same cost whether or not the user exists)."""
+        rec = self._load_user(name) if isinstance(name, str) and USERNAME_RE.match(name or "") else None
+        if rec is None:
+            check_password_hash(_DUMMY_HASH, password or "")
+            return None
+        if not check_password_hash(rec["password"], password or ""):
+            return None
+        return User(name, tuple(rec["roles"]), rec.get("gen", ""), rec.get("created", 0.0))
+
+    # --- dashboard access ----------------------------------------------------------
+    def access_rules(self) -> dict[str, Rule]:
+        out = {}
+        for k, v in sorted(self.client.hgetall(self.access_key).items()):
+            rec = json.loads(v)
+            out[k.decode()] = Rule(tuple(rec.get("users", ())), tuple(rec.get("roles", ())))
+        return out
+
+    def _edit_rule(self, dashboard: str, users: Any, roles: Any, add: bool) -> Rule:
+        if dashboard != "*":
+            check_dashboard_name(dashboard)
+        users = [check_username(u) for u in users or ()]
+        roles = list(check_roles(roles)) if roles else []
+        with self.client.pipeline() as pipe:
+            while True:
+                try:
+                    pipe.watch(self.access_key)
+                    raw = pipe.hget(self.access_key, dashboard)
+                    rec = json.loads(raw) if raw else {"users": [], "roles": []}
+                    for key, vals in (("users", users), ("roles", roles)):
+                        cur = list(rec.get(key, []))
+                        if add:
+                            cur += [v for v in vals if v not in cur]
+                        else:
+                            cur = [v for v in cur if v not in vals]
+                        rec[key] = cur
+                    pipe.multi()
+                    if rec["users"] or rec["roles"]:
+                        pipe.hset(self.access_key, dashboard, json.dumps(rec))
+                    else:
+                        pipe.hdel(self.access_key, dashboard)
+                    pipe.execute()
+                    return Rule(tuple(rec["users"]), tuple(rec["roles"]))
+                except redis.WatchError:
+                    continue
+
+    def grant_access(self, dashboard: str, users: Any = (), roles: Any = ()) -> Rule:
+        """Let ``users`` and holders of ``roles`` view ``dashboard`` (``*`` = all)."""
+        if not users and not roles:
+            raise AccountError("name at least one user or role")
+        return self._edit_rule(dashboard, users, roles, add=True)
+
+    def revoke_access(self, dashboard: str, users: Any = (), roles: Any = ()) -> Rule:
+        return self._edit_rule(dashboard, users, roles, add=False)
+
+    def can_view(self, user: User | None, dashboard: str) -> bool:
+        if user is None:
+            return False
+        if user.has_role("admin"):
+            return True
+        raws = self.client.hmget(self.access_key, [dashboard, "*"])
+        roles = set(user.effective_roles)
+        for raw in raws:
+            if raw:
+                rec = json.loads(raw)
+                if user.name in rec.get("users", ()) or roles.intersection(rec.get("roles", ())):
+                    return True
+        return False
+
+    def viewable(self, user: User | None, dashboards: Any) -> list[str]:
+        """The subset of ``dashboards`` that ``user`` may view (one round trip)."""
+        if user is None:
+            return []
+        names = list(dashboards)
+        if user.has_role("admin"):
+            return names
+        rules = self.access_rules()
+        roles = set(user.effective_roles)
+
+        def ok(rule: Rule | None) -> bool:
+            return rule is not None and (user.name in rule.users or bool(roles.intersection(rule.roles)))
+
+        if ok(rules.get("*")):
+            return names
+        return [n for n in names if ok(rules.get(n))]
+
+    # --- API tokens ------------------------------------------------------------------
+    def create_token(self, name: str, dashboards: Any) -> tuple[str, Token]:
+        """A new token for ``dashboards`` (``*`` = all): returns (secret, record).
+
+        Only the SHA-256 of the secret is stored; the caller shows the secret once.
+        """
+        if not isinstance(name, str) or not name.strip() or len(name) > 100:
+            raise AccountError("token name: 1-100 characters")
+        dashboards = tuple(dict.fromkeys(dashboards))
+        if not dashboards:
+            raise AccountError("a token needs at least one dashboard (or '*')")
+        for d in dashboards:
+            if d != "*":
+                check_dashboard_name(d)
+        secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
+        digest = hash_token(secret)
+        tok = Token(id=digest[:12], name=name, dashboards=dashboards, created=time.time())
+        rec = {"id": tok.id, "name": name, "dashboards": list(dashboards), "created": tok.created,
+               "revoked": None}
+        self.client.hset(self.tokens_key, digest, json.dumps(rec))
+        return secret, tok
+
+    def _token(self, digest: str, raw: bytes, used: bytes | None) -> Token:
+        rec = json.loads(raw)
+        return Token(rec["id"], rec["name"], tuple(rec["dashboards"]), rec["created"],
+                     rec.get("revoked"), float(used) if used else None)
+
+    def verify_token(self, secret: str, touch: bool = True) -> Token | None:
+        """The live token record for ``secret`` (None if unknown or revoked).
+
+        ``touch`` records the last-used time.
+        """
+        if not isinstance(secret, str) or not secret.startswith(TOKEN_PREFIX) or len(secret) > 200:
+            return None
+        digest = hash_token(secret)
+        raw = self.client.hget(self.tokens_key, digest)
+        if not raw:
+            return None
+        tok = self._token(digest, raw, None)
+        if tok.revoked:
+            return None
+        if touch:
+            now = time.time()
+            self.client.hset(self.tokens_used_key, digest, repr(now))
+            tok = Token(tok.id, tok.name, tok.dashboards, tok.created, None, now)
+        return tok
+
+    def list_tokens(self) -> list[Token]:
+        raw = self.client.hgetall(self.tokens_key)
+        used = self.client.hgetall(self.tokens_used_key)
+        toks = [self._token(k.decode(), v, used.get(k)) for k, v in raw.items()]
+        return sorted(toks, key=lambda t: t.created)
+
+    def revoke_token(self, ident: str) -> list[Token]:
+        """Revoke tokens whose id (or id prefix of 6+ chars) or name is ``ident``."""
+        out = []
+        for k, v in self.client.hgetall(self.tokens_key).items():
+            rec = json.loads(v)
+            if rec.get("revoked"):
+                continue
+            if rec["name"] == ident or (len(ident) >= 6 and rec["id"].startswith(ident)):
+                rec["revoked"] = time.time()
+                self.client.hset(self.tokens_key, k, json.dumps(rec))
+                out.append(self._token(k.decode(), json.dumps(rec).encode(), None))
+        return out
+
+    # --- rate limiting ---------------------------------------------------------------
+    def _bucket(self, *parts: str) -> str:
+        # Hash the parts: user input never becomes a key name as is.
+        return hashlib.sha256("\x00".join(parts).encode("utf-8", "replace")).hexdigest()[:32]
+
+    def rate_limited(self, kind: str, *parts: str, limit: int) -> bool:
+        """True when ``limit`` hits are recorded for this bucket in the current window."""
+        raw = self.client.get(self.ratelimit_key(f"{kind}:{self._bucket(*parts)}"))
+        return raw is not None and int(raw) >= limit
+
+    def hit(self, kind: str, *parts: str, window: int) -> int:
+        """Record one hit (e.g. a failed login); returns the count in this window."""
+        key = self.ratelimit_key(f"{kind}:{self._bucket(*parts)}")
+        pipe = self.client.pipeline(transaction=True)
+        pipe.incr(key)
+        pipe.expire(key, int(window), nx=True)
+        count, _ = pipe.execute()
+        return int(count)
+
+    def reset(self, kind: str, *parts: str) -> None:
+        self.client.delete(self.ratelimit_key(f"{kind}:{self._bucket(*parts)}"))
+
+    # --- read-only views for the admin page ----------------------------------------
+    def compactor_status(self) -> dict[str, Any]:
+        """The compactor's status hash, JSON values decoded where they parse."""
+        out: dict[str, Any] = {}
+        for k, v in sorted(self.client.hgetall(self.keys.compactor_status).items()):
+            text = v.decode("utf-8", "replace")
+            try:
+                out[k.decode("utf-8", "replace")] = json.loads(text)
+            except ValueError:
+                out[k.decode("utf-8", "replace")] = text
+        return out
+
+    def redis_health(self) -> dict[str, Any]:
+        """Ping time and a few INFO fields; ``ok`` False with the error when Redis is away."""
+        try:
+            t0 = time.perf_counter()
+            self.client.ping()
+            ping_ms = (time.perf_counter() - t0) * 1000
+            info = self.client.info()
+        except (redis.RedisError, OSError) as exc:
+            return {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+        keep = ("redis_version", "uptime_in_seconds", "connected_clients", "used_memory_human",
+                "maxmemory_human", "role", "aof_enabled", "aof_last_write_status",
+                "rdb_last_bgsave_status", "loading", "evicted_keys", "instantaneous_ops_per_sec")
+        return {"ok": True, "ping_ms": round(ping_ms, 3), **{k: info.get(k) for k in keep if k in info}}
+
+
+def _check_password(password: str) -> None:
+    if not isinstance(password, str) or len(password) < MIN_PASSWORD:
+        raise AccountError(f"password must be at least {MIN_PASSWORD} characters")
+    if len(password) > 1024:
+        raise AccountError("password longer than 1024 characters")

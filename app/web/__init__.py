@@ -1,0 +1,113 @@
+"""The fleet's Flask app: login, dashboard pages with signed Bokeh embedding, the
+controller HTTP API and the admin page.  Runs under gunicorn (``gunicorn_conf.py``).
+
+Configuration is layered flaskr-style: defaults derived from :class:`app.settings.
+Settings` (``FLEET_*`` variables), then ``test_config``.  A test passes its own
+settings as ``test_config["FLEET_SETTINGS"]``.  Redis is reached only through
+:mod:`app.bus` (one sync client per worker, shared by its threads).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+from flask import Flask, current_app, jsonify, render_template, request
+from flask_wtf.csrf import CSRFError, CSRFProtect
+from werkzeug.exceptions import HTTPException
+
+from app import settings as settings_mod
+from app.bus.accounts import Accounts
+from app.bus.connection import CONNECTION_ERRORS, sync_client
+from app.bus.keys import Keys
+from app.settings import Settings
+from app.web.proxy import TrustedProxyFix, parse_networks
+
+csrf = CSRFProtect()
+
+
+@dataclass
+class Fleet:
+    """Per-app handles: settings, the Redis client, key names and the account store."""
+
+    settings: Settings
+    client: Any
+    keys: Keys
+    accounts: Accounts
+    networks: tuple
+
+
+def fleet() -> Fleet:
+    return current_app.extensions["fleet"]
+
+
+def create_app(test_config: dict[str, Any] | None = None) -> Flask:
+    test_config = dict(test_config or {})
+    settings: Settings = test_config.pop("FLEET_SETTINGS", None) or settings_mod.load()
+    settings.require_secrets("flask_secret", "secret_key")
+
+    app = Flask(__name__)
+    app.config.from_mapping(
+        SECRET_KEY=settings.flask_secret,
+        SESSION_COOKIE_NAME="fleet_session",
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=settings.cookie_secure,
+        PERMANENT_SESSION_LIFETIME=dt.timedelta(hours=12),
+        MAX_CONTENT_LENGTH=settings.api_max_body_bytes,
+        WTF_CSRF_TIME_LIMIT=None,  # the token is bound to the session; the session expires
+        JSON_SORT_KEYS=False,
+    )
+    app.config.update(test_config)
+
+    client = test_config.get("FLEET_REDIS") or sync_client(settings)
+    keys = Keys(settings.key_prefix)
+    networks = parse_networks(settings.trusted_proxies)
+    app.extensions["fleet"] = Fleet(settings, client, keys, Accounts(client, keys), networks)
+    app.wsgi_app = TrustedProxyFix(app.wsgi_app, networks)  # type: ignore[method-assign]
+
+    csrf.init_app(app)
+
+    from app.web import admin, api, auth, pages
+
+    app.register_blueprint(auth.bp)
+    app.register_blueprint(pages.bp)
+    app.register_blueprint(api.bp)
+    app.register_blueprint(admin.bp)
+    csrf.exempt(api.bp)  # bearer tokens, no cookies: nothing for a forged form to ride on
+
+    @app.after_request
+    def security_headers(resp):  # type: ignore[no-untyped-def]
+        resp.headers.setdefault("X-Content-Type-Options", "nosniff")
+        resp.headers.setdefault("Referrer-Policy", "same-origin")
+        if resp.mimetype == "text/html":
+            resp.headers.setdefault("X-Frame-Options", "SAMEORIGIN")
+        return resp
+
+    @app.errorhandler(CSRFError)
+    def csrf_error(exc: CSRFError):  # type: ignore[no-untyped-def]
+        return _error_response(400, f"CSRF check failed: {exc.description}")
+
+    def redis_away(exc: Exception):  # type: ignore[no-untyped-def]
+        current_app.logger.warning("Redis not reachable: %s", exc)
+        resp = _error_response(503, "the command bus (Redis) is not reachable; retry shortly")
+        return resp[0], 503, {"Retry-After": "2"}
+
+    for exc_class in CONNECTION_ERRORS:
+        app.register_error_handler(exc_class, redis_away)
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException):  # type: ignore[no-untyped-def]
+        if exc.code is None or exc.code < 400:
+            return exc
+        return _error_response(exc.code, exc.description or exc.name)
+
+    return app
+
+
+def _error_response(code: int, message: str):  # type: ignore[no-untyped-def]
+    if request.path.startswith("/api/") or request.path == "/auth/check":
+        body = {"error": {"status": code, "message": message}}
+        return jsonify(body), code
+    return render_template("error.html", code=code, message=message), code

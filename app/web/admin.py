@@ -1,0 +1,72 @@
+"""Admin page (admin role): fleet status at a glance, refreshing itself.
+
+Instances' heartbeats (sessions, lag, last ids), the compactor status, rejected
+commands per dashboard, supervisord process states and Redis health.  The page polls
+``/admin/status.json`` every few seconds; the same JSON serves scripts and probes.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from flask import Blueprint, Response, jsonify, render_template
+
+from app.bus import heartbeat, registry, store
+from app.bus.connection import CONNECTION_ERRORS
+from app.web import fleet
+from app.web.auth import LogoutForm, role_required
+from app.web.supervisor import process_states
+
+bp = Blueprint("admin", __name__, url_prefix="/admin")
+
+REJECTED_PER_DASHBOARD = 20
+REFRESH_SECONDS = 3
+
+
+def status() -> dict[str, Any]:
+    f = fleet()
+    out: dict[str, Any] = {"time": time.time(), "redis": f.accounts.redis_health()}
+    if out["redis"]["ok"]:
+        try:
+            out["instances"] = heartbeat.read_heartbeats(f.client, f.keys)
+            out["compactor"] = f.accounts.compactor_status()
+            dashboards = registry.list_dashboards(f.client, f.keys)
+            out["dashboards"] = [
+                {"name": n, "title": meta.get("title") or n,
+                 "rejected": store.read_rejected(f.client, f.keys, n, REJECTED_PER_DASHBOARD)}
+                for n in dashboards
+            ]
+        except CONNECTION_ERRORS as exc:  # Redis went away between the ping and here
+            out["redis"] = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+    out.setdefault("instances", [])
+    out.setdefault("compactor", {})
+    out.setdefault("dashboards", [])
+    out["supervisor"] = process_states(f.settings.var_dir / "supervisor.sock")
+    return out
+
+
+@bp.get("/")
+@role_required("admin")
+def index() -> Response:
+    html = render_template("admin.html", s=status(), refresh=REFRESH_SECONDS, logout_form=LogoutForm())
+    resp = Response(html, mimetype="text/html")
+    resp.headers["Cache-Control"] = "no-store"
+    return resp
+
+
+@bp.get("/status.json")
+@role_required("admin")
+def status_json() -> Response:
+    resp = jsonify(status())
+    resp.headers["Cache-Control"] = "no-store"
+    return resp
+
+
+@bp.get("/panel")
+@role_required("admin")
+def panel() -> Response:
+    """The page body alone: the page swaps it in every few seconds."""
+    resp = Response(render_template("admin_panel.html", s=status()), mimetype="text/html")
+    resp.headers["Cache-Control"] = "no-store"
+    return resp

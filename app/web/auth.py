@@ -1,0 +1,219 @@
+"""Identity: login/logout, trusted-header SSO, role checks and nginx's ``/auth/check``.
+
+``g.user`` is loaded once per request: from the SSO header when it is enabled and the
+TCP peer is a trusted proxy, else from the Flask session.  The session holds only the
+user name and the user's ``gen``; passwd/remove change ``gen`` and so end every
+existing session of that user.  Failed logins are counted in Redis per user+address
+(and, more loosely, per address) so the limit holds across all gunicorn workers.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Callable
+from urllib.parse import parse_qs, urlsplit
+
+from bokeh.util.token import check_token_signature, get_token_payload
+from flask import (Blueprint, Response, abort, flash, g, redirect, render_template, request,
+                   session, url_for)
+from flask_wtf import FlaskForm
+from wtforms import HiddenField, PasswordField, StringField
+from wtforms.validators import DataRequired, Length
+
+from app.bus.accounts import USERNAME_RE, User
+from app.bus.keys import DASHBOARD_RE
+from app.web import fleet
+from app.web.proxy import is_trusted
+
+bp = Blueprint("auth", __name__, url_prefix="/auth")
+
+ADDRESS_FACTOR = 5  # an address may fail this many times more often than one user+address
+
+
+class LoginForm(FlaskForm):
+    username = StringField("User name", validators=[DataRequired(), Length(max=100)])
+    password = PasswordField("Password", validators=[DataRequired(), Length(max=1024)])
+    next = HiddenField()
+
+
+class LogoutForm(FlaskForm):
+    """Empty form: carries the CSRF token of the logout button."""
+
+
+def client_addr() -> str:
+    return request.remote_addr or ""
+
+
+def sso_user() -> User | None:
+    """The user named by the SSO header, if SSO is on and the peer is a trusted proxy."""
+    f = fleet()
+    header = f.settings.sso_header
+    if not header:
+        return None
+    name = request.headers.get(header, "").strip()
+    if not name or not is_trusted(request.environ.get("fleet.peer"), f.networks):
+        return None
+    user = f.accounts.get_user(name)
+    if user is None:
+        if not USERNAME_RE.match(name):
+            return None
+        user = User(name, ("viewer",))  # known to the intranet, not to us: a plain viewer
+    return user
+
+
+@bp.before_app_request
+def load_user() -> None:
+    g.user = None
+    g.sso = False
+    if request.endpoint == "static":
+        return
+    user = sso_user()
+    if user is not None:
+        g.user, g.sso = user, True
+        return
+    name = session.get("user")
+    if name:
+        user = fleet().accounts.get_user(name)
+        if user is None or user.gen != session.get("gen"):
+            session.clear()  # removed, or password/roles changed since this login
+            return
+        g.user = user
+
+
+def login_required(view: Callable) -> Callable:
+    @functools.wraps(view)
+    def wrapped(*args, **kwargs):  # type: ignore[no-untyped-def]
+        if g.user is None:
+            return redirect(url_for("auth.login", next=request.full_path.rstrip("?")))
+        return view(*args, **kwargs)
+
+    return wrapped
+
+
+def role_required(role: str) -> Callable[[Callable], Callable]:
+    def deco(view: Callable) -> Callable:
+        @functools.wraps(view)
+        @login_required
+        def wrapped(*args, **kwargs):  # type: ignore[no-untyped-def]
+            if not g.user.has_role(role):
+                abort(403, f"needs the {role} role")
+            return view(*args, **kwargs)
+
+        return wrapped
+
+    return deco
+
+
+def safe_next(target: str | None) -> str:
+    """Only same-site relative paths; anything else goes to the index."""
+    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
+        return url_for("pages.index")
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc:
+        return url_for("pages.index")
+    return target
+
+
+@bp.route("/login", methods=("GET", "POST"))
+def login():  # type: ignore[no-untyped-def]
+    form = LoginForm()
+    if request.method == "GET":
+        form.next.data = request.args.get("next", "")
+        return render_template("login.html", form=form)
+    if not form.validate_on_submit():
+        return render_template("login.html", form=form), 400
+    f = fleet()
+    s = f.settings
+    name, addr = form.username.data.strip(), client_addr()
+    limit, window = s.login_rate_limit, s.login_rate_window_seconds
+    if (f.accounts.rate_limited("login", name.lower(), addr, limit=limit)
+            or f.accounts.rate_limited("login-addr", addr, limit=limit * ADDRESS_FACTOR)):
+        resp = Response(render_template(
+            "login.html", form=form,
+            error=f"Too many failed logins. Try again in up to {window // 60 or 1} minute(s)."), 429)
+        resp.headers["Retry-After"] = str(window)
+        return resp
+    user = f.accounts.authenticate(name, form.password.data)
+    if user is None:
+        f.accounts.hit("login", name.lower(), addr, window=window)
+        f.accounts.hit("login-addr", addr, window=window)
+        return render_template("login.html", form=form, error="Wrong user name or password."), 401
+    f.accounts.reset("login", name.lower(), addr)
+    session.clear()
+    session.permanent = True
+    session["user"] = user.name
+    session["gen"] = user.gen
+    session["login_at"] = int(time.time())
+    return redirect(safe_next(form.next.data))
+
+
+@bp.route("/logout", methods=("POST",))
+def logout():  # type: ignore[no-untyped-def]
+    LogoutForm()  # CSRFProtect has already checked the token
+    session.clear()
+    flash("Logged out.")
+    return redirect(url_for("auth.login"))
+
+
+def _dashboard_from_request() -> tuple[str | None, bool]:
+    """(dashboard named by a signed, unexpired Bokeh token in the original request,
+    whether a token was present at all).  Looks at X-Original-URI's ``bokeh-token``
+    (autoload.js) and the websocket subprotocol header (``bokeh, <token>``)."""
+    token = None
+    uri = request.headers.get("X-Original-URI", "")
+    if uri:
+        values = parse_qs(urlsplit(uri).query).get("bokeh-token")
+        if values:
+            token = values[-1]
+    if token is None:
+        proto = request.headers.get("Sec-WebSocket-Protocol", "")
+        parts = [p.strip() for p in proto.split(",")]
+        if len(parts) == 2 and parts[0] == "bokeh":
+            token = parts[1]
+    if token is None:
+        return None, False
+    secret = fleet().settings.secret_key
+    try:
+        if not check_token_signature(token, secret_key=secret, signed=True):
+            return None, True
+        payload = get_token_payload(token)
+    except Exception:  # malformed base64/JSON/zlib: just not a valid token
+        return None, True
+    dashboard = payload.get("dashboard")
+    expiry = payload.get("session_expiry")
+    if not isinstance(dashboard, str) or not DASHBOARD_RE.match(dashboard):
+        return None, True
+    if not isinstance(expiry, (int, float)) or expiry < time.time():
+        return None, True
+    g.token_user = payload.get("user")
+    return dashboard, True
+
+
+@bp.route("/check")
+def check():  # type: ignore[no-untyped-def]
+    """For nginx ``auth_request`` in front of ``/bokeh/``: 204 or 401, no templates.
+
+    Allowed: a logged-in user (session or SSO) who may view the dashboard named by
+    the request's Bokeh token, if it carries one; or, without a session (a page on
+    another intranet origin embedding through ``/embed/X.js``), a valid unexpired
+    Flask-minted token whose user may still view its dashboard.
+    """
+    empty = Response(status=401)
+    empty.headers["Cache-Control"] = "no-store"
+    dashboard, had_token = _dashboard_from_request()
+    accounts = fleet().accounts
+    user = g.user
+    if had_token and dashboard is None:
+        return empty  # a forged, garbled or expired token: never let it through
+    if user is None and dashboard is not None:
+        name = getattr(g, "token_user", None)
+        user = accounts.get_user(name) if isinstance(name, str) and name else None
+    if user is None:
+        return empty
+    if dashboard is not None and not accounts.can_view(user, dashboard):
+        return empty
+    ok = Response(status=204)
+    ok.headers["Cache-Control"] = "no-store"
+    ok.headers["X-Fleet-User"] = user.name
+    return ok

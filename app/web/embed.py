@@ -1,0 +1,100 @@
+"""Minting Bokeh session ids and tokens, and the autoload tag that uses them.
+
+The instances run with ``--session-ids external-signed``: only ids signed with the
+shared ``settings.secret_key`` are accepted, and the instance shows the one dashboard
+named in the token payload.  The token is built here, with exactly the payload we
+choose: no cookies or headers are copied into it (Bokeh's default would copy them,
+HttpOnly session cookie included, where page JavaScript can read them).
+
+``bokeh.embed.server_document`` cannot carry an external-signed id and
+``server_session`` sends only the id (the instance would then build its own token
+without our payload), so :func:`autoload_src` mirrors their URL format and passes
+``bokeh-token`` as a query argument, which the autoload handler reads.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from dataclasses import dataclass
+from urllib.parse import quote, urlencode
+
+from bokeh.util.token import generate_jwt_token, generate_session_id
+from markupsafe import Markup
+
+from app.bus.accounts import User
+from app.settings import Settings
+
+APP_NAME = "dashboard"
+ROUTE_COOKIE = "fleet_route"
+
+
+@dataclass(frozen=True)
+class Minted:
+    session_id: str
+    token: str
+
+
+def mint(settings: Settings, dashboard: str, user: User) -> Minted:
+    """A fresh signed session id and a short-lived token for ``dashboard`` only."""
+    session_id = generate_session_id(secret_key=settings.secret_key, signed=True)
+    token = generate_jwt_token(
+        session_id,
+        secret_key=settings.secret_key,
+        signed=True,
+        extra_payload={"dashboard": dashboard, "user": user.name,
+                       "roles": list(user.effective_roles)},
+        expiration=settings.session_token_expiration,
+    )
+    return Minted(session_id, token)
+
+
+def app_url(settings: Settings, base_url: str) -> str:
+    """Absolute URL of the Bokeh app behind nginx, e.g. http://host:8080/bokeh/dashboard."""
+    return base_url.rstrip("/") + "/" + settings.bokeh_prefix.strip("/") + "/" + APP_NAME
+
+
+def element_id() -> str:
+    return "fleet-" + secrets.token_hex(8)
+
+
+def autoload_src(url: str, token: str, elementid: str) -> str:
+    """The autoload.js URL, in the format of ``bokeh.embed.server.server_session``."""
+    from urllib.parse import urlparse
+
+    app_path = urlparse(url).path.rstrip("/") or "/"
+    src = url + "/autoload.js?" + urlencode({"bokeh-autoload-element": elementid})
+    if app_path != "/":
+        src += "&bokeh-app-path=" + quote(app_path)
+    src += "&bokeh-absolute-url=" + quote(url, safe=":/")
+    src += "&" + urlencode({"bokeh-token": token})
+    return src
+
+
+def loader_js(src: str, elementid: str) -> str:
+    """JavaScript that fetches autoload.js and runs it (what Bokeh's autoload tag does).
+
+    Only the XHR carries the URL with the token; it is never put in the page URL or
+    a ``src`` attribute that Referer headers or history would leak.
+    """
+    return (
+        "(function(){"
+        "var xhr=new XMLHttpRequest();xhr.responseType='blob';"
+        f"xhr.open('GET',{json.dumps(src)},true);"
+        "xhr.onload=function(ev){if(xhr.status!==200){"
+        f"var el=document.getElementById({json.dumps(elementid)});"
+        "if(el){el.textContent='Dashboard unavailable ('+xhr.status+'): reload the page.';}return;}"
+        "var s=document.createElement('script');s.src=URL.createObjectURL(ev.target.response);"
+        "document.body.appendChild(s);};"
+        "xhr.send();})();"
+    )
+
+
+def autoload_tag(src: str, elementid: str) -> Markup:
+    """``<div>`` target + ``<script>`` for a page we render ourselves."""
+    js = loader_js(src, elementid).replace("</", "<\\/")
+    return Markup(f'<div id="{elementid}" class="fleet-dashboard"></div>\n<script>{js}</script>')
+
+
+def new_route_value() -> str:
+    return secrets.token_urlsafe(12)
