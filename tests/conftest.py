@@ -2,4 +2,6 @@
 
 pytest_plugins = [
     "tests.fixtures.redis",
+    "tests.fixtures.web",
+    "tests.fixtures.stack",
 ]
