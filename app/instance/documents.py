@@ -1,0 +1,340 @@
+"""Bokeh models from dashboard state, and resolved commands applied to them.
+
+:class:`DashboardDoc` owns the models of one session's document: one root column
+(title + body), one :class:`FigureView` per figure, and the row/column containers
+of the layout.  It is built from a :class:`~app.control.state.DashboardState` and
+then moved forward by resolved commands (from :func:`app.control.state.step`), so a
+session shows exactly what the fold says.  Only the fan-out calls it, always on the
+event loop thread and under the session's document lock (or before the session
+exists).
+
+Columns are the state's own read-only numpy arrays, shared by every session until a
+``stream`` or ``patch`` replaces them; numeric columns cross the websocket as binary
+frames.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+from bokeh.document import Document
+from bokeh.models import (
+    Column,
+    ColumnDataSource,
+    CustomJS,
+    DataTable,
+    DateFormatter,
+    Div,
+    FactorRange,
+    HoverTool,
+    LayoutDOM,
+    Row,
+    TableColumn,
+)
+from bokeh.palettes import Category10_10
+from bokeh.plotting import figure as bk_figure
+from bokeh.transform import dodge
+
+from app.control.protocol import Command
+from app.control.state import DashboardState, Figure
+
+log = logging.getLogger("fleet.instance.documents")
+
+PLOT_HEIGHT = 320
+TABLE_HEIGHT = 280
+TOOLS = "pan,wheel_zoom,box_zoom,reset,save"
+STATUS_JS = (Path(__file__).parent / "static" / "status.js").read_text()
+
+
+# --- figures -----------------------------------------------------------------------------
+def _bar_width(x: np.ndarray) -> float:
+    vals = np.unique(x[np.isfinite(x)]) if len(x) else x
+    if len(vals) < 2:
+        return 0.8
+    return float(np.min(np.diff(vals))) * 0.8
+
+
+def _factors(x: np.ndarray) -> list[str]:
+    seen: dict[str, None] = {}
+    for v in x.tolist():
+        seen.setdefault(str(v), None)
+    return list(seen)
+
+
+def _tooltips(fig: Figure) -> tuple[list[tuple[str, str]], dict[str, str]]:
+    pairs = fig.tooltips
+    if pairs == (("*", "*"),):
+        pairs = tuple((c, c) for c in fig.data)
+    out, formatters = [], {}
+    for label, column in pairs:
+        if column in fig.data:
+            field = "@{%s}" % column.replace("}", "")
+            if fig.x_axis_type == "datetime" and column == fig.x:
+                formatters[field] = "datetime"
+                out.append((label, field + "{%F %T}"))
+            else:
+                out.append((label, field))
+        else:  # a literal; "@"/"$" would be interpreted, so neutralise them
+            out.append((label, column.replace("@", "＠").replace("$", "＄")))
+    return out, formatters
+
+
+class FigureView:
+    """The models of one figure in one document."""
+
+    def __init__(self, fig: Figure) -> None:
+        self.name = fig.name
+        self.kind = fig.kind
+        self.version = fig.version
+        self.source: ColumnDataSource | None = None
+        self.plot = None  # bokeh figure, when kind is a plot
+        self.hover: HoverTool | None = None
+        self.title_div: Div | None = None
+        self.factors: list[str] | None = None
+        if fig.kind == "model":
+            self.root = _model_root(fig)
+        elif fig.kind == "table":
+            self.root = self._table(fig)
+        else:
+            self.root = self._plot(fig)
+
+    # --- builders ---------------------------------------------------------------------
+    def _table(self, fig: Figure) -> LayoutDOM:
+        self.source = ColumnDataSource(data=dict(fig.data), name=fig.name)
+        columns = []
+        for c in fig.data:
+            fmt = {}
+            if fig.x_axis_type == "datetime" and c == fig.x:
+                fmt["formatter"] = DateFormatter(format="%Y-%m-%d %H:%M:%S")
+            columns.append(TableColumn(field=c, title=c, **fmt))
+        table = DataTable(source=self.source, columns=columns, sizing_mode="stretch_width",
+                          height=TABLE_HEIGHT, index_position=None)
+        self.title_div = Div(text=_title_html(fig.title or fig.name, "h3"))
+        return Column(children=[self.title_div, table], sizing_mode="stretch_width")
+
+    def _plot(self, fig: Figure) -> LayoutDOM:
+        self.source = ColumnDataSource(data=dict(fig.data), name=fig.name)
+        kw: dict = {}
+        if fig.x_axis_type == "datetime":
+            kw["x_axis_type"] = "datetime"
+        elif fig.x_axis_type == "categorical":
+            self.factors = _factors(fig.data[fig.x]) if fig.x in fig.data else []
+            kw["x_range"] = FactorRange(factors=self.factors)
+        p = bk_figure(title=fig.title or fig.name, sizing_mode="stretch_width", height=PLOT_HEIGHT,
+                      tools=TOOLS, toolbar_location="above", **kw)
+        # Auto-ranges would echo every change back from each browser: not synced.
+        p.x_range.syncable = False
+        p.y_range.syncable = False
+        p.xaxis.axis_label = fig.x_label or fig.x
+        p.yaxis.axis_label = fig.y_label or (fig.y[0] if len(fig.y) == 1 else "")
+        several = len(fig.y) > 1
+        renderers = []
+        width = 0.8
+        if fig.kind == "bar" and fig.x_axis_type != "categorical" and fig.x in fig.data:
+            width = _bar_width(fig.data[fig.x])
+        for i, y in enumerate(fig.y):
+            color = Category10_10[i % 10]
+            legend = {"legend_label": y} if several else {}
+            if fig.kind == "line":
+                r = p.line(fig.x, y, source=self.source, color=color, line_width=2, **legend)
+            elif fig.kind == "scatter":
+                r = p.scatter(fig.x, y, source=self.source, color=color, size=7, alpha=0.8, **legend)
+            elif fig.kind == "step":
+                r = p.step(fig.x, y, source=self.source, color=color, line_width=2, mode="after", **legend)
+            elif fig.kind == "area":
+                p.varea(x=fig.x, y1=0, y2=y, source=self.source, color=color, alpha=0.25, **legend)
+                r = p.line(fig.x, y, source=self.source, color=color, line_width=2, **legend)
+            else:  # bar
+                w = width / len(fig.y) if several else width
+                off = (i - (len(fig.y) - 1) / 2) * w
+                xs = dodge(fig.x, off, range=p.x_range) if several else fig.x
+                r = p.vbar(x=xs, top=y, width=w * 0.95, source=self.source, color=color, **legend)
+            renderers.append(r)
+        tips, formatters = _tooltips(fig)
+        if tips:
+            mode = "vline" if fig.kind in ("line", "step", "area") else "mouse"
+            self.hover = HoverTool(tooltips=tips, formatters=formatters, renderers=renderers, mode=mode)
+            p.add_tools(self.hover)
+        if several:
+            p.legend.location = "top_left"
+            p.legend.click_policy = "hide"
+        self.plot = p
+        return p
+
+    # --- updates ----------------------------------------------------------------------
+    def stream(self, data: Mapping[str, np.ndarray], rollover: int | None, after: Figure) -> None:
+        assert self.source is not None
+        self.source.stream(dict(data), rollover)
+        self._sync_factors(after)
+
+    def patch(self, patches: Mapping[str, list], after: Figure) -> None:
+        assert self.source is not None
+        raw = self.source.data
+        for c in patches:  # shared arrays are read-only: patch a private copy
+            arr = raw[c]
+            if isinstance(arr, np.ndarray) and not arr.flags.writeable:
+                dict.__setitem__(raw, c, arr.copy())
+        self.source.patch({c: list(p) for c, p in patches.items()})
+        self._sync_factors(after)
+
+    def reset_data(self, after: Figure) -> None:
+        assert self.source is not None
+        self.source.data = dict(after.data)
+        self._sync_factors(after)
+
+    def set_props(self, after: Figure) -> None:
+        if self.kind == "model":
+            if after.title and getattr(self.root, "title", None) is not None and hasattr(self.root.title, "text"):
+                self.root.title.text = after.title
+            return
+        if self.title_div is not None:
+            self.title_div.text = _title_html(after.title or after.name, "h3")
+        if self.plot is not None:
+            self.plot.title.text = after.title or after.name
+            self.plot.xaxis.axis_label = after.x_label or after.x
+            self.plot.yaxis.axis_label = after.y_label or (after.y[0] if len(after.y) == 1 else "")
+            tips, formatters = _tooltips(after)
+            if self.hover is not None:
+                self.hover.tooltips = tips or None
+                self.hover.formatters = formatters
+
+    def _sync_factors(self, after: Figure) -> None:
+        if self.factors is None or self.plot is None:
+            return
+        factors = _factors(after.data[after.x])
+        if factors != self.factors:
+            self.factors = factors
+            self.plot.x_range.factors = factors
+
+
+def _model_root(fig: Figure) -> LayoutDOM:
+    """Rebuild an ``op=figure`` model tree from its ``json_item`` JSON."""
+    item = fig.model or {}
+    try:
+        tmp = Document.from_json(item["doc"])
+        root = tmp.get_model_by_id(item.get("root_id")) if item.get("root_id") else None
+        root = root or tmp.roots[0]
+        tmp.remove_root(root)
+        return root
+    except Exception as exc:  # parse() checked the shape; Bokeh may still refuse it
+        log.warning("figure %s: cannot rebuild the Bokeh model: %s", fig.name, exc)
+        return Div(text=_title_html(f"{fig.name}: this figure could not be rebuilt ({exc})"[:300], "p"))
+
+
+def _title_html(text: str, tag: str) -> str:
+    return f'<{tag} class="fleet-title" style="margin:4px 0">{html.escape(text)}</{tag}>'
+
+
+# --- a dashboard document ----------------------------------------------------------------
+class DashboardDoc:
+    """All models of one session's document for one dashboard."""
+
+    def __init__(self, doc: Document, dashboard: str) -> None:
+        self.doc = doc
+        self.dashboard = dashboard
+        self.views: dict[str, FigureView] = {}
+        self.containers: dict[str, Row | Column] = {}  # figure name -> its container
+        self.header = Div(text="", sizing_mode="stretch_width")
+        self.body = Column(children=[], sizing_mode="stretch_width")
+        self.root = Column(children=[self.header, self.body], sizing_mode="stretch_width",
+                           name="fleet-root")
+        self.state: DashboardState | None = None
+
+    def install(self, state: DashboardState | None) -> None:
+        """First build: add the root and the browser-side status script."""
+        self.doc.config.notify_connection_status = False  # our status mark replaces it
+        self.rebuild(state)
+        self.doc.add_root(self.root)
+        args = {"dashboard": self.dashboard}
+        self.doc.js_on_event("document_ready", CustomJS(args=args, code=STATUS_JS + "\nfleet_status(cb_obj, 'ready');"))
+        self.doc.js_on_event("connection_lost", CustomJS(args=args, code=STATUS_JS + "\nfleet_status(cb_obj, 'lost');"))
+        self.doc.js_on_event("client_reconnected", CustomJS(args=args, code=STATUS_JS + "\nfleet_status(cb_obj, 'reconnected');"))
+
+    def rebuild(self, state: DashboardState | None) -> None:
+        """Build every figure from ``state`` (first build, or after a resync)."""
+        self.views = {}
+        self.state = state
+        if state is None:
+            self.header.text = _title_html(f"{self.dashboard}: this dashboard was deleted", "h2")
+            self.doc.title = self.dashboard
+            self.body.children = []
+            self.containers = {}
+            return
+        for name, fig in state.figures.items():
+            self.views[name] = FigureView(fig)
+        self._set_title(state)
+        self._arrange(state)
+
+    # --- commands ---------------------------------------------------------------------
+    def apply(self, cmd: Command, after: DashboardState) -> None:
+        """Apply one resolved command; ``after`` is the state it produced."""
+        op = cmd.op
+        if op == "stream":
+            self.views[cmd.name].stream(cmd.data, cmd.rollover, after.figures[cmd.name])
+        elif op == "patch":
+            self.views[cmd.name].patch(cmd.patches, after.figures[cmd.name])
+        elif op in ("replace", "figure"):
+            self._swap(after.figures[cmd.name], after)
+        elif op == "clear":
+            if cmd.name is None:
+                self.views = {}
+                self._arrange(after)
+            else:
+                self.views[cmd.name].reset_data(after.figures[cmd.name])
+        elif op == "remove":
+            self.views.pop(cmd.name, None)
+            self._arrange(after)
+        elif op == "layout":
+            self._arrange(after)
+        elif op == "set":
+            if cmd.name is None:
+                self._set_title(after)
+            else:
+                self.views[cmd.name].set_props(after.figures[cmd.name])
+        self.state = after
+
+    def apply_stream_run(self, name: str, datas: Sequence[Mapping[str, np.ndarray]], rollover: int | None,
+                         after: DashboardState) -> None:
+        """Several consecutive ``stream`` commands of one figure as one ``source.stream``."""
+        merged = {c: np.concatenate([d[c] for d in datas]) for c in datas[0]}
+        self.views[name].stream(merged, rollover, after.figures[name])
+        self.state = after
+
+    # --- helpers ----------------------------------------------------------------------
+    def _set_title(self, state: DashboardState) -> None:
+        self.header.text = _title_html(state.title or self.dashboard, "h2")
+        self.doc.title = state.title or self.dashboard
+
+    def _swap(self, fig: Figure, after: DashboardState) -> None:
+        old = self.views.get(fig.name)
+        view = FigureView(fig)
+        self.views[fig.name] = view
+        box = self.containers.get(fig.name)
+        if old is not None and box is not None:
+            box.children = [view.root if c is old.root else c for c in box.children]
+        else:
+            self._arrange(after)
+
+    def _arrange(self, state: DashboardState) -> None:
+        """(Re)build the row/column containers around the existing figure models."""
+        self.containers = {}
+        groups = []
+        for group in state.layout:
+            members = [self.views[n].root for n in group if n in self.views]
+            if not members:
+                continue
+            if state.layout_mode == "columns":
+                box = Column(children=members, sizing_mode="stretch_width")
+            else:
+                box = Row(children=members, sizing_mode="stretch_width")
+            for n in group:
+                self.containers[n] = box
+            groups.append(box)
+        if state.layout_mode == "columns":
+            self.body.children = [Row(children=groups, sizing_mode="stretch_width")] if groups else []
+        else:
+            self.body.children = groups

@@ -1,0 +1,102 @@
+"""``/healthz`` and ``/metrics`` on the instance port (plain tornado handlers)."""
+
+from __future__ import annotations
+
+import os
+import resource
+from typing import TYPE_CHECKING
+
+from tornado.web import RequestHandler
+
+if TYPE_CHECKING:
+    from app.instance.server import Instance
+
+
+def rss_bytes() -> int:
+    """Current resident set size of this process (Linux /proc, else peak RSS)."""
+    try:
+        with open(f"/proc/{os.getpid()}/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+class _Base(RequestHandler):
+    def initialize(self, instance: "Instance") -> None:
+        self.instance = instance
+
+    def set_default_headers(self) -> None:
+        self.set_header("Cache-Control", "no-store")
+
+
+class HealthHandler(_Base):
+    """200 ``ok`` once the reader has caught up with Redis; 503 and the reason otherwise."""
+
+    def get(self) -> None:
+        ok, reason = self.instance.health()
+        self.set_status(200 if ok else 503)
+        self.set_header("Content-Type", "text/plain; charset=utf-8")
+        self.finish(reason + "\n")
+
+    head = get
+
+
+def _label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+class MetricsHandler(_Base):
+    """Prometheus text exposition format 0.0.4."""
+
+    def get(self) -> None:
+        self.set_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+        self.finish(render_metrics(self.instance))
+
+
+def render_metrics(instance: "Instance") -> str:
+    fan = instance.fanout
+    reader = instance.reader
+    lines: list[str] = []
+
+    def metric(name: str, kind: str, help_: str, samples: list[tuple[str, float]]) -> None:
+        lines.append(f"# HELP {name} {help_}")
+        lines.append(f"# TYPE {name} {kind}")
+        for labels, value in samples:
+            lines.append(f"{name}{labels} {value:g}" if isinstance(value, float) else f"{name}{labels} {value}")
+
+    dashboards = sorted(set(fan.session_count()) | set(fan.applied) | set(fan.rejected)
+                        | set(getattr(reader, "feeds", {}) or {}))
+    counts = fan.session_count()
+    metric("fleet_sessions", "gauge", "Live Bokeh sessions per dashboard.",
+           [(f'{{dashboard="{_label(d)}"}}', counts.get(d, 0)) for d in dashboards])
+    metric("fleet_commands_applied_total", "counter", "Commands applied, per dashboard.",
+           [(f'{{dashboard="{_label(d)}"}}', fan.applied.get(d, 0)) for d in dashboards])
+    metric("fleet_commands_rejected_total", "counter", "Commands rejected by validation, per dashboard.",
+           [(f'{{dashboard="{_label(d)}"}}', fan.rejected.get(d, 0)) for d in dashboards])
+    metric("fleet_resyncs_total", "counter", "Dashboard resets (appeared, resynced, deleted).",
+           [(f'{{dashboard="{_label(d)}"}}', fan.resets.get(d, 0)) for d in dashboards])
+    ok, _ = instance.health()
+    metric("fleet_reader_up", "gauge", "1 when the reader has caught up with Redis and is reading.",
+           [("", 1 if ok else 0)])
+    metric("fleet_reader_lag_seconds", "gauge", "Age of the newest entry read, when it was read.",
+           [("", float(getattr(reader, "lag_ms", 0.0) or 0.0) / 1000.0)])
+    for key in ("reconnects", "duplicates", "listener_errors"):
+        stats = getattr(reader, "stats", {}) or {}
+        metric(f"fleet_reader_{key}_total", "counter", f"Reader counter {key}.", [("", stats.get(key, 0))])
+    for key, help_ in (("session_updates", "Updates applied to session documents (after coalescing)."),
+                       ("coalesced", "Stream commands merged into a previous one for a lagging session."),
+                       ("sessions_opened", "Sessions opened."), ("sessions_closed", "Sessions closed."),
+                       ("sessions_refused", "Session requests refused (token or dashboard)."),
+                       ("delivery_errors", "Session documents rebuilt after a failed update.")):
+        metric(f"fleet_{key}_total", "counter", help_, [("", fan.stats.get(key, 0))])
+    h = fan.fanout_seconds
+    lines.append("# HELP fleet_fanout_seconds Time from a command's arrival to its application in every live session.")
+    lines.append("# TYPE fleet_fanout_seconds histogram")
+    for b, c in zip(h.buckets, h.counts):
+        lines.append(f'fleet_fanout_seconds_bucket{{le="{b:g}"}} {c}')
+    lines.append(f'fleet_fanout_seconds_bucket{{le="+Inf"}} {h.total}')
+    lines.append(f"fleet_fanout_seconds_sum {h.sum:.6f}")
+    lines.append(f"fleet_fanout_seconds_count {h.total}")
+    metric("fleet_process_resident_memory_bytes", "gauge", "Resident memory of this instance.",
+           [("", rss_bytes())])
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,320 @@
+"""The Bokeh instance process: Bokeh's server run programmatically, plus the reader.
+
+* URL prefix ``settings.bokeh_prefix`` (``/bokeh``), one application at
+  ``/bokeh/dashboard``; session ids are external-signed with ``settings.secret_key``
+  (passed explicitly: ``BOKEH_*`` variables are never relied upon); no cookie or
+  header is copied into tokens.
+* A session shows the dashboard named in its signed token payload (``"dashboard"``);
+  a request without a valid, unexpired token for a known dashboard is refused (HTTP
+  403 / websocket closed) before any document is built.
+* The reader (:class:`app.bus.reader.Reader`) starts on the server's event loop
+  after start-up and feeds :class:`app.instance.sessions.Fanout`.
+* Websockets run with ``TCP_NODELAY`` (a Bokeh message is several frames; with
+  Nagle on, later frames wait for a delayed ACK).
+* ``/healthz`` and ``/metrics`` (also under the prefix); a heartbeat to Redis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import calendar
+import datetime as dt
+import logging
+import os
+import signal
+import socket
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from bokeh.application import Application
+from bokeh.application.handlers.handler import Handler
+from bokeh.document import Document
+from bokeh.server.core import SessionError
+from bokeh.server.server import BaseServer
+from bokeh.server.tornado import BokehTornado
+from bokeh.server.views.ws import WSHandler
+from bokeh.util.token import check_token_signature, get_session_id, get_token_payload
+from tornado.httpserver import HTTPServer
+from tornado.ioloop import IOLoop
+from tornado.netutil import bind_sockets
+from tornado.web import StaticFileHandler
+
+from app.bus.keys import Keys, check_dashboard_name
+from app.instance.endpoints import HealthHandler, MetricsHandler
+from app.instance.sessions import Fanout
+from app.settings import Settings
+
+log = logging.getLogger("fleet.instance")
+
+APP_PATH = "/dashboard"
+STATIC_DIR = Path(__file__).parent / "static"
+
+
+class Refused(Exception):
+    """A session request that must not get a document; the message says why."""
+
+
+class NoDelayWSHandler(WSHandler):
+    """Bokeh's websocket handler with Nagle's algorithm off."""
+
+    def open(self) -> None:  # type: ignore[override]
+        try:
+            self.set_nodelay(True)
+        except Exception:  # pragma: no cover - stream already closed
+            pass
+        return super().open()
+
+
+class FleetHandler(Handler):
+    """Builds each session's document from the in-memory state of its dashboard.
+
+    Runs in ``on_session_created`` (always on the event loop thread, like the
+    reader), not in ``modify_document`` (which Bokeh 3.10 may run in a worker).
+    """
+
+    def __init__(self, instance: "Instance") -> None:
+        super().__init__()
+        self.instance = instance
+
+    def modify_document(self, doc: Document) -> None:
+        pass
+
+    async def on_session_created(self, session_context: Any) -> None:
+        payload = session_context.token_payload
+        doc = session_context._document
+        self.instance.fanout.open_session(session_context.id, payload["dashboard"], doc,
+                                          context=session_context, user=str(payload.get("user", ""))[:80])
+
+    async def on_session_destroyed(self, session_context: Any) -> None:
+        payload = session_context.token_payload
+        self.instance.fanout.close_session(session_context.id, payload.get("dashboard", ""))
+
+
+class FleetTornado(BokehTornado):
+    """BokehTornado that admits a session only for a valid token naming a known dashboard."""
+
+    instance: "Instance"
+
+    def check_token(self, token: str | None, session_id: str | None = None) -> str:
+        """Return the token's dashboard, or raise Refused."""
+        if not token:
+            raise Refused("no token (sessions are minted by the web app)")
+        if not check_token_signature(token, secret_key=self.secret_key, signed=True):
+            raise Refused("bad token signature")
+        try:
+            payload = get_token_payload(token)
+            sid = get_session_id(token)
+        except Exception:
+            raise Refused("unreadable token") from None
+        if session_id is not None and sid != session_id:
+            raise Refused("token is for another session")
+        now = calendar.timegm(dt.datetime.now(tz=dt.UTC).timetuple())
+        expiry = payload.get("session_expiry")
+        if not isinstance(expiry, (int, float)) or now >= expiry:
+            raise Refused("token expired")
+        dashboard = payload.get("dashboard")
+        if not isinstance(dashboard, str):
+            raise Refused("token names no dashboard")
+        try:
+            check_dashboard_name(dashboard)
+        except ValueError:
+            raise Refused("token names an invalid dashboard") from None
+        if self.instance.state_of(dashboard) is None:
+            raise Refused(f"unknown dashboard {dashboard!r}")
+        return dashboard
+
+    def _refuse(self, reason: str, who: str) -> None:
+        self.instance.fanout.stats["sessions_refused"] += 1
+        log.warning("session refused: %s (%s)", reason, who)
+
+    async def create_session(self, application_context: Any, request: Any) -> Any:
+        values = request.arguments.get("bokeh-token") or []
+        token = values[-1].decode("utf-8", "replace") if values else None
+        try:
+            dashboard = self.check_token(token)
+            self._check_existing(application_context, token, dashboard)
+        except Refused as exc:
+            self._refuse(str(exc), f"http from {request.remote_ip}")
+            raise SessionError(403, str(exc)) from None
+        return await super().create_session(application_context, request)
+
+    async def create_session_if_needed(self, application_context: Any, session_id: Any,
+                                       request: Any = None, token: str | None = None) -> Any:
+        try:
+            dashboard = self.check_token(token, session_id)
+            self._check_existing(application_context, token, dashboard)
+        except Refused as exc:
+            from bokeh.protocol.exceptions import ProtocolError
+
+            self._refuse(str(exc), f"websocket from {getattr(request, 'remote_ip', '?')}")
+            raise ProtocolError(f"session refused: {exc}") from None
+        return await super().create_session_if_needed(application_context, session_id, request, token)
+
+    @staticmethod
+    def _check_existing(application_context: Any, token: str | None, dashboard: str) -> None:
+        sid = get_session_id(token) if token else None
+        ctx = application_context._session_contexts.get(sid) if sid else None
+        if ctx is not None and ctx.token_payload.get("dashboard") != dashboard:
+            raise Refused("session exists for another dashboard")
+
+
+class Instance:
+    """One Bokeh instance: server, fan-out, reader, heartbeat."""
+
+    def __init__(self, settings: Settings, port: int, host: str = "127.0.0.1",
+                 reader_factory: Callable[[Settings, Fanout], Any] | None = None) -> None:
+        settings.require_secrets("secret_key")
+        self.settings = settings
+        self.port = port
+        self.host = host
+        self.instance_id = settings.instance_id or f"{socket.gethostname()}:{port}"
+        self.keys = Keys(settings.key_prefix)
+        self.fanout = Fanout(self.state_of)
+        self._reader_factory = reader_factory or _bus_reader
+        self.reader: Any = None
+        self.server: BaseServer | None = None
+        self.tornado: FleetTornado | None = None
+        self._tasks: list[asyncio.Task] = []
+        self._stopped = asyncio.Event()
+
+    # --- state -----------------------------------------------------------------------
+    def state_of(self, dashboard: str):
+        feeds = getattr(self.reader, "feeds", None) or {}
+        feed = feeds.get(dashboard)
+        return None if feed is None else (feed.state, feed.last_id)
+
+    def health(self) -> tuple[bool, str]:
+        if self.reader is None:
+            return False, "reader not started"
+        return self.reader.health()
+
+    # --- lifecycle --------------------------------------------------------------------
+    def _build(self) -> None:
+        s = self.settings
+        prefix = s.bokeh_prefix
+        origins = list(s.allowed_origins) + [f"{self.host}:{self.port}", f"127.0.0.1:{self.port}",
+                                             f"localhost:{self.port}"]
+        common = {"instance": self}
+        self.tornado = FleetTornado(
+            {APP_PATH: Application(FleetHandler(self))},
+            prefix=prefix,
+            extra_websocket_origins=origins,
+            secret_key=s.secret_key.encode(),
+            sign_sessions=True,
+            generate_session_ids=False,
+            keep_alive_milliseconds=s.keep_alive_ms,
+            check_unused_sessions_milliseconds=s.check_unused_sessions_ms,
+            unused_session_lifetime_milliseconds=s.unused_session_lifetime_ms,
+            session_token_expiration=s.session_token_expiration,
+            include_cookies=[],
+            include_headers=[],
+            extra_patterns=[
+                (r"/healthz", HealthHandler, common),
+                (r"/metrics", MetricsHandler, common),
+                (r"/fleet/(.*)", StaticFileHandler, {"path": str(STATIC_DIR)}),
+            ],
+        )
+        self.tornado.instance = self
+        # Also at the root of the port (for supervisord checks and scrapers).
+        self.tornado.add_handlers(r".*", [(r"/healthz", HealthHandler, common),
+                                          (r"/metrics", MetricsHandler, common)])
+        for rule in self.tornado.wildcard_router.rules:
+            if rule.target is WSHandler:
+                rule.target = NoDelayWSHandler
+        http = HTTPServer(self.tornado, xheaders=True)
+        http.add_sockets(bind_sockets(self.port, self.host))
+        self.server = BaseServer(IOLoop.current(), self.tornado, http)
+
+    async def start(self) -> None:
+        """Start serving, then start the reader on this loop (never before)."""
+        self._build()
+        assert self.server is not None
+        self.server.start()
+        self.reader = self._reader_factory(self.settings, self.fanout)
+        self._tasks.append(self.reader.start())
+        self._tasks.append(asyncio.get_running_loop().create_task(self._heartbeat(), name="heartbeat"))
+        log.info("instance %s serving http://%s:%d%s%s (pid %d)", self.instance_id, self.host, self.port,
+                 self.settings.bokeh_prefix, APP_PATH, os.getpid())
+
+    async def stop(self) -> None:
+        for t in self._tasks:
+            if t.get_name() == "heartbeat":
+                t.cancel()
+        if self.reader is not None:
+            await self.reader.stop()
+        await self._clear_heartbeat()
+        if self.server is not None:
+            try:
+                await self.server.stop_async()  # type: ignore[attr-defined]
+            except AttributeError:  # pragma: no cover - older bokeh
+                self.server.stop()
+        self._stopped.set()
+
+    async def run_forever(self) -> None:
+        await self.start()
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        log.info("instance %s stopping", self.instance_id)
+        await self.stop()
+
+    # --- heartbeat --------------------------------------------------------------------
+    def heartbeat_payload(self) -> dict[str, Any]:
+        feeds = getattr(self.reader, "feeds", None) or {}
+        ok, reason = self.health()
+        counts = self.fanout.session_count()
+        return {
+            "host": self.host, "hostname": socket.gethostname(), "port": self.port, "pid": os.getpid(),
+            "sessions": sum(counts.values()), "sessions_by_dashboard": counts,
+            "last_ids": {name: feed.last_id for name, feed in feeds.items()},
+            "healthy": ok, "reason": reason,
+        }
+
+    async def _heartbeat(self) -> None:
+        from app.bus.connection import async_client
+        from app.bus.heartbeat import write_heartbeat
+
+        self._hb_client = async_client(self.settings, client_name=f"fleet-heartbeat-{self.port}")
+        ttl = max(3 * self.settings.heartbeat_seconds, 5.0)
+        failing = False
+        while True:
+            try:
+                await write_heartbeat(self._hb_client, self.keys, self.instance_id, self.heartbeat_payload(), ttl)
+                if failing:
+                    log.info("heartbeat: writing again")
+                failing = False
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if not failing:
+                    log.warning("heartbeat: cannot write to Redis: %s", exc)
+                failing = True
+            await asyncio.sleep(self.settings.heartbeat_seconds)
+
+    async def _clear_heartbeat(self) -> None:
+        client = getattr(self, "_hb_client", None)
+        if client is None:
+            return
+        try:
+            from app.bus.heartbeat import clear_heartbeat
+
+            await asyncio.wait_for(clear_heartbeat(client, self.keys, self.instance_id), 2)
+            await client.aclose()
+        except Exception:
+            pass
+
+
+def _bus_reader(settings: Settings, fanout: Fanout) -> Any:
+    from app.bus.reader import Reader
+
+    return Reader(settings, fanout, name="reader")
+
+
+def run(settings: Settings, port: int, host: str = "127.0.0.1") -> int:
+    """Run one instance until SIGTERM/SIGINT."""
+    logging.getLogger("tornado.access").setLevel(logging.WARNING)  # no line per health probe
+    asyncio.run(Instance(settings, port, host).run_forever())
+    return 0
