@@ -2,6 +2,7 @@
 
 pytest_plugins = [
     "tests.fixtures.redis",
+    "tests.fixtures.bokeh",
     "tests.fixtures.web",
     "tests.fixtures.stack",
 ]
