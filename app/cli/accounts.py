@@ -1,7 +1,209 @@
-"""fleetctl commands: (being written)."""
+"""fleetctl commands: ``users``, ``tokens`` and ``access`` (the web app's accounts).
+
+Passwords come from a prompt (twice, not echoed) or, with ``--password-stdin``, from
+the first line of standard input - never from argv, where ``ps`` and shell history
+would keep them.  ``tokens create`` prints the new token once; only its hash is kept.
+"""
 
 from __future__ import annotations
 
+import datetime as dt
+import getpass
+import sys
 
-def register(sub) -> None:
-    """Add this group's subcommands to sub."""
+from app.bus.accounts import ROLES, AccountError, Accounts
+from app.bus.connection import sync_client
+from app.bus.keys import Keys
+from app.cli import CliError
+
+
+def _accounts(cfg) -> Accounts:  # type: ignore[no-untyped-def]
+    return Accounts(sync_client(cfg), Keys(cfg.key_prefix))
+
+
+def _error(msg: str) -> Exception:
+    return CliError(msg)
+
+
+def _read_password(args) -> str:  # type: ignore[no-untyped-def]
+    if args.password_stdin:
+        line = sys.stdin.readline()
+        pw = line.rstrip("\r\n")
+        if not pw:
+            raise _error("no password on standard input")
+        return pw
+    if not sys.stdin.isatty():
+        raise _error("standard input is not a terminal: use --password-stdin")
+    pw = getpass.getpass("Password: ")
+    if pw != getpass.getpass("Password (again): "):
+        raise _error("passwords differ")
+    return pw
+
+
+def _when(ts: float | None) -> str:
+    if not ts:
+        return "-"
+    return dt.datetime.fromtimestamp(ts).astimezone().strftime("%Y-%m-%d %H:%M:%S")
+
+
+# --- users -----------------------------------------------------------------------------
+def users_add(args, cfg) -> int:  # type: ignore[no-untyped-def]
+    pw = _read_password(args)
+    try:
+        user = _accounts(cfg).add_user(args.name, pw, args.role or ["viewer"])
+    except AccountError as exc:
+        raise _error(str(exc)) from None
+    print(f"user {user.name} added ({', '.join(user.roles)})")
+    return 0
+
+
+def users_passwd(args, cfg) -> int:  # type: ignore[no-untyped-def]
+    acc = _accounts(cfg)
+    if acc.get_user(args.name) is None:
+        raise _error(f"no user {args.name!r}")
+    pw = _read_password(args)
+    try:
+        acc.set_password(args.name, pw)
+    except AccountError as exc:
+        raise _error(str(exc)) from None
+    print(f"password of {args.name} changed; their sessions ended")
+    return 0
+
+
+def users_roles(args, cfg) -> int:  # type: ignore[no-untyped-def]
+    try:
+        user = _accounts(cfg).set_roles(args.name, args.role)
+    except AccountError as exc:
+        raise _error(str(exc)) from None
+    print(f"user {user.name}: {', '.join(user.roles)}; their sessions ended")
+    return 0
+
+
+def users_remove(args, cfg) -> int:  # type: ignore[no-untyped-def]
+    if not _accounts(cfg).remove_user(args.name):
+        raise _error(f"no user {args.name!r}")
+    print(f"user {args.name} removed")
+    return 0
+
+
+def users_list(args, cfg) -> int:  # type: ignore[no-untyped-def]
+    for u in _accounts(cfg).list_users():
+        print(f"{u.name}\t{','.join(u.roles)}\t{_when(u.created)}")
+    return 0
+
+
+# --- tokens ----------------------------------------------------------------------------
+def tokens_create(args, cfg) -> int:  # type: ignore[no-untyped-def]
+    try:
+        secret, tok = _accounts(cfg).create_token(args.name, args.dashboard)
+    except (AccountError, ValueError) as exc:
+        raise _error(str(exc)) from None
+    print(f"token {tok.id} ({tok.name}) for {', '.join(tok.dashboards)}; shown only now:",
+          file=sys.stderr)
+    print(secret)
+    return 0
+
+
+def tokens_list(args, cfg) -> int:  # type: ignore[no-untyped-def]
+    print("id\tname\tdashboards\tcreated\tlast used\tstatus")
+    for t in _accounts(cfg).list_tokens():
+        status = f"revoked {_when(t.revoked)}" if t.revoked else "active"
+        if t.revoked and not args.all:
+            continue
+        print(f"{t.id}\t{t.name}\t{','.join(t.dashboards)}\t{_when(t.created)}\t"
+              f"{_when(t.last_used)}\t{status}")
+    return 0
+
+
+def tokens_revoke(args, cfg) -> int:  # type: ignore[no-untyped-def]
+    revoked = _accounts(cfg).revoke_token(args.token)
+    if not revoked:
+        raise _error(f"no active token with id or name {args.token!r}")
+    for t in revoked:
+        print(f"revoked {t.id} ({t.name})")
+    return 0
+
+
+# --- access ----------------------------------------------------------------------------
+def access_grant(args, cfg) -> int:  # type: ignore[no-untyped-def]
+    try:
+        rule = _accounts(cfg).grant_access(args.dashboard, args.user or (), args.role or ())
+    except (AccountError, ValueError) as exc:
+        raise _error(str(exc)) from None
+    print(f"{args.dashboard}: users {', '.join(rule.users) or '-'}; roles {', '.join(rule.roles) or '-'}")
+    return 0
+
+
+def access_revoke(args, cfg) -> int:  # type: ignore[no-untyped-def]
+    try:
+        rule = _accounts(cfg).revoke_access(args.dashboard, args.user or (), args.role or ())
+    except (AccountError, ValueError) as exc:
+        raise _error(str(exc)) from None
+    print(f"{args.dashboard}: users {', '.join(rule.users) or '-'}; roles {', '.join(rule.roles) or '-'}")
+    return 0
+
+
+def access_list(args, cfg) -> int:  # type: ignore[no-untyped-def]
+    for name, rule in _accounts(cfg).access_rules().items():
+        print(f"{name}\tusers={','.join(rule.users) or '-'}\troles={','.join(rule.roles) or '-'}")
+    return 0
+
+
+def register(sub) -> None:  # type: ignore[no-untyped-def]
+    """Add ``users``, ``tokens`` and ``access`` to fleetctl."""
+    # users
+    p = sub.add_parser("users", help="web users and their roles",
+                       description=f"Users of the web app. Roles: {', '.join(ROLES)} "
+                                   "(each implies the ones before it).")
+    us = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+
+    def pw_opt(q) -> None:  # type: ignore[no-untyped-def]
+        q.add_argument("--password-stdin", action="store_true",
+                       help="read the password from the first line of stdin (else: prompt)")
+
+    q = us.add_parser("add", help="add a user (password from a prompt or --password-stdin)")
+    q.add_argument("name")
+    q.add_argument("--role", action="append", choices=ROLES, help="viewer (default), controller, admin")
+    pw_opt(q)
+    q.set_defaults(handler=users_add)
+    q = us.add_parser("passwd", help="set a new password (ends the user's sessions)")
+    q.add_argument("name")
+    pw_opt(q)
+    q.set_defaults(handler=users_passwd)
+    q = us.add_parser("roles", help="replace a user's roles")
+    q.add_argument("name")
+    q.add_argument("--role", action="append", choices=ROLES, required=True)
+    q.set_defaults(handler=users_roles)
+    q = us.add_parser("remove", help="remove a user")
+    q.add_argument("name")
+    q.set_defaults(handler=users_remove)
+    q = us.add_parser("list", help="list users")
+    q.set_defaults(handler=users_list)
+
+    # tokens
+    p = sub.add_parser("tokens", help="API tokens for HTTP controllers")
+    ts = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    q = ts.add_parser("create", help="create a token; prints it once")
+    q.add_argument("--dashboard", action="append", required=True,
+                   help="dashboard the token may publish to (repeat; '*' = all)")
+    q.add_argument("--name", required=True, help="a label, e.g. the controller's name")
+    q.set_defaults(handler=tokens_create)
+    q = ts.add_parser("list", help="list tokens (never the secrets)")
+    q.add_argument("--all", action="store_true", help="include revoked tokens")
+    q.set_defaults(handler=tokens_list)
+    q = ts.add_parser("revoke", help="revoke tokens by id (prefix of 6+) or name")
+    q.add_argument("token")
+    q.set_defaults(handler=tokens_revoke)
+
+    # access
+    p = sub.add_parser("access", help="who may view which dashboard")
+    acs = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    for action, handler, helptext in (("grant", access_grant, "let users/roles view a dashboard"),
+                                      ("revoke", access_revoke, "take access away")):
+        q = acs.add_parser(action, help=helptext)
+        q.add_argument("--dashboard", required=True, help="dashboard name, or '*' for all")
+        q.add_argument("--user", action="append", help="user name (repeat)")
+        q.add_argument("--role", action="append", choices=ROLES, help="role (repeat)")
+        q.set_defaults(handler=handler)
+    q = acs.add_parser("list", help="list access rules")
+    q.set_defaults(handler=access_list)

@@ -35,7 +35,7 @@ def status() -> dict[str, Any]:
             out["dashboards"] = [
                 {"name": n, "title": meta.get("title") or n,
                  "rejected": store.read_rejected(f.client, f.keys, n, REJECTED_PER_DASHBOARD)}
-                for n in dashboards
+                for n, meta in dashboards.items()
             ]
         except CONNECTION_ERRORS as exc:  # Redis went away between the ping and here
             out["redis"] = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
