@@ -104,6 +104,7 @@ class Reader:
 
     async def stop(self) -> None:
         self._stopping = True
+        self.caught_up.clear()
         if self._task:
             self._task.cancel()
             try:
@@ -176,10 +177,10 @@ class Reader:
         self.epoch = epoch
         return changed
 
-    async def _sync(self) -> None:
+    async def _sync(self, epoch_changed: bool = False) -> None:
         """Full reconcile after (re)connecting: epoch, registry, history, catch-up."""
         c = self._client
-        epoch_changed = await self._check_epoch()
+        epoch_changed = await self._check_epoch() or epoch_changed
         last_reg = await c.xrevrange(self.keys.registry_events, count=1)
         self.registry_id = last_reg[0][0].decode() if last_reg else "0-0"
         names = set((await c.hgetall(self.keys.dashboards)).keys())
@@ -212,6 +213,12 @@ class Reader:
         if s is None or s.epoch != self.epoch:
             s = snap.Snapshot(EMPTY, "0-0", self.epoch or "")
         self.feeds[name] = Feed(s.state, s.last_id, s.last_id)
+        try:
+            await self._check_history(name)
+        except HistoryLost as exc:
+            self.stats["history_gaps"] += 1
+            log.error("%s: dashboard %s: %s and no snapshot covers the gap; continuing from "
+                      "what remains (run the compactor to avoid this)", self.name, name, exc)
         await self._catch_up(name, notify=False)
         feed = self.feeds[name]
         log.info("%s: dashboard %s loaded (snapshot %s, now at %s, %d figures)", self.name, name,
@@ -243,18 +250,22 @@ class Reader:
             if feed.last_id != "0-0" and feed.last_id != feed.snapshot_id:
                 raise HistoryLost(f"stream gone while at {feed.last_id}") from None
             return
-        added = info.get(b"entries-added")
+        info = {(k.decode() if isinstance(k, bytes) else k): v for k, v in info.items()}
+        added = info.get("entries-added")
         if added is not None:
             if feed.entries_added is not None and int(added) < feed.entries_added:
                 raise HistoryLost("stream was deleted and recreated")
             feed.entries_added = int(added)
         mine = id_tuple(feed.last_id)
-        last_gen = _info_id(info, b"last-generated-id")
+        last_gen = _info_id(info, "last-generated-id")
         if last_gen is not None and last_gen < mine:
             raise HistoryLost(f"stream rewound: last generated id {last_gen} is behind our {feed.last_id}")
-        deleted = _info_id(info, b"max-deleted-entry-id")
+        deleted = _info_id(info, "max-deleted-entry-id")  # XDEL
         if deleted is not None and deleted > mine:
-            raise HistoryLost(f"entries after {feed.last_id} were trimmed (max deleted {deleted})")
+            raise HistoryLost(f"entries after {feed.last_id} were deleted (max deleted {deleted})")
+        first = _first_id(info)  # XTRIM does not move max-deleted-entry-id
+        if first is not None and first > mine and int(info.get("entries-added", 0)) > int(info.get("length", 0)):
+            raise HistoryLost(f"stream trimmed past our position {feed.last_id} (first entry now {first})")
 
     # --- the steady state -------------------------------------------------------------------
     async def _read_once(self) -> None:
@@ -264,8 +275,8 @@ class Reader:
         reply = await c.xread(streams, count=BATCH, block=self.settings.block_ms)
         self.last_ok = time.monotonic()
         if await self._check_epoch():
-            for name in list(self.feeds):
-                await self._load(name)
+            self.stats["resyncs"] += 1
+            await self._sync(epoch_changed=True)
             return
         if not reply:  # idle: look for deleted streams, which do not wake XREAD
             self.lag_ms = 0.0
@@ -330,8 +341,7 @@ class Reader:
         for entry_id, fields, reason in rejections:
             self.stats["rejected"] += 1
             log.warning("%s: %s %s rejected: %s", self.name, name, entry_id, reason)
-            if notify:
-                self._notify("on_rejected", name, entry_id, fields, reason)
+            self._notify("on_rejected", name, entry_id, fields, reason)
         if rejections and self.record_rejections:
             await self._record(name, rejections)
 
@@ -359,11 +369,19 @@ class Reader:
             log.exception("%s: listener %s failed for %s", self.name, method, args[0])
 
 
-def _info_id(info: dict, key: bytes) -> tuple[int, int] | None:
-    raw = info.get(key) if key in info else info.get(key.decode())
+def _first_id(info: dict) -> tuple[int, int] | None:
+    first = info.get("first-entry")
+    if not first:
+        return None
+    eid = first[0]
+    return id_tuple(eid.decode() if isinstance(eid, bytes) else str(eid))
+
+
+def _info_id(info: dict, key: str) -> tuple[int, int] | None:
+    raw = info.get(key)
     if raw is None:
         return None
     raw = raw.decode() if isinstance(raw, bytes) else str(raw)
     if raw in ("0-0", ""):
-        return None if key == b"max-deleted-entry-id" else (0, 0)
+        return None if key == "max-deleted-entry-id" else (0, 0)
     return id_tuple(raw)

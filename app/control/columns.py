@@ -119,7 +119,7 @@ def decode_arrow(payload: bytes) -> Columns:
         except pa.ArrowInvalid:
             table = ipc.open_file(pa.py_buffer(payload)).read_all()
     except (pa.ArrowException, OSError, ValueError) as exc:
-        raise ColumnError(f"arrow: not a readable Arrow IPC payload ({exc})") from None
+        raise ColumnError(f"not a readable Arrow IPC payload ({exc})") from None
     out: Columns = {}
     for name, col in zip(table.column_names, table.columns):
         typ = col.type
