@@ -101,6 +101,10 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     def http_error(exc: HTTPException):  # type: ignore[no-untyped-def]
         if exc.code is None or exc.code < 400:
             return exc
+        if exc.code == 413:
+            limit = current_app.config["MAX_CONTENT_LENGTH"]
+            return _error_response(413, f"request body too large: the limit is {limit} bytes "
+                                        "(FLEET_API_MAX_BODY_BYTES)")
         return _error_response(exc.code, exc.description or exc.name)
 
     return app
