@@ -243,12 +243,18 @@ class Reader:
 
     async def _check_history(self, name: str) -> None:
         """Raise HistoryLost if entries after our position were deleted or rewound."""
-        feed = self.feeds[name]
         try:
             info = await self._client.xinfo_stream(self.keys.commands(name))
         except ResponseError:  # no such key
+            info = None
+        self._judge(name, info)
+
+    def _judge(self, name: str, info: dict | None) -> None:
+        """Compare ``XINFO STREAM`` (None: no such stream) with our position."""
+        feed = self.feeds[name]
+        if info is None:
             if feed.last_id != "0-0" and feed.last_id != feed.snapshot_id:
-                raise HistoryLost(f"stream gone while at {feed.last_id}") from None
+                raise HistoryLost(f"stream gone while at {feed.last_id}")
             return
         info = {(k.decode() if isinstance(k, bytes) else k): v for k, v in info.items()}
         added = info.get("entries-added")
@@ -274,33 +280,45 @@ class Reader:
         streams[self.keys.registry_events] = self.registry_id
         reply = await c.xread(streams, count=BATCH, block=self.settings.block_ms)
         self.last_ok = time.monotonic()
-        if await self._check_epoch():
+        batches = {}
+        registry_entries = []
+        for key, entries in reply or []:
+            key = key.decode()
+            if key == self.keys.registry_events:
+                registry_entries = entries
+            elif (name := self.keys.dashboard_from_commands(key)) in self.feeds:
+                batches[name] = entries
+        # One round trip checks the epoch and the history of what we are about to apply
+        # (or, when idle, of every stream: a deleted stream does not wake XREAD).
+        names = list(batches) if reply else list(self.feeds)
+        pipe = c.pipeline(transaction=False)
+        pipe.get(self.keys.epoch)
+        for name in names:
+            pipe.xinfo_stream(self.keys.commands(name))
+        epoch, *infos = await pipe.execute(raise_on_error=False)
+        if epoch is None or epoch.decode() != self.epoch:
+            await self._check_epoch()
             self.stats["resyncs"] += 1
             await self._sync(epoch_changed=True)
             return
-        if not reply:  # idle: look for deleted streams, which do not wake XREAD
+        if registry_entries:
+            await self._registry(registry_entries)
+        if not reply:
             self.lag_ms = 0.0
-            for name in list(self.feeds):
-                try:
-                    await self._check_history(name)
-                except HistoryLost as exc:
-                    await self._resync(name, str(exc))
-            return
-        for key, entries in reply:
-            key = key.decode()
-            if key == self.keys.registry_events:
-                await self._registry(entries)
-                continue
-            name = self.keys.dashboard_from_commands(key)
+        for name, info in zip(names, infos):
             if name not in self.feeds:
                 continue
+            if isinstance(info, Exception) and not isinstance(info, ResponseError):
+                raise info
             try:
-                await self._check_history(name)
+                self._judge(name, None if isinstance(info, Exception) else info)
             except HistoryLost as exc:
                 await self._resync(name, str(exc))
                 continue
-            await self._apply_batch(name, entries, True)
-            self.lag_ms = max(0.0, time.time() * 1000 - id_ms(entries[-1][0]))
+            if name in batches:
+                entries = batches[name]
+                await self._apply_batch(name, entries, True)
+                self.lag_ms = max(0.0, time.time() * 1000 - id_ms(entries[-1][0]))
 
     async def _registry(self, entries: list) -> None:
         for eid, fields in entries:

@@ -12,8 +12,7 @@ figures.  No I/O, no Redis, no Bokeh.
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Mapping
 
@@ -71,6 +70,15 @@ class DashboardState:
 
 
 EMPTY = DashboardState()
+
+
+def replace(obj, **changes):
+    """``dataclasses.replace`` for our frozen value types, without re-running __init__
+    (the fold is on the hot path: one call per command)."""
+    new = object.__new__(type(obj))
+    new.__dict__.update(obj.__dict__)
+    new.__dict__.update(changes)
+    return new
 
 
 @dataclass(frozen=True)
@@ -134,7 +142,7 @@ def _replace(state: DashboardState, cmd: Command, cfg: FoldConfig) -> tuple[dict
         rollover=cmd.rollover, tooltips=cmd.tooltips if cmd.tooltips is not None else (("*", "*"),),
         version=(old.version + 1 if old else 1),
     )
-    resolved = dataclasses.replace(cmd, kind=kind, x=x, y=tuple(y), x_axis_type=axis, data=data)
+    resolved = replace(cmd, kind=kind, x=x, y=tuple(y), x_axis_type=axis, data=data)
     return {"figures": _with_figure(state, fig), "layout": _place(state.layout, fig.name)}, resolved
 
 
@@ -155,7 +163,7 @@ def _stream(state: DashboardState, cmd: Command, cfg: FoldConfig) -> tuple[dict,
     limit = min(cmd.rollover or fig.rollover or cfg.max_figure_rows, cfg.max_figure_rows)
     new = {n: cols.concat(fig.data[n], data[n], limit) for n in fig.data}
     figs = _with_figure(state, replace(fig, data=MappingProxyType(new)))
-    return {"figures": figs}, dataclasses.replace(cmd, data=data, rollover=limit)
+    return {"figures": figs}, replace(cmd, data=data, rollover=limit)
 
 
 def _patch(state: DashboardState, cmd: Command) -> tuple[dict, Command]:
@@ -191,7 +199,7 @@ def _patch(state: DashboardState, cmd: Command) -> tuple[dict, Command]:
         new[cname] = cols.patched(arr, fixed)
         resolved[cname] = fixed
     figs = _with_figure(state, replace(fig, data=MappingProxyType(new)))
-    return {"figures": figs}, dataclasses.replace(cmd, patches=resolved)
+    return {"figures": figs}, replace(cmd, patches=resolved)
 
 
 def _clear(state: DashboardState, cmd: Command) -> dict:
