@@ -72,7 +72,7 @@ def test_supervisord_conf_socket_logs_and_group(tmp_path):
     unix = opts.server_configs[0]
     assert unix["family"] == __import__("socket").AF_UNIX
     assert unix["chmod"] == 0o700
-    assert unix["file"] == str(tmp_path / "var/run/supervisor.sock")
+    assert unix["file"] == str(tmp_path / "var/supervisor.sock")
     assert opts.logfile == str(tmp_path / "var/log/supervisord.log")
     procs = _processes(opts)
     assert "fleet:demo" in procs

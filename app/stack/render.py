@@ -163,6 +163,7 @@ def build_context(
         "env": program_env(s),
         "redis_bin": shutil.which("redis-server") or "/usr/bin/redis-server",
         "redis_port": s.redis_port,
+        "redis_bind": "127.0.0.1 -::1",
         "redis_password": secrets["REDIS_PASSWORD"] if managed else "",
         "http_host": s.http_host,
         "http_port": s.http_port,

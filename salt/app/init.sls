@@ -1,0 +1,87 @@
+{#- The application: system user, checkout, venv, var/ layout and secrets. #}
+{%- from "map.jinja" import fleet with context %}
+{%- set ctx = fleet.ctx %}
+
+{%- if fleet.user %}
+fleet-user:
+  user.present:
+    - name: {{ fleet.user }}
+    - system: True
+    - home: {{ fleet.site }}
+    - createhome: False
+    - shell: /usr/sbin/nologin
+{%- endif %}
+
+{%- if fleet.git_url %}
+fleet-checkout:
+  git.latest:
+    - name: {{ fleet.git_url }}
+    - target: {{ ctx.root }}
+    - rev: {{ fleet.git_rev }}
+    - force_reset: True
+{%- endif %}
+
+fleet-venv:
+  cmd.run:
+    - name: {{ fleet.python }} -m venv {{ ctx.venv }} && {{ ctx.venv }}/bin/pip install -q -e {{ ctx.root }}
+    - creates: {{ ctx.venv }}/bin/fleetctl
+{%- if fleet.git_url %}
+    - require:
+      - git: fleet-checkout
+{%- endif %}
+
+fleet-var:
+  file.directory:
+    - name: {{ ctx.var_dir }}
+    - mode: '0711'
+    - makedirs: True
+{%- if fleet.user %}
+    - user: {{ fleet.user }}
+    - require:
+      - user: fleet-user
+{%- endif %}
+
+{%- for sub in ('log', 'run', 'supervisor') %}
+fleet-var-{{ sub }}:
+  file.directory:
+    - name: {{ ctx.var_dir }}/{{ sub }}
+    - mode: '{{ '0700' if sub == 'run' else '0755' }}'
+{%- if fleet.user %}
+    - user: {{ fleet.user }}
+{%- endif %}
+    - require:
+      - file: fleet-var
+{%- endfor %}
+
+# The same names as var/secrets.env of ./deploy/run; values come from the pillar.
+fleet-secrets:
+  file.managed:
+    - name: {{ ctx.var_dir }}/secrets.env
+    - mode: '0600'
+{%- if fleet.user %}
+    - user: {{ fleet.user }}
+{%- endif %}
+    - contents: |
+        # Managed by Salt from the pillar (fleet:secrets). Never commit.
+        SECRET_KEY={{ fleet.secrets.get('secret_key', '') }}
+        FLASK_SECRET={{ fleet.secrets.get('flask_secret', '') }}
+        REDIS_PASSWORD={{ fleet.secrets.get('redis_password', '') }}
+        DEMO_PASSWORD={{ fleet.secrets.get('demo_password', '') }}
+    - require:
+      - file: fleet-var
+
+# The programs' environment for operator shells: set -a; . var/fleet.env; set +a
+fleet-env:
+  file.managed:
+    - name: {{ ctx.var_dir }}/fleet.env
+    - mode: '0600'
+{%- if fleet.user %}
+    - user: {{ fleet.user }}
+{%- endif %}
+    - contents: |
+        # Managed by Salt: the environment of every fleet program.
+{%- for k, v in ctx.env.items() %}
+        {{ k }}='{{ v }}'
+{%- endfor %}
+    - require:
+      - file: fleet-var

@@ -1,0 +1,41 @@
+# Example pillar for the Bokeh fleet. Copy to your pillar root and change the
+# secrets (generate each with: python3 -c "import secrets; print(secrets.token_urlsafe(48))").
+fleet:
+  # Where this repository is checked out, and its venv (created by the app state).
+  root: /srv/fleet
+  venv: /srv/fleet/.venv
+  # Set git_url to let Salt check the code out (git.latest) instead of copying it.
+  git_url: ''
+  user: fleet            # programs run as this user ('' = as supervisord's user)
+  python: python3.12     # Bokeh 3.10 needs Python >= 3.12
+
+  # THE instance count: supervisord's numprocs and the nginx upstream both come from it.
+  instances: 2
+  bokeh_port_base: 5100  # instance n listens on 5100 + n
+
+  http_host: 0.0.0.0     # nginx, the only public port
+  http_port: 8080
+  web_host: 127.0.0.1    # gunicorn, behind nginx
+  web_port: 8000
+  redis_port: 6390
+  demo: false
+
+  # Several hosts: grains `roles: [web]`, `[bokeh]`, `[redis]` on the minions.
+  # The web host's nginx upstream lists every Bokeh host's instances; each Bokeh
+  # host runs the number given in its entry (matched by minion id).
+  redis_host: 10.0.0.30      # what web and Bokeh hosts connect to
+  redis_bind: 10.0.0.30      # what the redis host listens on (firewall it!)
+  bokeh_hosts:
+    - id: bokeh1
+      address: 10.0.0.21
+      instances: 4
+    - id: bokeh2
+      address: 10.0.0.22
+      instances: 4
+  allowed_origins: [dashboards.example.internal:8080]
+
+  secrets:
+    secret_key: CHANGE-ME-bokeh-session-signing-key-at-least-32-chars
+    flask_secret: CHANGE-ME-flask-session-signing-key-at-least-32-chars
+    redis_password: CHANGE-ME-redis-password
+    demo_password: ''

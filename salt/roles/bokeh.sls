@@ -1,0 +1,4 @@
+# A Bokeh host: fleet:instances (or its entry in fleet:bokeh_hosts) instances.
+include:
+  - app
+  - supervisor

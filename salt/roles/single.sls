@@ -1,0 +1,6 @@
+# The whole stack on one host.
+include:
+  - redis
+  - app
+  - supervisor
+  - nginx
