@@ -55,3 +55,40 @@ ensure_venv() {
     echo "$want" > "$stamp"
   fi
 }
+
+# --- the running stack ---------------------------------------------------------------
+SUPERVISOR_CONF="$ROOT/supervisord.conf"
+VAR="$ROOT/var"
+
+# Export FLEET_* settings kept in var/site.env (operator's persistent choices, e.g.
+# FLEET_INSTANCES=4) unless the environment already sets them.
+load_site_env() {
+  local f="$VAR/site.env" line name
+  [ -f "$f" ] || return 0
+  while IFS= read -r line || [ -n "$line" ]; do
+    case "$line" in ''|'#'*) continue ;; esac
+    name="${line%%=*}"
+    if [ -z "${!name+x}" ]; then export "$line"; fi
+  done < "$f"
+}
+
+# Export the environment the programs run with (rendered by `fleetctl render`).
+load_fleet_env() {
+  [ -f "$VAR/fleet.env" ] || die "no $VAR/fleet.env: run ./deploy/run first"
+  set -a; . "$VAR/fleet.env"; set +a
+}
+
+ctl() { "$VENV/bin/supervisorctl" -c "$SUPERVISOR_CONF" "$@"; }
+
+supervisord_running() { ctl pid >/dev/null 2>&1; }
+
+# Create the Python venv for the Salt tests (salt==3008.3; newer releases need a
+# certifi version the package index here lacks).
+ensure_salt_venv() {
+  local dir="${FLEET_SALT_VENV:-$ROOT/var/salt-venv}"
+  [ -x "$dir/bin/salt-call" ] && return 0
+  log "creating the Salt venv $dir (salt==3008.3, used by tests/test_stack_salt.py)"
+  mkdir -p "$(dirname "$dir")"
+  "$VENV/bin/python" -m venv "$dir"
+  "$dir/bin/pip" install -q --disable-pip-version-check "salt==3008.3"
+}

@@ -61,6 +61,19 @@ def cmd_events(args, cfg: Settings) -> int:
     return 0
 
 
+def cmd_health(args, cfg: Settings) -> int:
+    from app.stack import health
+
+    instances = args.instance or None
+    found = health.wait_healthy(cfg, args.wait, instances=instances,
+                                site=not args.instance, supervisor=not args.instance)
+    for line in found:
+        print(line, file=sys.stderr)
+    if not found:
+        print("healthy")
+    return 1 if found else 0
+
+
 def cmd_demo_controller(args, cfg: Settings) -> int:
     from app.stack import demo
 
@@ -86,6 +99,11 @@ def register(sub) -> None:
     p.add_argument("-n", "--count", type=int, default=30)
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_events)
+
+    p = sub.add_parser("health", help="check supervisord, every instance's /healthz and the site")
+    p.add_argument("--instance", type=int, action="append", help="only this instance (repeat)")
+    p.add_argument("--wait", type=float, default=0, metavar="SECONDS", help="keep checking up to SECONDS")
+    p.set_defaults(handler=cmd_health)
 
     p = sub.add_parser("demo-controller", help="feed dashboard 'demo' with a live signal (demo mode)")
     p.add_argument("--interval", type=float, default=0.5, help="seconds between points (default 0.5)")

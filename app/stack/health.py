@@ -1,0 +1,75 @@
+"""Is the stack up?  supervisord's view, every instance's ``/healthz``, the site.
+
+Used by ``deploy/run --detach`` (return once healthy), ``deploy/rolling-restart``
+(wait for one instance) and the tests.  Standard library only.
+"""
+
+from __future__ import annotations
+
+import time
+import urllib.error
+import urllib.request
+import xmlrpc.client
+from pathlib import Path
+
+from app.settings import Settings
+
+
+def supervisor_proxy(sock: Path) -> xmlrpc.client.ServerProxy:
+    from supervisor.xmlrpc import SupervisorTransport
+
+    return xmlrpc.client.ServerProxy("http://127.0.0.1", transport=SupervisorTransport(None, None, f"unix://{sock}"))
+
+
+def supervisor_problems(sock: Path) -> list[str]:
+    try:
+        infos = supervisor_proxy(sock).supervisor.getAllProcessInfo()
+    except (OSError, xmlrpc.client.Error) as exc:
+        return [f"supervisord not reachable at {sock}: {exc}"]
+    return [f"{i['group']}:{i['name']} is {i['statename']}" for i in infos if i["statename"] != "RUNNING"]
+
+
+def http_status(url: str, timeout: float = 2.0) -> int | str:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            return resp.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except OSError as exc:
+        return str(getattr(exc, "reason", exc))
+
+
+def instance_url(settings: Settings, n: int) -> str:
+    host = "127.0.0.1" if settings.bokeh_host in ("0.0.0.0", "") else settings.bokeh_host
+    return f"http://{host}:{settings.bokeh_port(n)}/healthz"
+
+
+def site_url(settings: Settings) -> str:
+    host = "127.0.0.1" if settings.http_host in ("0.0.0.0", "::", "") else settings.http_host
+    return f"http://{host}:{settings.http_port}"
+
+
+def problems(settings: Settings, instances: list[int] | None = None, site: bool = True,
+             supervisor: bool = True) -> list[str]:
+    out: list[str] = []
+    if supervisor:
+        out += supervisor_problems(settings.var_dir / "supervisor.sock")
+    for n in instances if instances is not None else range(1, settings.instances + 1):
+        status = http_status(instance_url(settings, n))
+        if status != 200:
+            out.append(f"instance {n}: {instance_url(settings, n)} -> {status}")
+    if site:
+        status = http_status(site_url(settings) + "/auth/login")
+        if status != 200:
+            out.append(f"site: {site_url(settings)}/auth/login -> {status}")
+    return out
+
+
+def wait_healthy(settings: Settings, timeout: float, **kw) -> list[str]:
+    """Poll until :func:`problems` is empty (returns []) or ``timeout`` (returns them)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = problems(settings, **kw)
+        if not found or time.monotonic() > deadline:
+            return found
+        time.sleep(0.5)
