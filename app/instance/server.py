@@ -63,6 +63,14 @@ class NoDelayWSHandler(WSHandler):
             self.set_nodelay(True)
         except Exception:  # pragma: no cover - stream already closed
             pass
+        app = self.application
+        if isinstance(app, FleetTornado) and self.selected_subprotocol == "bokeh":
+            try:
+                app.check_token(self._token)
+            except Refused as exc:  # one log line and one counter for every refusal
+                app._refuse(str(exc), f"websocket from {self.request.remote_ip}")
+                self.close(1008, "session refused")
+                return None
         return super().open()
 
 
@@ -245,10 +253,10 @@ class Instance:
             await self.reader.stop()
         await self._clear_heartbeat()
         if self.server is not None:
-            try:
-                await self.server.stop_async()  # type: ignore[attr-defined]
-            except AttributeError:  # pragma: no cover - older bokeh
-                self.server.stop()
+            try:  # orderly, but never hang a supervisord stop on slow session teardown
+                await asyncio.wait_for(self.server.stop_async(), 5)  # type: ignore[attr-defined]
+            except (asyncio.TimeoutError, Exception) as exc:
+                log.warning("server stop: %r", exc)
         self._stopped.set()
 
     async def run_forever(self) -> None:
