@@ -108,7 +108,7 @@ class LightClient:
                 self.ready.set()
             elif kind == "PATCH-DOC":
                 now = time.perf_counter()
-                for s in seqs_in(msg):
+                for s in set(seqs_in(msg)):
                     t0 = self.sent.get(s)
                     if t0 is not None:
                         self.lat.append(now - t0)
@@ -183,6 +183,10 @@ async def run_series(args, settings, env, workdir) -> list[dict]:
                   f"max {r['max_ms']:7.1f} ms | delivered {len(lat)}/{expected} | CPU {r['cpu_ms_per_update']:.3f} ms "
                   f"per session-update | RSS {r['rss_mb_per_session']:.2f} MB/session | opened in {open_s:.0f} s",
                   flush=True)
+        for i in insts:
+            fan = {k: v for k, v in i.metrics().items() if k.startswith("fleet_fanout_seconds")}
+            print("   instance fan-out histogram:", {k.split("le=")[-1].strip('"}'): int(v) for k, v in fan.items()
+                                                    if "bucket" in k})
         for c in clients:
             c.close()
         for i in insts:
