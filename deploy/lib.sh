@@ -57,8 +57,10 @@ ensure_venv() {
 }
 
 # --- the running stack ---------------------------------------------------------------
-SUPERVISOR_CONF="$ROOT/supervisord.conf"
-VAR="$ROOT/var"
+# FLEET_SITE_DIR: the directory holding supervisord.conf and var/ (default: the checkout).
+SITE="${FLEET_SITE_DIR:-$ROOT}"
+SUPERVISOR_CONF="$SITE/supervisord.conf"
+VAR="$SITE/var"
 
 # Export FLEET_* settings kept in var/site.env (operator's persistent choices, e.g.
 # FLEET_INSTANCES=4) unless the environment already sets them.

@@ -126,7 +126,7 @@ def test_program_env_round_trips_through_settings(tmp_path):
     s = load(env=ctx["env"])
     assert s.instances == 4 and s.http_port == 9090 and s.demo is True
     assert s.var_dir == tmp_path / "var"
-    assert s.redis_url.startswith("redis://:") and s.redis_url.endswith("@127.0.0.1:6390/0")
+    assert s.redis_url.startswith("redis://default:") and s.redis_url.endswith("@127.0.0.1:6390/0")
     assert s.secret_key and s.flask_secret
     assert "127.0.0.1:9090" in s.allowed_origins
     env_file = read_env_file(tmp_path / "var/fleet.env")

@@ -111,7 +111,7 @@ def test_role_states_render(tmp_path, role, present, absent):
         ctx = next(a["context"] for a in states["fleet-supervisor-programs"]["file"]
                    if isinstance(a, dict) and "context" in a)
         assert ctx["instances"] == 4 and ctx["env"]["FLEET_BOKEH_HOST"] == "10.0.0.21"
-        assert ctx["env"]["FLEET_REDIS_URL"] == "redis://:salt-test-redis-password@10.0.0.30:6390/0"
+        assert ctx["env"]["FLEET_REDIS_URL"] == "redis://default:salt-test-redis-password@10.0.0.30:6390/0"
         assert ctx["programs"] == {"redis": False, "bokeh": True, "web": False, "compactor": False,
                                    "nginx": False, "demo": False, "events": True}
 

@@ -65,7 +65,7 @@ def redis_is_managed(settings: Settings) -> bool:
 def _managed_redis_url(settings: Settings, password: str) -> str:
     u = urlsplit(settings.redis_url)
     db = u.path if u.path not in ("", "/") else "/0"
-    return urlunsplit(("redis", f":{password}@127.0.0.1:{settings.redis_port}", db, "", ""))
+    return urlunsplit(("redis", f"default:{password}@127.0.0.1:{settings.redis_port}", db, "", ""))
 
 
 def _env_value(value: Any) -> str:
