@@ -76,10 +76,6 @@ def test_kill_9_of_an_instance_pages_recover_without_reload(live, pages):
     assert [p.url for p in pages] == urls  # same pages, nobody navigated
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "restarting every program at once keeps the instances away longer than BokehJS's 5 "
-    "reconnect attempts (0+2+4+8+16 s on 2 busy cores); the page then needs a reload: "
-    "app/web/static/fleet.js should reload once the site answers again after connection_lost"))
 def test_supervisorctl_restart_fleet_all_pages_recover(live, pages):
     publish_and_wait(live, pages, 5)
     res = live.ctl("restart", "fleet:*", timeout=120)

@@ -75,17 +75,29 @@ def loader_js(src: str, elementid: str) -> str:
     """JavaScript that fetches autoload.js and runs it (what Bokeh's autoload tag does).
 
     Only the XHR carries the URL with the token; it is never put in the page URL or
-    a ``src`` attribute that Referer headers or history would leak.
+    a ``src`` attribute that Referer headers or history would leak.  When the fetch
+    fails (instances restarting: 502; token refused: 403; network), the page reloads
+    itself after a jittered, growing delay (1 s, 2 s, ... 30 s), so it goes back
+    through Flask for a fresh session instead of staying dead.
     """
+    el = f"document.getElementById({json.dumps(elementid)})"
     return (
         "(function(){"
+        "var k='fleet-load-retries';"
+        "function retry(code){var n=+(sessionStorage.getItem(k)||0);sessionStorage.setItem(k,n+1);"
+        "var d=Math.min(30000,1000*Math.pow(2,n))*(0.5+Math.random());"
+        f"var el={el};"
+        "if(el){el.textContent='Dashboard unavailable ('+code+'), retrying in '+Math.ceil(d/1000)+' s.';}"
+        "setTimeout(function(){location.reload();},d);}"
         "var xhr=new XMLHttpRequest();xhr.responseType='blob';"
         f"xhr.open('GET',{json.dumps(src)},true);"
-        "xhr.onload=function(ev){if(xhr.status!==200){"
-        f"var el=document.getElementById({json.dumps(elementid)});"
-        "if(el){el.textContent='Dashboard unavailable ('+xhr.status+'): reload the page.';}return;}"
+        "xhr.onerror=function(){retry('network error');};"
+        "xhr.onload=function(ev){if(xhr.status!==200){retry(xhr.status);return;}"
         "var s=document.createElement('script');s.src=URL.createObjectURL(ev.target.response);"
-        "document.body.appendChild(s);};"
+        "document.body.appendChild(s);"
+        # the websocket may still fail before the document arrives: check it did
+        "setTimeout(function(){var b=window.Bokeh,ds=(b&&b.documents)||[];"
+        "if(ds.length&&ds[0].roots().length){sessionStorage.removeItem(k);}else{retry('no document');}},20000);};"
         "xhr.send();})();"
     )
 

@@ -63,7 +63,6 @@ def dashboard(name: str):  # type: ignore[no-untyped-def]
     html = render_template(
         "dashboard.html", name=name, title=meta.get("title") or name,
         tag=embed.autoload_tag(src, elementid), logout_form=LogoutForm(),
-        token_lifetime=s.session_token_expiration,
     )
     return _route_cookie(Response(html, mimetype="text/html"))
 

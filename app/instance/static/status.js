@@ -41,12 +41,25 @@ function fleet_status(ev, kind) {
       return false;
     }
   }
+  // Reload only once the page itself answers again (after a whole-stack restart the
+  // site may be down for longer than BokehJS's reconnect attempts): a reload into a
+  // 502 page would leave the viewer with a dead page and no script to recover it.
+  function reload_when_up() {
+    fetch(w.location.href, {method: "GET", credentials: "same-origin", cache: "no-store",
+                            redirect: "follow"})
+      .then((r) => {
+        if (r.ok) { w.location.reload(); } else { throw new Error(String(r.status)); }
+      })
+      .catch(() => {
+        setTimeout(reload_when_up, RELOAD_MIN_MS + Math.floor(Math.random() * RELOAD_JITTER_MS / 2));
+      });
+  }
   function reload_soon(why) {
     if (st.reload_at != null) return;
     const delay = RELOAD_MIN_MS + Math.floor(Math.random() * RELOAD_JITTER_MS);
     st.reload_at = Date.now() + delay;
     show("stale since " + hhmmss(st.stale_since || Date.now()) + " - reloading (" + why + ")", "#b71c1c");
-    setTimeout(() => w.location.reload(), delay);
+    setTimeout(reload_when_up, delay);
   }
 
   if (kind === "ready" || kind === "reconnected") {

@@ -21,19 +21,6 @@ function fleetRefreshPanel(el) {
   setTimeout(tick, every);
 }
 
-/* Dashboard page: BokehJS reconnects with the same token, which expires after
-   FLEET_SESSION_TOKEN_EXPIRATION seconds.  When the connection drops after that, reload
-   the page so Flask mints a fresh session (the dashboard state lives in Redis, so
-   nothing is lost). */
-function fleetReloadOnExpiredReconnect(lifetimeSeconds) {
-  var minted = Date.now();
-  function expired() { return Date.now() - minted > (lifetimeSeconds - 5) * 1000; }
-  var hooked = false;
-  var poll = setInterval(function () {
-    var docs = (window.Bokeh && window.Bokeh.documents) || [];
-    if (!docs.length || hooked) { return; }
-    hooked = true;
-    clearInterval(poll);
-    docs[0].on_event('connection_lost', function () { if (expired()) { location.reload(); } });
-  }, 250);
-}
+/* Dashboard pages need nothing here: the status mark and the re-authentication
+   (reload with jitter once the site answers) come with the Bokeh document itself,
+   see app/instance/static/status.js, so embedded dashboards get them too. */
