@@ -83,6 +83,18 @@ class Settings:
     redis_port: int = 6390
     demo: bool = False
 
+    @property
+    def redis_url_redacted(self) -> str:
+        """``redis_url`` with any password replaced by ``***``, for logs and messages."""
+        from urllib.parse import urlsplit, urlunsplit
+
+        u = urlsplit(self.redis_url)
+        if u.password is None:
+            return self.redis_url
+        host = u.hostname or ""
+        netloc = f"{u.username or ''}:***@{host}" + (f":{u.port}" if u.port else "")
+        return urlunsplit(u._replace(netloc=netloc))
+
     def bokeh_port(self, n: int) -> int:
         """Port of instance number ``n`` (1-based, as supervisord numbers them)."""
         return self.bokeh_port_base + n

@@ -107,3 +107,9 @@ def test_controller_publishes_bokeh_figures(redis_url):
         state = ctl.state("d")
     assert state.figures["native"].kind == "model"
     assert state.figures["native"].model["doc"]["roots"]
+
+
+def test_redis_password_never_printed(capsys):
+    code = main(["--redis-url", "redis://default:s3cret@127.0.0.1:1/0", "dashboard", "list"])
+    err = capsys.readouterr().err
+    assert code == 2 and "s3cret" not in err and "default:***@127.0.0.1:1" in err

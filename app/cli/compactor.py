@@ -23,7 +23,7 @@ def cmd_compactor(args, cfg):
     compactor = Compactor(cfg)
     logging.getLogger("fleet").info(
         "compactor %s: snapshots every %d commands or %.1fs, Redis %s", compactor.owner,
-        cfg.snapshot_every_commands, cfg.snapshot_every_seconds, cfg.redis_url)
+        cfg.snapshot_every_commands, cfg.snapshot_every_seconds, cfg.redis_url_redacted)
 
     async def main() -> None:
         loop = asyncio.get_running_loop()

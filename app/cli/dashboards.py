@@ -39,7 +39,7 @@ def _errors(fn):
         try:
             return fn(args, cfg)
         except CONNECTION_ERRORS as exc:
-            raise CliError(f"cannot reach Redis at {cfg.redis_url}: {exc}") from None
+            raise CliError(f"cannot reach Redis at {cfg.redis_url_redacted}: {exc}") from None
         except (UnknownDashboard, ValueError) as exc:
             raise CliError(str(exc).strip('"')) from None
         except Rejected as exc:
