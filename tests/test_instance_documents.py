@@ -143,17 +143,25 @@ def test_model_figure_is_rebuilt_from_json_item():
 
 
 class FakeSession:
-    """Stands in for a ServerSession: the document lock is an asyncio.Lock."""
+    """Stands in for a ServerSession: the parts of its document-lock bookkeeping that
+    app.instance.wire.locked_on_loop uses (the lock is an asyncio.Lock)."""
 
     def __init__(self) -> None:
         self.destroyed = False
-        self.lock = asyncio.Lock()
+        self._lock = asyncio.Lock()
+        self._pending_writes = None
         self.calls = 0
+        self.expiry_blocks = 0
 
-    async def with_document_locked(self, func, *args):
-        async with self.lock:
-            self.calls += 1
-            return await func(*args)
+    def block_expiration(self) -> None:
+        self.calls += 1
+        self.expiry_blocks += 1
+
+    def unblock_expiration(self) -> None:
+        self.expiry_blocks -= 1
+
+    async def _send_pending_patches(self, pending) -> None:
+        pass
 
 
 class FakeContext:

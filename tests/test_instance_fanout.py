@@ -136,6 +136,8 @@ def test_hundred_sessions_on_one_instance_converge(bus, fleet_settings, start_in
             await asyncio.sleep(0.005)
         want = [float(i) for i in range(101)]
         await wait_for(lambda: all(c.data("p")["seq"] == want for c in clients), timeout=30, what="convergence")
+        m = inst.metrics()  # one serialisation per command served (nearly) every session
+        assert m["fleet_messages_shared_total"] >= 50 * m["fleet_messages_serialised_total"] > 0
         await asyncio.gather(*(c.close() for c in clients))
 
     asyncio.run(main())

@@ -21,7 +21,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
+from bokeh.core.types import ID
 from bokeh.document import Document
+from bokeh.document.events import ColumnsStreamedEvent
 from bokeh.models import (
     Column,
     ColumnDataSource,
@@ -86,7 +88,10 @@ def _tooltips(fig: Figure) -> tuple[list[tuple[str, str]], dict[str, str]]:
 class FigureView:
     """The models of one figure in one document."""
 
-    def __init__(self, fig: Figure) -> None:
+    def __init__(self, fig: Figure, id_prefix: str = "") -> None:
+        # Data sources get the same id in every session that shows this incarnation of
+        # the figure (see app/instance/wire.py: one message serves them all).
+        self.id_prefix = id_prefix
         self.name = fig.name
         self.kind = fig.kind
         self.version = fig.version
@@ -103,8 +108,14 @@ class FigureView:
             self.root = self._plot(fig)
 
     # --- builders ---------------------------------------------------------------------
+    def _source(self, fig: Figure) -> ColumnDataSource:
+        source = ColumnDataSource(data=dict(fig.data), name=fig.name)
+        if self.id_prefix:  # before it joins a document; Bokeh has no public way to pick an id
+            source._id = ID(f"{self.id_prefix}:{fig.name}:{fig.version}:src")
+        return source
+
     def _table(self, fig: Figure) -> LayoutDOM:
-        self.source = ColumnDataSource(data=dict(fig.data), name=fig.name)
+        self.source = self._source(fig)
         columns = []
         for c in fig.data:
             fmt = {}
@@ -117,7 +128,7 @@ class FigureView:
         return Column(children=[self.title_div, table], sizing_mode="stretch_width")
 
     def _plot(self, fig: Figure) -> LayoutDOM:
-        self.source = ColumnDataSource(data=dict(fig.data), name=fig.name)
+        self.source = self._source(fig)
         kw: dict = {}
         if fig.x_axis_type == "datetime":
             kw["x_axis_type"] = "datetime"
@@ -167,8 +178,23 @@ class FigureView:
 
     # --- updates ----------------------------------------------------------------------
     def stream(self, data: Mapping[str, np.ndarray], rollover: int | None, after: Figure) -> None:
-        assert self.source is not None
-        self.source.stream(dict(data), rollover)
+        """Append rows: the source takes the state's own (already rolled-over) columns and
+        the session gets the usual ``ColumnsStreamed`` patch with just the new rows.
+
+        ``ColumnDataSource.stream`` would validate, concatenate and compare whole columns
+        again in every session (most of an instance's CPU at 100 sessions); the fold has
+        done all of that once, so only the event is raised here.
+        """
+        source = self.source
+        assert source is not None
+        doc = source.document
+        if doc is None:  # not attached yet: nobody to notify
+            source.stream(dict(data), rollover)
+        else:
+            columns = source.data
+            for name, arr in after.data.items():
+                dict.__setitem__(columns, name, arr)
+            doc.callbacks.trigger_on_change(ColumnsStreamedEvent(doc, source, "data", dict(data), rollover))
         self._sync_factors(after)
 
     def patch(self, patches: Mapping[str, list], after: Figure) -> None:
@@ -233,9 +259,10 @@ def _title_html(text: str, tag: str) -> str:
 class DashboardDoc:
     """All models of one session's document for one dashboard."""
 
-    def __init__(self, doc: Document, dashboard: str) -> None:
+    def __init__(self, doc: Document, dashboard: str, generation: int = 0) -> None:
         self.doc = doc
         self.dashboard = dashboard
+        self.generation = generation  # the fan-out's reset count for this dashboard
         self.views: dict[str, FigureView] = {}
         self.containers: dict[str, Row | Column] = {}  # figure name -> its container
         self.header = Div(text="", sizing_mode="stretch_width")
@@ -254,8 +281,10 @@ class DashboardDoc:
         self.doc.js_on_event("connection_lost", CustomJS(args=args, code=STATUS_JS + "\nfleet_status(cb_obj, 'lost');"))
         self.doc.js_on_event("client_reconnected", CustomJS(args=args, code=STATUS_JS + "\nfleet_status(cb_obj, 'reconnected');"))
 
-    def rebuild(self, state: DashboardState | None) -> None:
+    def rebuild(self, state: DashboardState | None, generation: int | None = None) -> None:
         """Build every figure from ``state`` (first build, or after a resync)."""
+        if generation is not None:
+            self.generation = generation
         self.views = {}
         self.state = state
         if state is None:
@@ -265,9 +294,13 @@ class DashboardDoc:
             self.containers = {}
             return
         for name, fig in state.figures.items():
-            self.views[name] = FigureView(fig)
+            self.views[name] = FigureView(fig, self.id_prefix)
         self._set_title(state)
         self._arrange(state)
+
+    @property
+    def id_prefix(self) -> str:
+        return f"fleet:{self.dashboard}:{self.generation}"
 
     # --- commands ---------------------------------------------------------------------
     def apply(self, cmd: Command, after: DashboardState) -> None:
@@ -311,7 +344,7 @@ class DashboardDoc:
 
     def _swap(self, fig: Figure, after: DashboardState) -> None:
         old = self.views.get(fig.name)
-        view = FigureView(fig)
+        view = FigureView(fig, self.id_prefix)
         self.views[fig.name] = view
         box = self.containers.get(fig.name)
         if old is not None and box is not None:

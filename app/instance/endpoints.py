@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 import resource
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from tornado.web import RequestHandler
+
+from app.instance import wire
 
 if TYPE_CHECKING:
     from app.instance.server import Instance
@@ -53,6 +55,16 @@ class MetricsHandler(_Base):
         self.finish(render_metrics(self.instance))
 
 
+def histogram(lines: list[str], name: str, h: Any, help_: str) -> None:
+    lines.append(f"# HELP {name} {help_}")
+    lines.append(f"# TYPE {name} histogram")
+    for b, c in zip(h.buckets, h.counts):
+        lines.append(f'{name}_bucket{{le="{b:g}"}} {c}')
+    lines.append(f'{name}_bucket{{le="+Inf"}} {h.total}')
+    lines.append(f"{name}_sum {h.sum:.6f}")
+    lines.append(f"{name}_count {h.total}")
+
+
 def render_metrics(instance: "Instance") -> str:
     fan = instance.fanout
     reader = instance.reader
@@ -89,14 +101,16 @@ def render_metrics(instance: "Instance") -> str:
                        ("sessions_refused", "Session requests refused (token or dashboard)."),
                        ("delivery_errors", "Session documents rebuilt after a failed update.")):
         metric(f"fleet_{key}_total", "counter", help_, [("", fan.stats.get(key, 0))])
-    h = fan.fanout_seconds
-    lines.append("# HELP fleet_fanout_seconds Time from a command's arrival to its application in every live session.")
-    lines.append("# TYPE fleet_fanout_seconds histogram")
-    for b, c in zip(h.buckets, h.counts):
-        lines.append(f'fleet_fanout_seconds_bucket{{le="{b:g}"}} {c}')
-    lines.append(f'fleet_fanout_seconds_bucket{{le="+Inf"}} {h.total}')
-    lines.append(f"fleet_fanout_seconds_sum {h.sum:.6f}")
-    lines.append(f"fleet_fanout_seconds_count {h.total}")
+    metric("fleet_messages_serialised_total", "counter",
+           "Session update messages serialised (one per command when sessions share it).",
+           [("", wire.stats["serialised"])])
+    metric("fleet_messages_shared_total", "counter",
+           "Session update messages reused from another session instead of serialised again.",
+           [("", wire.stats["shared"])])
+    histogram(lines, "fleet_fanout_seconds", fan.fanout_seconds,
+              "Time from a command's arrival to its application in every live session.")
+    histogram(lines, "fleet_command_age_seconds", fan.age_seconds,
+              "Time from a command's publication (its ts field) to its application in every live session.")
     metric("fleet_process_resident_memory_bytes", "gauge", "Resident memory of this instance.",
            [("", rss_bytes())])
     return "\n".join(lines) + "\n"

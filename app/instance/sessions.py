@@ -28,6 +28,7 @@ from bokeh.document import Document
 
 from app.control.protocol import Command
 from app.control.state import DashboardState
+from app.instance import wire
 from app.instance.documents import DashboardDoc
 
 log = logging.getLogger("fleet.instance")
@@ -52,19 +53,22 @@ class Histogram:
 
 
 class Delivery:
-    """One command on its way to ``remaining`` sessions (for the fan-out timer)."""
+    """One command on its way to ``remaining`` sessions (for the fan-out timers)."""
 
-    __slots__ = ("t0", "remaining", "fanout")
+    __slots__ = ("t0", "remaining", "fanout", "ts")
 
-    def __init__(self, fanout: "Fanout", remaining: int) -> None:
+    def __init__(self, fanout: "Fanout", remaining: int, ts: float | None = None) -> None:
         self.t0 = time.perf_counter()
         self.remaining = remaining
         self.fanout = fanout
+        self.ts = ts  # publish time (ms since the epoch) when the controller set one
 
     def done(self) -> None:
         self.remaining -= 1
         if self.remaining == 0:
             self.fanout.fanout_seconds.observe(time.perf_counter() - self.t0)
+            if self.ts is not None:
+                self.fanout.age_seconds.observe(max(0.0, time.time() - self.ts / 1000))
 
 
 @dataclass
@@ -74,6 +78,7 @@ class Item:
     cmd: Command | None
     state: DashboardState | None
     delivery: Delivery | None = None
+    generation: int = 0  # for resets: the reset count it brings the session to
 
 
 @dataclass
@@ -108,6 +113,7 @@ class Fanout:
         self.stats: Counter[str] = Counter()  # session_updates, coalesced, opened, closed, ...
         self.last_id: dict[str, str] = {}
         self.fanout_seconds = Histogram()
+        self.age_seconds = Histogram()  # publish (ts) -> applied in every session
         self._tasks: set[asyncio.Task] = set()
 
     # --- sessions -----------------------------------------------------------------------
@@ -118,7 +124,7 @@ class Fanout:
         if current is None:
             raise LookupError(f"unknown dashboard {dashboard!r}")
         state, last_id = current
-        dd = DashboardDoc(doc, dashboard)
+        dd = DashboardDoc(doc, dashboard, self.resets[dashboard])
         dd.install(state)
         view = SessionView(session_id, dashboard, user, dd, context, built_from=last_id, applied_id=last_id)
         self.views.setdefault(dashboard, {})[session_id] = view
@@ -154,7 +160,7 @@ class Fanout:
         views = self.views.get(dashboard)
         if not views:
             return
-        delivery = Delivery(self, len(views))
+        delivery = Delivery(self, len(views), cmd.ts)
         for view in views.values():
             view.queue.append(Item("cmd", entry_id, cmd, state, delivery))
             self._kick(view)
@@ -170,7 +176,7 @@ class Fanout:
                 if item.delivery:
                     item.delivery.done()
             view.queue.clear()
-            view.queue.append(Item("reset", last_id, None, state))
+            view.queue.append(Item("reset", last_id, None, state, generation=self.resets[dashboard]))
             self._kick(view)
 
     def on_rejected(self, dashboard: str, entry_id: str, fields: Any, reason: str) -> None:
@@ -204,7 +210,7 @@ class Fanout:
                 if session.destroyed:
                     self.close_session(view.session_id, view.dashboard)
                     return
-                await session.with_document_locked(self._locked_apply, view)
+                await wire.locked_on_loop(session, self._apply_items, view)
         except Exception:
             log.exception("session %s dashboard=%s: delivery failed; rebuilding it", view.session_id[:12],
                           view.dashboard)
@@ -215,21 +221,18 @@ class Fanout:
         if view.queue and not view.closed:
             self._kick(view)
 
-    async def _locked_apply(self, view: SessionView) -> None:
-        # Async on purpose: Bokeh 3.10 runs a sync callable given to
-        # with_document_locked in a worker thread; a coroutine runs on the loop thread.
-        self._apply_items(view)
-
     def _apply_items(self, view: SessionView) -> None:
         """Apply everything queued so far, in order, coalescing runs of streams."""
         items = list(view.queue)
         view.queue.clear()
+        session = view.session
         i = 0
         while i < len(items):
             item = items[i]
             try:
+                start = wire.pending_count(session)
                 if item.kind == "reset":
-                    view.dd.rebuild(item.state)
+                    view.dd.rebuild(item.state, item.generation)
                     j = i + 1
                 elif item.cmd.op == "stream":
                     j = i + 1
@@ -251,6 +254,8 @@ class Fanout:
                     if it.delivery:
                         it.delivery.done()
                 raise
+            if session is not None and item.kind == "cmd":
+                wire.tag_pending(session, start, (items[i].entry_id, items[j - 1].entry_id))
             for it in items[i:j]:
                 if it.delivery:
                     it.delivery.done()
@@ -263,7 +268,8 @@ class Fanout:
         current = self.state_of(view.dashboard)
         view.queue.clear()
         if current is not None and not view.closed:
-            view.queue.append(Item("reset", current[1], None, current[0]))
+            view.queue.append(Item("reset", current[1], None, current[0],
+                                   generation=self.resets[view.dashboard]))
 
     async def drain_all(self, timeout: float = 10.0) -> None:
         """Wait until every queue is empty (tests and orderly shutdown)."""
