@@ -39,7 +39,10 @@ class Figure:
     rollover: int | None = None
     tooltips: tuple[tuple[str, str], ...] = ()
     model: dict | None = None
-    version: int = 0  # bumped by every replace/figure, so sessions know to rebuild
+    # Set by every replace/figure to the dashboard's applied count at that moment:
+    # unique per incarnation of a figure, identical on every instance and session
+    # (the Bokeh side derives model ids from it).
+    version: int = 0
 
     @property
     def columns(self) -> tuple[str, ...]:
@@ -140,7 +143,7 @@ def _replace(state: DashboardState, cmd: Command, cfg: FoldConfig) -> tuple[dict
         name=cmd.name, kind=kind, title=cmd.title or "", x_label=cmd.x_label or "",  # type: ignore[arg-type]
         y_label=cmd.y_label or "", x_axis_type=axis, x=x, y=tuple(y), data=MappingProxyType(data),
         rollover=cmd.rollover, tooltips=cmd.tooltips if cmd.tooltips is not None else (("*", "*"),),
-        version=(old.version + 1 if old else 1),
+        version=state.applied + 1,
     )
     resolved = replace(cmd, kind=kind, x=x, y=tuple(y), x_axis_type=axis, data=data)
     return {"figures": _with_figure(state, fig), "layout": _place(state.layout, fig.name)}, resolved
@@ -245,7 +248,7 @@ def _figure(state: DashboardState, cmd: Command, cfg: FoldConfig) -> dict:
     if old is None and len(state.figures) >= cfg.max_figures:
         raise Rejected(f"dashboard already has {cfg.max_figures} figures (the limit)", "name")
     fig = Figure(name=cmd.name, kind="model", title=cmd.title or "", model=cmd.model,  # type: ignore[arg-type]
-                 version=(old.version + 1 if old else 1))
+                 version=state.applied + 1)
     return {"figures": _with_figure(state, fig), "layout": _place(state.layout, fig.name)}
 
 
