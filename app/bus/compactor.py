@@ -110,8 +110,7 @@ class Compactor:
             raw = await self._client.get(self.keys.snapshot(name))
             prev = snap.loads(raw) if raw else None
             prev_id = prev.last_id if prev and prev.epoch == self.reader.epoch else "0-0"
-            # time 0.0: the first snapshot after taking the lead is due at once
-            self._written[name] = (feed.state.applied, prev_id, 0.0)
+            self._written[name] = (feed.state.applied if prev_id == feed.last_id else -1, prev_id, 0.0)
         applied, prev_id, at = self._written[name]
         if feed.last_id == prev_id:
             return
