@@ -20,18 +20,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import json
-import os
 import random
 import shutil
-import socket
-import struct
 import sys
 import tempfile
 import time
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import numpy as np
 import uvloop
@@ -49,129 +44,8 @@ from app.control import columns, encode  # noqa: E402
 from app.settings import load  # noqa: E402
 from tests.fixtures.bokeh import InstanceProc, fleet_environment, mint_token  # noqa: E402
 from tests.fixtures.ports import free_port  # noqa: E402
+from bench.wsclient import LightClient, pct  # noqa: E402
 from tests.fixtures.redis import RedisServer  # noqa: E402
-
-
-def pct(values, q):
-    return float(np.percentile(values, q)) * 1000 if len(values) else float("nan")
-
-
-def _seq_values(content: dict, buffers: dict[str, bytes]) -> list[int]:
-    """The ``seq`` values streamed by a PATCH-DOC content (JSON lists or binary buffers)."""
-    out: list[int] = []
-    for ev in content.get("events", []):
-        if ev.get("kind") != "ColumnsStreamed":
-            continue
-        data = ev["data"]
-        entries = data["entries"] if isinstance(data, dict) and data.get("type") == "map" else list(data.items())
-        for key, val in entries:
-            if key != "seq":
-                continue
-            if isinstance(val, list):
-                out += [int(v) for v in val]
-            elif isinstance(val, dict) and val.get("type") == "ndarray":
-                arr = val["array"]
-                if isinstance(arr, dict) and arr.get("type") == "bytes":
-                    raw = arr["data"]
-                    raw = buffers[raw["id"]] if isinstance(raw, dict) else __import__("base64").b64decode(raw)
-                    out += [int(v) for v in np.frombuffer(raw, dtype=val["dtype"])]
-                elif isinstance(arr, list):
-                    out += [int(v) for v in arr]
-    return out
-
-
-class LightClient(asyncio.Protocol):
-    """A Bokeh session that only records when each streamed ``seq`` arrives.
-
-    A raw asyncio protocol: it does the websocket handshake itself and parses frames
-    in bulk from the bytes received, decoding JSON only for PATCH-DOC contents, so
-    that the load generator costs far less CPU than the server it measures (both
-    share this machine's 2 cores; real browsers would not).
-    """
-
-    def __init__(self, url: str, token: str, sent: dict[int, float], lat: list[float]) -> None:
-        self.url, self.token, self.sent, self.lat = url, token, sent, lat
-        self.ready = asyncio.Event()
-        self.buf = bytearray()
-        self.handshaken = False
-        self.frames: list[bytes] = []  # text/binary payloads of the message being assembled
-        self.transport = None
-
-    async def connect(self) -> None:
-        u = urlsplit(self.url)
-        loop = asyncio.get_running_loop()
-        self.transport, _ = await loop.create_connection(lambda: self, u.hostname, u.port)
-        self.transport.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        key = base64.b64encode(os.urandom(16)).decode()
-        self.transport.write((f"GET {u.path} HTTP/1.1\r\nHost: {u.netloc}\r\nUpgrade: websocket\r\n"
-                              f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
-                              f"Sec-WebSocket-Protocol: bokeh, {self.token}\r\nOrigin: http://{u.netloc}\r\n\r\n").encode())
-        await asyncio.wait_for(self.ready.wait(), 300)
-
-    def data_received(self, data: bytes) -> None:
-        self.buf += data
-        if not self.handshaken:
-            end = self.buf.find(b"\r\n\r\n")
-            if end < 0:
-                return
-            if not self.buf.startswith(b"HTTP/1.1 101"):
-                raise RuntimeError(self.buf[:200].decode("latin-1"))
-            del self.buf[: end + 4]
-            self.handshaken = True
-        buf, pos = self.buf, 0
-        while len(buf) - pos >= 2:
-            n = buf[pos + 1] & 0x7F
-            head = 2
-            if n == 126:
-                if len(buf) - pos < 4:
-                    break
-                n, head = struct.unpack_from("!H", buf, pos + 2)[0], 4
-            elif n == 127:
-                if len(buf) - pos < 10:
-                    break
-                n, head = struct.unpack_from("!Q", buf, pos + 2)[0], 10
-            if len(buf) - pos < head + n:
-                break
-            opcode = buf[pos] & 0x0F
-            payload = bytes(buf[pos + head : pos + head + n])
-            pos += head + n
-            if opcode in (1, 2):
-                self.frame(payload)
-        del buf[:pos]
-
-    def frame(self, payload: bytes) -> None:
-        self.frames.append(payload)
-        if len(self.frames) < 3:
-            return
-        head = json.loads(self.frames[0])
-        if len(self.frames) < 3 + 2 * head.get("num_buffers", 0):
-            return
-        frames, self.frames = self.frames, []
-        kind = head["msgtype"]
-        if kind == "ACK":
-            self.send_text(json.dumps({"msgid": "pull1", "msgtype": "PULL-DOC-REQ"}), "{}", "{}")
-        elif kind == "PULL-DOC-REPLY":
-            self.ready.set()
-        elif kind == "PATCH-DOC":
-            now = time.perf_counter()
-            buffers = {json.loads(frames[i])["id"]: frames[i + 1] for i in range(3, len(frames), 2)}
-            for s in set(_seq_values(json.loads(frames[2]), buffers)):
-                t0 = self.sent.get(s)
-                if t0 is not None:
-                    self.lat.append(now - t0)
-
-    def send_text(self, *texts: str) -> None:
-        out = bytearray()
-        for text in texts:  # client frames are masked (RFC 6455); a zero mask keeps it cheap
-            data = text.encode()
-            out += struct.pack("!BB", 0x81, 0x80 | len(data)) if len(data) < 126 else \
-                struct.pack("!BBH", 0x81, 0x80 | 126, len(data))
-            out += b"\x00\x00\x00\x00" + data
-        self.transport.write(bytes(out))
-
-    def close(self) -> None:
-        if self.transport is not None:
-            self.transport.close()
 
 
 async def publish_for(settings, keys, dashboard, rate, rows, seconds, sent, start_seq, on_publish=None):

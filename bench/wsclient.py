@@ -1,0 +1,276 @@
+"""Load-generator parts shared by the benchmarks: a cheap Bokeh websocket session, the
+timed publisher, process CPU/RSS readings and a logged-in web client.
+
+The session client is a raw asyncio protocol (handshake and frame parsing by hand,
+JSON decoded only for PATCH-DOC contents) so that the load generator costs far less
+CPU than the servers it measures: both share the bench machine's cores, real
+browsers would not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import re
+import socket
+import struct
+import time
+import urllib.parse
+from urllib.parse import urlsplit
+
+import numpy as np
+
+from app.control import encode
+
+
+def pct(values, q) -> float:
+    """Percentile ``q`` of seconds, in milliseconds (nan when empty)."""
+    return float(np.percentile(values, q)) * 1000 if len(values) else float("nan")
+
+
+def _seq_values(content: dict, buffers: dict[str, bytes]) -> list[int]:
+    """The ``seq`` values streamed by a PATCH-DOC content (JSON lists or binary buffers)."""
+    out: list[int] = []
+    for ev in content.get("events", []):
+        if ev.get("kind") != "ColumnsStreamed":
+            continue
+        data = ev["data"]
+        entries = data["entries"] if isinstance(data, dict) and data.get("type") == "map" else list(data.items())
+        for key, val in entries:
+            if key != "seq":
+                continue
+            if isinstance(val, list):
+                out += [int(v) for v in val]
+            elif isinstance(val, dict) and val.get("type") == "ndarray":
+                arr = val["array"]
+                if isinstance(arr, dict) and arr.get("type") == "bytes":
+                    raw = arr["data"]
+                    raw = buffers[raw["id"]] if isinstance(raw, dict) else base64.b64decode(raw)
+                    out += np.unique(np.frombuffer(raw, dtype=val["dtype"])).tolist()
+                elif isinstance(arr, list):
+                    out += [int(v) for v in arr]
+    return out
+
+
+class LightClient(asyncio.Protocol):
+    """A Bokeh session that only records when each streamed ``seq`` arrives.
+
+    ``headers`` go into the upgrade request (e.g. the ``Cookie`` nginx hashes on).
+    ``lat`` collects seconds from ``sent[seq]`` to receipt; ``closed`` is set when
+    the server or the network ends the connection.
+    """
+
+    def __init__(self, url: str, token: str, sent: dict[int, float], lat: list[float],
+                 headers: dict[str, str] | None = None) -> None:
+        self.url, self.token, self.sent, self.lat = url, token, sent, lat
+        self.headers = headers or {}
+        self.ready = asyncio.Event()
+        self.closed = asyncio.Event()
+        self.buf = bytearray()
+        self.handshaken = False
+        self.frames: list[bytes] = []  # text/binary payloads of the message being assembled
+        self.transport = None
+        self.error: str | None = None
+
+    async def connect(self, timeout: float = 300) -> None:
+        u = urlsplit(self.url)
+        loop = asyncio.get_running_loop()
+        self.transport, _ = await loop.create_connection(lambda: self, u.hostname, u.port)
+        self.transport.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        key = base64.b64encode(os.urandom(16)).decode()
+        extra = "".join(f"{k}: {v}\r\n" for k, v in self.headers.items())
+        self.transport.write((f"GET {u.path} HTTP/1.1\r\nHost: {u.netloc}\r\nUpgrade: websocket\r\n"
+                              f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+                              f"Sec-WebSocket-Protocol: bokeh, {self.token}\r\nOrigin: http://{u.netloc}\r\n"
+                              f"{extra}\r\n").encode())
+        done = asyncio.ensure_future(self.closed.wait())
+        ready = asyncio.ensure_future(self.ready.wait())
+        await asyncio.wait([done, ready], timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        done.cancel()
+        ready.cancel()
+        if not self.ready.is_set():
+            self.close()
+            raise ConnectionError(self.error or f"no document from {self.url} within {timeout}s")
+
+    def connection_lost(self, exc) -> None:
+        self.closed.set()
+
+    def data_received(self, data: bytes) -> None:
+        self.buf += data
+        if not self.handshaken:
+            end = self.buf.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            if not self.buf.startswith(b"HTTP/1.1 101"):
+                self.error = self.buf[:200].decode("latin-1").splitlines()[0]
+                self.transport.close()
+                return
+            del self.buf[: end + 4]
+            self.handshaken = True
+        buf, pos = self.buf, 0
+        while len(buf) - pos >= 2:
+            n = buf[pos + 1] & 0x7F
+            head = 2
+            if n == 126:
+                if len(buf) - pos < 4:
+                    break
+                n, head = struct.unpack_from("!H", buf, pos + 2)[0], 4
+            elif n == 127:
+                if len(buf) - pos < 10:
+                    break
+                n, head = struct.unpack_from("!Q", buf, pos + 2)[0], 10
+            if len(buf) - pos < head + n:
+                break
+            opcode = buf[pos] & 0x0F
+            payload = bytes(buf[pos + head : pos + head + n])
+            pos += head + n
+            if opcode in (1, 2):
+                self.frame(payload)
+            elif opcode == 8:
+                self.transport.close()
+        del buf[:pos]
+
+    def frame(self, payload: bytes) -> None:
+        self.frames.append(payload)
+        if len(self.frames) < 3:
+            return
+        head = json.loads(self.frames[0])
+        if len(self.frames) < 3 + 2 * head.get("num_buffers", 0):
+            return
+        frames, self.frames = self.frames, []
+        kind = head["msgtype"]
+        if kind == "ACK":
+            self.send_text(json.dumps({"msgid": "pull1", "msgtype": "PULL-DOC-REQ"}), "{}", "{}")
+        elif kind == "PULL-DOC-REPLY":
+            self.ready.set()
+        elif kind == "PATCH-DOC":
+            now = time.perf_counter()
+            buffers = {json.loads(frames[i])["id"]: frames[i + 1] for i in range(3, len(frames), 2)}
+            for s in set(_seq_values(json.loads(frames[2]), buffers)):
+                t0 = self.sent.get(s)
+                if t0 is not None:
+                    self.lat.append(now - t0)
+
+    def send_text(self, *texts: str) -> None:
+        out = bytearray()
+        for text in texts:  # client frames are masked (RFC 6455); a zero mask keeps it cheap
+            data = text.encode()
+            out += struct.pack("!BB", 0x81, 0x80 | len(data)) if len(data) < 126 else \
+                struct.pack("!BBH", 0x81, 0x80 | 126, len(data))
+            out += b"\x00\x00\x00\x00" + data
+        self.transport.write(bytes(out))
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+
+def stream_fields(seq: int, rows: int) -> dict:
+    """A ``stream`` command of ``rows`` rows to figure ``p``, every row tagged ``seq``."""
+    data = {"seq": np.full(rows, seq, dtype=np.int64), "y": np.random.random(rows)}
+    return encode("stream", name="p", data=data, ts=f"{time.time() * 1000:.3f}")
+
+
+async def publish_for(client, key: str, rate: float, rows: int, seconds: float, sent: dict[int, float],
+                      start_seq: int, drain: float = 1.0) -> int:
+    """XADD ``rate`` stream commands per second for ``seconds``; ``sent[seq]`` = time
+    just before each XADD.  Returns the last seq.  Waits ``drain`` s at the end."""
+    period = 1.0 / rate
+    t_next = time.perf_counter()
+    seq = start_seq
+    for _ in range(max(1, int(rate * seconds))):
+        seq += 1
+        fields = stream_fields(seq, rows)
+        sent[seq] = time.perf_counter()
+        await client.xadd(key, fields)
+        t_next += period
+        await asyncio.sleep(max(0.0, t_next - time.perf_counter()))
+    await asyncio.sleep(drain)
+    return seq
+
+
+# --- processes ---------------------------------------------------------------------------
+def rss_bytes(pid: int) -> int:
+    with open(f"/proc/{pid}/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        parts = f.read().rsplit(")", 1)[1].split()
+    return (int(parts[11]) + int(parts[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def children(pid: int) -> list[int]:
+    """Direct child pids (nginx workers of the master, say)."""
+    out = []
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat") as f:
+                    if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
+                        out.append(int(d))
+            except OSError:
+                pass
+    return out
+
+
+# --- the web app, as a browser uses it ------------------------------------------------
+class WebUser:
+    """A user logged in through Flask's real form (CSRF and all), who then gets a fresh
+    signed Bokeh token per page view, exactly the way a browser does."""
+
+    TOKEN_RE = re.compile(r"bokeh-token=([A-Za-z0-9_.%-]+)")
+
+    def __init__(self, base_url: str) -> None:
+        from tornado.httpclient import AsyncHTTPClient
+
+        self.base = base_url.rstrip("/")
+        self.http = AsyncHTTPClient(max_clients=8)
+        self.cookies: dict[str, str] = {}
+
+    def _cookie_header(self, extra: dict[str, str] | None = None) -> str:
+        return "; ".join(f"{k}={v}" for k, v in {**self.cookies, **(extra or {})}.items())
+
+    def _keep(self, resp) -> None:
+        for c in resp.headers.get_list("Set-Cookie"):
+            name, _, rest = c.partition("=")
+            self.cookies[name.strip()] = rest.split(";", 1)[0]
+
+    async def get(self, path: str, route: str | None = None):
+        extra = {"fleet_route": route} if route else None
+        r = await self.http.fetch(self.base + path, headers={"Cookie": self._cookie_header(extra)},
+                                  follow_redirects=False, raise_error=False)
+        return r
+
+    async def login(self, user: str, password: str) -> None:
+        r = await self.get("/auth/login")
+        self._keep(r)
+        m = re.search(rb'name="csrf_token"[^>]*value="([^"]+)"', r.body)
+        if not m:
+            raise RuntimeError(f"no CSRF token on the login page ({r.code})")
+        body = urllib.parse.urlencode({"username": user, "password": password, "csrf_token": m.group(1).decode()})
+        r = await self.http.fetch(self.base + "/auth/login", method="POST", body=body, follow_redirects=False,
+                                  raise_error=False, headers={"Cookie": self._cookie_header(),
+                                                              "Content-Type": "application/x-www-form-urlencoded",
+                                                              "Referer": self.base + "/auth/login"})
+        if r.code != 302:
+            raise RuntimeError(f"login failed: HTTP {r.code}")
+        self._keep(r)
+
+    async def token(self, dashboard: str, route: str) -> str:
+        """GET /d/<dashboard> with this routing cookie; the signed token in its loader."""
+        r = await self.get(f"/d/{dashboard}", route)
+        m = self.TOKEN_RE.search(r.body.decode())
+        if r.code != 200 or not m:
+            raise RuntimeError(f"/d/{dashboard}: HTTP {r.code}, no token")
+        return urllib.parse.unquote(m.group(1))
+
+    def ws_headers(self, route: str) -> dict[str, str]:
+        return {"Cookie": self._cookie_header({"fleet_route": route})}
+
+    @property
+    def ws_url(self) -> str:
+        return self.base.replace("http://", "ws://") + "/bokeh/dashboard/ws"
