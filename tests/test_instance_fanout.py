@@ -266,3 +266,32 @@ def test_session_churn_memory(bus, fleet_settings, start_instance):
           f"after {after / 2**20:.1f} MB, growth {(after - before) / 2**20:.1f} MB "
           f"({(after - before) / 500 / 1024:.1f} KB per session)")
     assert after - before < 100 * 2**20  # generous: a leak of a whole document per session would exceed it
+
+
+def test_stream_right_after_replace_in_one_batch_is_applied_once(bus, fleet_settings, start_instance):
+    """A ``replace`` (or ``clear``, or a resync) and a ``stream`` of the same figure that a
+    session applies in one locked round: the new models' serialisation must not pick up
+    the streamed rows as well (found by bench/chaos.py: sessions that lagged behind
+    showed a row twice)."""
+    publish(bus, "demo", REPLACE)
+    inst = start_instance()
+
+    async def main():
+        clients = await open_clients(inst, fleet_settings.secret_key, 3)
+        # One XADD batch: the reader notifies all of them before any session drains.
+        batch = [encode("replace", name="p", kind="line", data={"seq": [10], "y": [1.0]}),
+                 stream(11), stream(12),
+                 encode("clear", name="p"), stream(13),
+                 encode("patch", name="p", patches={"y": [[0, 7.0]]}), stream(14)]
+        publish(bus, "demo", *batch)
+        want = fold([REPLACE, *batch]).figures["p"].data
+        await wait_for(lambda: all(c.data("p").get("seq") == [13.0, 14.0] for c in clients) or
+                       any(len(c.data("p").get("seq", [])) > 2 for c in clients), what="the batch")
+        await asyncio.sleep(0.3)
+        for c in clients:
+            got = c.data("p")
+            assert got["seq"] == list(want["seq"]) and got["y"] == list(want["y"]), got
+        for c in clients:
+            await c.close()
+
+    asyncio.run(main())

@@ -101,6 +101,12 @@ class SessionView:
         return getattr(self.context, "_session", None) if self.context is not None else None
 
 
+def _new_models(item: Item) -> bool:
+    """Whether applying ``item`` sends whole models or whole columns (a reset, or any op
+    but ``stream``/``patch``, which send only their delta)."""
+    return item.kind == "reset" or item.cmd.op not in ("stream", "patch")
+
+
 class Fanout:
     """The reader's listener and the registry of live sessions, per dashboard."""
 
@@ -262,6 +268,14 @@ class Fanout:
             self.stats["session_updates"] += 1
             view.applied_id = items[j - 1].entry_id
             i = j
+            if session is not None and i < len(items) and _new_models(item):
+                # End this locked round here.  Change events are serialised only when the
+                # round's writes are sent, so a model added or a source reset now would go
+                # out already holding the rows a later ``stream`` appends in place, and the
+                # ColumnsStreamed event would add them a second time on the client.
+                view.queue.extendleft(reversed(items[i:]))
+                self.stats["rounds_split"] += 1
+                return
 
     def _recover(self, view: SessionView) -> None:
         """A command failed on this document: rebuild it from the current state."""
