@@ -193,3 +193,72 @@ def test_redis_down_is_503_json(client, setup, redis_server):
     redis_server.kill()
     e = err(client.post(URL.format("sales"), json={"op": "clear"}, headers=setup["h"]), 503)
     assert "Redis" in e["message"]
+
+
+def test_bad_json_is_400_not_500(client, fleet_bus, setup):
+    """Found while fuzzing the API: these used to be 500s (RecursionError, UnicodeEncodeError)."""
+    h = setup["h"]
+    deep = "[" * 20_000 + "]" * 20_000
+    e = err(client.post(URL.format("sales"), data=deep, content_type="application/json", headers=h), 400)
+    assert "nested too deeply" in e["message"]
+    e = err(client.post(URL.format("sales"), data="null", content_type="application/json", headers=h), 400)
+    assert "JSON object" in e["message"]
+    # lone surrogates: valid JSON escapes, but no UTF-8 text; named by field, in batches too
+    e = err(client.post(URL.format("sales"), json={"op": "set", "title": "\ud800"}, headers=h), 400)
+    assert e["field"] == "title" and "surrogate" in e["message"]
+    e = err(client.post(URL.format("sales"), json={"commands": [{"op": "clear", "name": "\udfff"}]}, headers=h), 400)
+    assert e["field"] == "commands[0].name" and e["index"] == 0
+    e = err(client.post(URL.format("sales"), json={"op": "set", "\ud800": "x"}, headers=h), 400)
+    assert e["field"] == "\\ud800"
+    e = err(client.post(URL.format("sales"), json={"op": "patch", "name": "p", "patches": {"\ud800": [[0, 1]]}},
+                        headers=h), 400)
+    assert e["field"] == "patches"
+    assert fleet_bus.client.xlen(fleet_bus.keys.commands("sales")) == 0
+
+
+def test_field_json_types_follow_the_openapi_document(client, fleet_bus, setup):
+    h = setup["h"]
+    e = err(client.post(URL.format("sales"), json={"op": "set", "title": 5}, headers=h), 400)
+    assert e["field"] == "title" and e["message"] == "expected string, got integer"
+    e = err(client.post(URL.format("sales"), json={"op": "clear", "name": True}, headers=h), 400)
+    assert e["field"] == "name"
+    e = err(client.post(URL.format("sales"), json={"op": "set", "name": "p", "rollover": True}, headers=h), 400)
+    assert e["field"] == "rollover" and "integer or string" in e["message"]
+    e = err(client.post(URL.format("sales"), json={"op": "stream", "name": "p", "data": [[1]]}, headers=h), 400)
+    assert e["field"] == "data"
+    # null = absent only for a field the op has; otherwise an unknown field, as without null
+    e = err(client.post(URL.format("sales"), json={"op": "clear", "data": None}, headers=h), 400)
+    assert e["field"] == "data" and "unknown field" in e["message"]
+    assert client.post(URL.format("sales"), json={"op": "clear", "name": None}, headers=h).status_code == 202
+    # 5.0 is an integer in JSON (Schema): rollover 5.0 travels as "5"; ts takes any number
+    r = client.post(URL.format("sales"), json={"op": "set", "name": "p", "rollover": 5.0, "ts": 1.7e12},
+                    headers=h)
+    assert r.status_code == 202, r.data
+    stored = fleet_bus.client.xrange(fleet_bus.keys.commands("sales"))[-1][1]
+    assert stored[b"rollover"] == b"5" and float(stored[b"ts"]) == 1.7e12
+    # layout's rows/columns are figure-name lists, replace's columns are column names
+    assert client.post(URL.format("sales"), json={"op": "layout", "columns": [["p"]]}, headers=h).status_code == 202
+    e = err(client.post(URL.format("sales"), json={"op": "layout", "columns": {"p": 1}}, headers=h), 400)
+    assert e["field"] == "columns" and "string or array" in e["message"]
+
+
+def test_rejected_count_out_of_range_is_400(client, setup):
+    url = "/api/v1/dashboards/sales/rejected"
+    for bad in ("0", "1001", "-1", " 5", "1_0", "5.0", "99999999999999999999"):
+        e = err(client.get(url, query_string={"count": bad}, headers=setup["h"]), 400)
+        assert e["field"] == "count" and "from 1 to 1000" in e["message"]
+    for good in ("1", "1000"):
+        assert client.get(url, query_string={"count": good}, headers=setup["h"]).status_code == 200
+
+
+def test_openapi_commands_match_the_validator(client):
+    from app.control.protocol import COMMON_FIELDS, OP_FIELDS, OPS, REQUIRED
+
+    schemas = client.get("/api/v1/openapi.json").get_json()["components"]["schemas"]
+    assert [ref["$ref"].rsplit("/", 1)[1] for ref in schemas["Command"]["oneOf"]] == \
+        [f"{op.capitalize()}Command" for op in OPS]
+    for op in OPS:
+        s = schemas[f"{op.capitalize()}Command"]
+        assert s["additionalProperties"] is False
+        assert set(s["properties"]) == OP_FIELDS[op] | COMMON_FIELDS
+        assert set(s["required"]) == {"op"} | REQUIRED.get(op, set())

@@ -17,22 +17,26 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from typing import Any
 
 from flask import Blueprint, Response, g, jsonify, request
+from werkzeug.exceptions import BadRequest
 
 from app.bus import publisher, registry, store
 from app.bus.accounts import Token
 from app.bus.keys import DASHBOARD_RE
-from app.control.protocol import Limits, Rejected, parse
+from app.control.protocol import COMMON_FIELDS, OP_FIELDS, Limits, Rejected, parse
 from app.control.snapshot import view
 from app.web import fleet
 from app.web.auth import client_addr
-from app.web.openapi import openapi_document
+from app.web.openapi import json_types, openapi_document
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 
 MAX_BATCH = 10_000
+MAX_REJECTED = 1000
+COUNT_RE = re.compile(r"[0-9]{1,7}\Z")
 AUTH_FAIL_FACTOR = 5  # failed bearer attempts per address and window = login limit x this
 
 
@@ -91,15 +95,52 @@ def _dashboard(name: str, tok: Token | None) -> None:
         raise ApiError(404, f"no dashboard {name!r}")
 
 
+_JSON_TYPES = ((bool, "boolean"), (int, "integer"), (float, "number"), (str, "string"),
+               (list, "array"), (dict, "object"))
+
+
+def _json_type(value: Any) -> str:
+    return next(name for cls, name in _JSON_TYPES if isinstance(value, cls))
+
+
+def _check_text(text: str, where: str) -> None:
+    """Lone surrogates (``"\\ud800"`` in JSON) cannot be stored as UTF-8: a 400, not a 500."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ApiError(400, "not valid Unicode text (a lone surrogate such as \\ud800)",
+                       where.encode("utf-8", "backslashreplace").decode()) from None
+
+
 def to_fields(obj: Any, path: str) -> dict[str, str | bytes]:
-    """One JSON command object -> stream-entry fields with wire-format string values."""
+    """One JSON command object -> stream-entry fields with wire-format string values.
+
+    A field's value must be a string (the wire text itself) or one of the other JSON
+    types the OpenAPI document lists for it (``FIELD_SCHEMAS``), which is sent as its
+    JSON text; ``null`` means absent, for a field the command's op has.  Unknown
+    fields are left to the validator, which names them.  Text that cannot be UTF-8
+    (lone surrogates) is a 400.
+    """
     if not isinstance(obj, dict):
         raise ApiError(400, "a command is a JSON object of fields, e.g. {\"op\": \"clear\"}", path or None)
+    op = obj.get("op") if isinstance(obj.get("op"), str) else None
     out: dict[str, str | bytes] = {}
     for key, value in obj.items():
         where = f"{path}.{key}" if path else key
+        _check_text(key, where)
         if value is None:
+            if op in OP_FIELDS and key not in OP_FIELDS[op] | COMMON_FIELDS:
+                raise ApiError(400, f"unknown field for op {op}; allowed: "
+                                    f"{', '.join(sorted(OP_FIELDS[op] | COMMON_FIELDS))}", where)
             continue
+        types = json_types(key, op)
+        kind = _json_type(value)
+        if kind == "integer" and "integer" not in types and "number" in types:
+            kind = "number"
+        elif kind == "number" and "integer" in types and float(value).is_integer():
+            value, kind = int(value), "integer"  # 5.0 is an integer in JSON Schema
+        if types and kind not in types:
+            raise ApiError(400, f"expected {' or '.join(types)}, got {kind}", where)
         if key == "arrow":
             if not isinstance(value, str):
                 raise ApiError(400, "arrow is base64 of an Arrow IPC stream", where)
@@ -108,12 +149,15 @@ def to_fields(obj: Any, path: str) -> dict[str, str | bytes]:
             except (binascii.Error, ValueError):
                 raise ApiError(400, "arrow is not valid base64", where) from None
         elif isinstance(value, str):
+            _check_text(value, where)
             out[key] = value
         else:
             try:
-                out[key] = json.dumps(value, separators=(",", ":"))
-            except (TypeError, ValueError) as exc:
+                text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+            except (TypeError, ValueError, RecursionError) as exc:
                 raise ApiError(400, f"cannot encode as JSON: {exc}", where) from None
+            _check_text(text, where)
+            out[key] = text
     return out
 
 
@@ -127,7 +171,14 @@ def _commands(body: Any) -> tuple[list[dict[str, str | bytes]], bool]:
             raise ApiError(400, "commands must be a non-empty list of command objects", "commands")
         if len(items) > MAX_BATCH:
             raise ApiError(400, f"{len(items)} commands, more than {MAX_BATCH} in one batch", "commands")
-        return [to_fields(c, f"commands[{i}]") for i, c in enumerate(items)], True
+        batch = []
+        for i, c in enumerate(items):
+            try:
+                batch.append(to_fields(c, f"commands[{i}]"))
+            except ApiError as exc:
+                exc.index = i
+                raise
+        return batch, True
     return [to_fields(body, "")], False
 
 
@@ -138,9 +189,12 @@ def post_commands(name: str) -> tuple[Response, int]:
     f = fleet()
     if not request.is_json:
         raise ApiError(400, "send a JSON body with Content-Type: application/json")
-    body = request.get_json(silent=True)  # raises 413 first if the body is too large
-    if body is None:
-        raise ApiError(400, "body is not valid JSON")
+    try:
+        body = request.get_json()  # raises 413 first if the body is too large
+    except BadRequest:
+        raise ApiError(400, "body is not valid JSON") from None
+    except RecursionError:
+        raise ApiError(400, "body is not valid JSON: nested too deeply") from None
     batch, is_batch = _commands(body)
     limits = Limits.from_settings(f.settings)
     for i, fields in enumerate(batch):
@@ -183,10 +237,11 @@ def get_rejected(name: str) -> Response:
     """The newest rejected commands of the dashboard with their reasons."""
     tok = _optional_bearer()
     _dashboard(name, tok)
-    try:
-        count = max(1, min(1000, int(request.args.get("count", "100"))))
-    except ValueError:
-        raise ApiError(400, "count must be an integer", "count") from None
+    raw = request.args.get("count", "100")
+    if not COUNT_RE.match(raw) or not 1 <= int(raw) <= MAX_REJECTED:
+        raise ApiError(400, f"count must be an integer from 1 to {MAX_REJECTED}, got {raw[:40]!r}",
+                       "count")
+    count = int(raw)
     f = fleet()
     return jsonify({"dashboard": name, "rejected": store.read_rejected(f.client, f.keys, name, count)})
 
