@@ -112,3 +112,22 @@ def test_snapshot_column_serialisation_is_exact():
     arr = cols.from_values("y", [1.5, None, -0.0, 1e308])
     back = cols.load(cols.dump(arr))
     assert back.tobytes() == arr.tobytes()
+
+
+@pytest.mark.parametrize("fields, field", [
+    ({"op": "clear", "name": "prices\n"}, "name"),
+    ({"op": "stream", "name": "p", "data": json.dumps({"y\n": [1.0]})}, "data"),
+])
+def test_trailing_newline_is_not_a_valid_name(fields, field):
+    with pytest.raises(Rejected) as exc:
+        parse(fields)
+    assert exc.value.field == field
+
+
+def test_trailing_newline_is_not_a_valid_dashboard_or_user_name():
+    from app.bus.accounts import USERNAME_RE
+    from app.bus.keys import check_dashboard_name
+
+    with pytest.raises(ValueError):
+        check_dashboard_name("prices\n")
+    assert not USERNAME_RE.match("alice\n")

@@ -35,7 +35,7 @@ from werkzeug.security import check_password_hash, generate_password_hash
 from app.bus.keys import Keys, check_dashboard_name
 
 ROLES = ("viewer", "controller", "admin")
-USERNAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@+-]{0,99}$")
+USERNAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@+-]{0,99}\Z")
 TOKEN_PREFIX = "fleet_"
 PASSWORD_METHOD = "scrypt"
 MIN_PASSWORD = 8

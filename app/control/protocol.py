@@ -30,8 +30,8 @@ VERSION = 1
 OPS = ("replace", "stream", "patch", "clear", "remove", "layout", "set", "figure")
 KINDS = ("line", "scatter", "bar", "area", "step", "table")
 AXIS_TYPES = ("number", "datetime", "categorical")
-NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:-]{0,63}$")
-COLUMN_RE = re.compile(r"^[^\x00-\x1f]{1,128}$")
+NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:-]{0,63}\Z")
+COLUMN_RE = re.compile(r"^[^\x00-\x1f]{1,128}\Z")
 MAX_TEXT = 500
 MAX_ID = 200
 
