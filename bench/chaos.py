@@ -173,7 +173,7 @@ def _col_bytes(values: Any) -> bytes:
 
 
 def data_digest(figures: dict[str, dict[str, Any]]) -> str:
-    """SHA-256 over every figure's columns (name, column, values in order)."""
+    """SHA-256 over every figure's title and columns (name, column, values in order)."""
     h = hashlib.sha256()
     for name in sorted(figures):
         h.update(f"fig:{name}\0".encode())
@@ -183,15 +183,30 @@ def data_digest(figures: dict[str, dict[str, Any]]) -> str:
     return h.hexdigest()
 
 
+TITLE = "@title"  # pseudo column holding a figure's shown title
+
+
 def state_data(state: DashboardState) -> dict[str, dict[str, Any]]:
-    return {name: dict(fig.data) for name, fig in state.figures.items()}
+    return {name: {**fig.data, TITLE: [fig.title or fig.name]} for name, fig in state.figures.items()}
 
 
-def client_data(client: BokehClient, names) -> dict[str, dict[str, Any]]:
+def client_data(client: BokehClient, names=None) -> dict[str, dict[str, Any]]:
+    """Every named data source of the session's document (all of them, so a figure the
+    fold no longer has shows up too), with the title of the plot drawing it."""
+    from bokeh.models import ColumnDataSource, GlyphRenderer, Plot
+
+    assert client.doc is not None
+    titles = {}
+    for m in client.doc.models:
+        if isinstance(m, Plot):
+            for r in m.renderers:
+                if isinstance(r, GlyphRenderer) and r.data_source.name:
+                    titles[r.data_source.name] = m.title.text if m.title is not None else ""
     out = {}
-    for name in names:
-        src = client.source(name)
-        out[name] = {} if src is None else {k: list(v) for k, v in src.data.items()}
+    for m in client.doc.models:
+        if isinstance(m, ColumnDataSource) and m.name:
+            out[m.name] = {k: list(v) for k, v in m.data.items()}
+            out[m.name][TITLE] = [titles.get(m.name, "")]
     return out
 
 
@@ -336,24 +351,44 @@ class Chaos:
                     nxt = time.monotonic()  # behind after an outage: no burst
 
     def other_publisher(self, dashboard: str) -> None:
-        """replace / stream / patch of figure q, with ids (dedup applies to every op)."""
+        """Every other op on figure q (and the layout), with ids: dedup applies to all of
+        them, and ops that send whole models (replace, clear, remove, layout, set) land
+        between streams, where a lagging session applies them in one batch.  Some may be
+        rejected by the fold (a patch of an empty or removed q): the fold and every
+        session must still agree."""
         rng = random.Random(f"{self.cfg.seed}-{dashboard}")
+        ops = ("stream", "stream", "stream", "patch", "patch", "replace", "clear", "set", "layout", "remove")
         n = 0
         with Controller(settings=self.settings) as ctl:
             while not self.stop_publishing.is_set():
                 n += 1
-                cid, op = f"{dashboard}-o{n}", rng.choice(("stream", "stream", "patch", "replace"))
+                cid, op = f"{dashboard}-o{n}", rng.choice(ops)
                 value = rng.random()  # drawn once: a retry sends the very same command
                 if op == "stream":
                     fn = lambda: ctl.stream(dashboard, "q", {"x": [float(n)], "v": [value]}, id=cid)  # noqa: E731
                 elif op == "patch":
                     fn = lambda: ctl.patch(dashboard, "q", {"v": [[-1, float(n)]]}, id=cid)  # noqa: E731
+                elif op == "clear":
+                    fn = lambda: ctl.clear(dashboard, "q", id=cid)  # noqa: E731
+                elif op == "set":
+                    fn = lambda: ctl.set(dashboard, "q", title=f"q {n}", id=cid)  # noqa: E731
+                elif op == "layout":
+                    rows = [["p", "q"]] if value < 0.5 else [["q"], ["p"]]
+                    fn = lambda: ctl.layout(dashboard, rows, id=cid)  # noqa: E731
+                elif op == "remove":
+                    fn = lambda: ctl.remove(dashboard, "q", id=cid)  # noqa: E731
                 else:
                     fn = lambda: ctl.replace(dashboard, "q", kind="scatter",  # noqa: E731
                                              data={"x": [0.0, float(n)], "v": [1.0, 2.0]}, id=cid)
                 if self._until_acked(fn):
                     with self.lock:
                         self.other_acked[dashboard] += 1
+                if op == "remove":  # bring q back soon, so most commands apply
+                    rcid = f"{dashboard}-o{n}r"
+                    if self._until_acked(lambda: ctl.replace(dashboard, "q", kind="scatter", id=rcid,
+                                                             data={"x": [0.0], "v": [float(n)]})):
+                        with self.lock:
+                            self.other_acked[dashboard] += 1
                 time.sleep(rng.uniform(0.5, 1.5) / self.cfg.other_rate)
 
     # --- faults -----------------------------------------------------------------------------
@@ -522,7 +557,7 @@ class Chaos:
         row = {"kind": kind, "instance": instance, "dashboard": dashboard, "equal": equal,
                "digest": got[:16], "note": note}
         if client is not None and client.doc is not None and not equal:
-            p = client_data(client, ["p"])["p"]
+            p = client_data(client).get("p", {})
             seqs = [int(v) for v in p.get("seq", [])]
             cnt = Counter(seqs)
             acked = set(self.acked[dashboard])
@@ -541,12 +576,16 @@ class Chaos:
         want = self.fold_data.get(dashboard, {})
         got = client_data(client, names)
         out = []
-        for name in names:
+        for name in sorted(set(want) | set(got)):
             w, g = want.get(name, {}), got.get(name, {})
             if set(w) != set(g):
                 out.append(f"{name}: columns {sorted(g)} != {sorted(w)}")
                 continue
             for col in sorted(w):
+                if col == TITLE:
+                    if w[col] != g[col]:
+                        out.append(f"{name}: title {g[col]} != {w[col]}")
+                    continue
                 a, b = np.asarray(w[col], dtype=float), np.asarray(g[col], dtype=float)
                 if a.shape != b.shape:
                     out.append(f"{name}.{col}: {len(b)} rows, fold {len(a)}; tail {b[-3:].tolist()} "
