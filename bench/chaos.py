@@ -108,6 +108,7 @@ class Report:
     sessions: list[dict] = field(default_factory=list)
     reconnects: int = 0
     long_lived_by_instance: dict[str, int] = field(default_factory=dict)  # fleet_sessions at the end
+    nginx_workers: dict[str, int] = field(default_factory=dict)  # worker processes by title, at the end
     instance_stats: dict[str, dict] = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)
 
@@ -152,6 +153,8 @@ class Report:
         lines.append(f"long-lived sessions per instance at the end (fleet_sessions): "
                      f"{self.long_lived_by_instance}")
         lines.append(f"session reconnects (websocket dropped -> new session): {self.reconnects}")
+        if self.nginx_workers:
+            lines.append(f"nginx worker processes at the end: {self.nginx_workers}")
         if self.instance_stats:
             lines += ["", "instance reader counters: " + "; ".join(
                 f"{n}: " + ", ".join(f"{k}={v:g}" for k, v in st.items()) for n, st in self.instance_stats.items())]
@@ -630,6 +633,25 @@ class Chaos:
                 if served[n] == 0:
                     self.report.failures.append(f"no fresh session through nginx landed on bokeh_{n:02d} ({d})")
 
+    def count_nginx_workers(self) -> None:
+        """Old nginx workers stay 'shutting down' after a reload while they still hold
+        websockets: count them (informative, not a failure)."""
+        master = self.stack.pid("fleet:nginx")
+        counts: Counter[str] = Counter()
+        for d in Path("/proc").iterdir():
+            if not d.name.isdigit():
+                continue
+            try:
+                stat = (d / "stat").read_text()
+                ppid = int(stat.rsplit(")", 1)[1].split()[1])
+                if ppid != master:
+                    continue
+                title = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+            except (OSError, ValueError, IndexError):
+                continue
+            counts["shutting down" if "shutting down" in title else "running"] += 1
+        self.report.nginx_workers = dict(counts)
+
     def instance_counters(self) -> None:
         """Each instance's own counters (since its last start): reader reconnects, ids
         skipped as duplicates, dashboard resyncs, failed session updates."""
@@ -720,6 +742,7 @@ class Chaos:
         if want_after != want:
             self.report.failures.append("the fold changed during verification (a publisher still running?)")
         self.instance_counters()
+        self.count_nginx_workers()
         done.set()
         for s in self.sessions:
             if s.client is not None:
