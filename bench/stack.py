@@ -146,10 +146,17 @@ class Bench:
         client.close()
 
 
-def close_all(sessions: list[LightClient]) -> None:
+async def close_all(b: "Bench", sessions: list[LightClient], timeout: float = 90) -> None:
+    """Close every session and wait until the instances have destroyed them (Bokeh
+    does that after the unused-session lifetime), so that the teardown of hundreds of
+    sessions does not land in the next point's measurement."""
     for c in sessions:
         c.close()
     sessions.clear()
+    deadline = time.perf_counter() + timeout
+    while sum(b.spread("scale")) + sum(b.spread("rows")) > 0 and time.perf_counter() < deadline:
+        await asyncio.sleep(1.0)
+    await asyncio.sleep(2.0)
 
 
 def line(tag: str, r: dict) -> str:
@@ -163,7 +170,7 @@ async def run_instances(stack: Stack, args, n: int, out: dict) -> None:
     b = Bench(stack, args)
     await b.web.login(USER, PASSWORD)
     b.replace("scale", 1000)
-    await asyncio.sleep(1.0)
+    await asyncio.sleep(5.0)  # the stack's own start-up (compactor, first heartbeats) settles
     sessions: list[LightClient] = []
     rss0 = b.rss()
     for m in args.sessions:
@@ -174,10 +181,9 @@ async def run_instances(stack: Stack, args, n: int, out: dict) -> None:
         r.update(instances=n, open_s=open_s, rss_mb_per_session=rss_added / m / 2**20)
         out["sessions_series"].append(r)
         print(line(f"{n} inst x {m} sessions", r), f"| opened in {open_s:.1f} s", flush=True)
-    close_all(sessions)
     if n != args.detail_instances:
         return
-    await asyncio.sleep(2.0)
+    await close_all(b, sessions)
     if args.rates:
         await b.open("scale", args.detail_sessions, sessions)
         for rate in args.rates:
@@ -185,7 +191,7 @@ async def run_instances(stack: Stack, args, n: int, out: dict) -> None:
             r.update(instances=n)
             out["rate_series"].append(r)
             print(line(f"{n} inst, {rate:g} cmd/s", r), flush=True)
-        close_all(sessions)
+        await close_all(b, sessions)
     if args.rows:
         b.replace("rows", 2 * max(args.rows))
         await b.open("rows", args.detail_sessions, sessions)
@@ -194,7 +200,7 @@ async def run_instances(stack: Stack, args, n: int, out: dict) -> None:
             r.update(instances=n)
             out["rows_series"].append(r)
             print(line(f"{n} inst, {rows} rows/cmd", r), flush=True)
-        close_all(sessions)
+        await close_all(b, sessions)
     await b.redis.aclose()
 
 
@@ -304,12 +310,12 @@ def plot(out: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4.5))
-    for n in sorted({r["instances"] for r in out["sessions_series"]}):
+    for i, n in enumerate(sorted({r["instances"] for r in out["sessions_series"]})):
         pts = [r for r in out["sessions_series"] if r["instances"] == n]
-        xs = [r["sessions"] for r in pts]
-        ax.plot(xs, [r["p50_ms"] for r in pts], "o-", label=f"{n} instance(s) p50")
-        ax.plot(xs, [r["p99_ms"] for r in pts], "s--", label=f"{n} instance(s) p99")
-        ax2.plot(xs, [r["updates_per_cpu_s"] for r in pts], "o-", label=f"{n} instance(s)")
+        xs, color = [r["sessions"] for r in pts], f"C{i}"
+        ax.plot(xs, [r["p50_ms"] for r in pts], "o-", color=color, label=f"{n} instance(s) p50")
+        ax.plot(xs, [r["p99_ms"] for r in pts], "s--", color=color, label=f"{n} instance(s) p99")
+        ax2.plot(xs, [r["updates_per_cpu_s"] for r in pts], "o-", color=color, label=f"{n} instance(s)")
     f = out["floors"]
     if "polling" in f:
         ax.axhline(f["polling"]["p50_ms"], color="grey", ls=":", label="1 s polling p50")
