@@ -1,8 +1,8 @@
 """Soak: memory and latency over time on the whole stack, sessions opening and closing.
 
 Starts a real stack under supervisord (like bench/stack.py), keeps ``--sessions``
-sessions open through nginx, and every second closes ``--churn`` of them and opens as
-many new ones (fresh signed token from Flask each time), while a controller streams
+sessions open through nginx, and in a loop closes ``--churn`` of them, opens as many
+new ones (fresh signed token from Flask each time) and waits a second, while a controller streams
 ``--rate`` commands/s of ``--rows`` rows.  Every ``--sample`` seconds it prints one row:
 RSS of each instance, nginx, gunicorn and Redis, live sessions the instances report,
 and latency XADD -> receipt (p50/p99/max) over that window.
@@ -172,7 +172,7 @@ def main(argv=None) -> int:
     ap.add_argument("--minutes", type=float, default=10, help="duration (default 10)")
     ap.add_argument("--instances", type=int, default=2, help="Bokeh instances (default 2)")
     ap.add_argument("--sessions", type=int, default=100, help="sessions kept open (default 100)")
-    ap.add_argument("--churn", type=int, default=5, help="sessions closed and opened per second (default 5)")
+    ap.add_argument("--churn", type=int, default=5, help="sessions closed and reopened per round; a round is the opens plus 1 s (default 5)")
     ap.add_argument("--rate", type=float, default=10, help="commands/s (default 10)")
     ap.add_argument("--rows", type=int, default=10, help="rows per command (default 10)")
     ap.add_argument("--sample", type=float, default=30, help="seconds per sample row (default 30)")
