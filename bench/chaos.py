@@ -59,15 +59,13 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from tornado.httpclient import HTTPRequest  # noqa: E402
-from tornado.websocket import websocket_connect  # noqa: E402
 
 from app.bus.connection import CONNECTION_ERRORS, sync_client  # noqa: E402
 from app.bus.keys import Keys  # noqa: E402
 from app.bus.store import read_state  # noqa: E402
 from app.client import Controller  # noqa: E402
 from app.control.state import DashboardState  # noqa: E402
-from tests.fixtures.bokeh import BokehClient, Refused, _Conn, mint_token  # noqa: E402
+from tests.fixtures.bokeh import BokehClient, mint_token  # noqa: E402
 from tests.fixtures.stack import Stack  # noqa: E402
 
 FAULTS = ("kill_instance", "restart_redis", "kill_compactor", "client_kill_normal",
@@ -218,7 +216,8 @@ class RoutedClient(BokehClient):
     """A BokehClient that sends the sticky ``fleet_route`` cookie (nginx hashes it)."""
 
     def __init__(self, ws_url: str, token: str, route: str | None = None) -> None:
-        super().__init__(ws_url, token)
+        super().__init__(ws_url, token, headers={"Cookie": f"fleet_route={route}"} if route else None,
+                         max_message_size=256 * 1024 * 1024)
         self.route = route
         self.trace: list[str] = []  # recent change events, to explain a divergence
         self.on_patch = self._trace
@@ -229,26 +228,6 @@ class RoutedClient(BokehClient):
             mid = model.get("id", "") if isinstance(model, dict) else str(model)
             self.trace.append(f"{ev.get('kind')} {mid} {ev.get('attr', '')} {str(ev.get('new', ''))[:80]}")
         del self.trace[:-60]
-
-    async def connect(self, timeout: float = 10.0) -> "RoutedClient":
-        self.closed = asyncio.Event()
-        headers = {"Cookie": f"fleet_route={self.route}"} if self.route else {}
-        req = HTTPRequest(self.ws_url, headers=headers, connect_timeout=timeout, request_timeout=timeout)
-        self.ws = await websocket_connect(req, subprotocols=["bokeh", self.token],
-                                          max_message_size=256 * 1024 * 1024)
-        ack = await asyncio.wait_for(self._read_one(), timeout)
-        if ack is None or ack.header["msgtype"] != "ACK":
-            raise Refused(f"no ACK (got {ack and ack.header['msgtype']})")
-        from bokeh.document import Document
-
-        self._reply = asyncio.get_running_loop().create_future()
-        self._task = asyncio.create_task(self._loop())
-        await self.protocol.create("PULL-DOC-REQ").send(_Conn(self.ws))
-        reply = await asyncio.wait_for(self._reply, timeout)
-        doc = Document()
-        reply.push_to_document(doc)
-        self.doc = doc
-        return self
 
 
 @dataclass

@@ -44,30 +44,18 @@ from app.control import columns, encode  # noqa: E402
 from app.settings import load  # noqa: E402
 from tests.fixtures.bokeh import InstanceProc, fleet_environment, mint_token  # noqa: E402
 from tests.fixtures.ports import free_port  # noqa: E402
+from bench import wsclient  # noqa: E402
 from bench.wsclient import LightClient, pct  # noqa: E402
 from tests.fixtures.redis import RedisServer  # noqa: E402
 
 
-async def publish_for(settings, keys, dashboard, rate, rows, seconds, sent, start_seq, on_publish=None):
+async def publish_for(settings, keys, dashboard, rate, rows, seconds, sent, start_seq):
+    """``bench.wsclient.publish_for`` on a client of its own."""
     client = async_client(settings)
-    period = 1.0 / rate
-    n = int(rate * seconds)
-    t_next = time.perf_counter()
-    seq = start_seq
-    key = keys.commands(dashboard)
-    for _ in range(n):
-        seq += 1
-        data = {"seq": np.full(rows, seq, dtype=np.int64), "y": np.random.random(rows)}
-        fields = encode("stream", name="p", data=data, rollover=1000, ts=f"{time.time() * 1000:.3f}")
-        sent[seq] = time.perf_counter()
-        await client.xadd(key, fields)
-        if on_publish:
-            on_publish(seq)
-        t_next += period
-        await asyncio.sleep(max(0.0, t_next - time.perf_counter()))
-    await asyncio.sleep(1.0)  # let the last ones arrive
-    await client.aclose()
-    return seq
+    try:
+        return await wsclient.publish_for(client, keys.commands(dashboard), rate, rows, seconds, sent, start_seq)
+    finally:
+        await client.aclose()
 
 
 async def run_series(args, settings, env, workdir) -> list[dict]:

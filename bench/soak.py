@@ -32,6 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from app.bus.connection import async_client  # noqa: E402
+from app.bus.keys import Keys  # noqa: E402
 from app.control import columns  # noqa: E402
 from bench.stack import PASSWORD, USER, Bench, machine  # noqa: E402
 from bench.wsclient import LightClient, children, pct, rss_bytes, stream_fields  # noqa: E402
@@ -66,7 +67,7 @@ async def soak(stack: Stack, args) -> list[dict]:
     await asyncio.sleep(1.0)
     sessions: list[LightClient] = []
     await b.open("soak", args.sessions, sessions)
-    key = f"{b.settings.key_prefix}:{{soak}}:commands"
+    key = Keys(b.settings.key_prefix).commands("soak")
     redis = async_client(b.settings)
     stop = asyncio.Event()
     counts = {"opened": 0, "closed": 0, "failed": 0}

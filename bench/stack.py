@@ -46,6 +46,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from app.bus.connection import async_client, sync_client  # noqa: E402
+from app.bus.keys import Keys  # noqa: E402
 from app.control import columns, encode  # noqa: E402
 from bench.wsclient import (LightClient, WebUser, children, cpu_seconds, pct, publish_for,  # noqa: E402
                             rss_bytes, stream_fields)
@@ -109,7 +110,7 @@ class Bench:
         return time.perf_counter() - t0
 
     async def measure(self, dashboard: str, sessions: list[LightClient], rate: float, rows: int) -> dict:
-        key = f"{self.settings.key_prefix}:{{{dashboard}}}:commands"
+        key = Keys(self.settings.key_prefix).commands(dashboard)
         # warm-up: caches, the first Arrow decode, the compactor's first snapshot
         self.seq = await publish_for(self.redis, key, rate, rows, max(1.0, 3 / rate), self.sent, self.seq, 0.5)
         self.lat.clear()
@@ -139,14 +140,14 @@ class Bench:
         self.stack.fleetctl("dashboard", "create", dashboard)
         self.stack.fleetctl("access", "grant", "--dashboard", dashboard, "--user", USER)
         client = sync_client(self.settings)
-        key = f"{self.settings.key_prefix}:{{{dashboard}}}:commands"
+        key = Keys(self.settings.key_prefix).commands(dashboard)
         client.xadd(key, encode("replace", name="p", kind="line", x="seq", y=["y"], columns=["seq", "y"],
                                 rollover=rollover))
         client.xadd(key, stream_fields(0, 1))
         client.close()
 
 
-async def close_all(b: "Bench", sessions: list[LightClient], timeout: float = 90) -> None:
+async def close_all(b: "Bench", sessions: list[LightClient], dashboard: str, timeout: float = 90) -> None:
     """Close every session and wait until the instances have destroyed them (Bokeh
     does that after the unused-session lifetime), so that the teardown of hundreds of
     sessions does not land in the next point's measurement."""
@@ -154,7 +155,7 @@ async def close_all(b: "Bench", sessions: list[LightClient], timeout: float = 90
         c.close()
     sessions.clear()
     deadline = time.perf_counter() + timeout
-    while sum(b.spread("scale")) + sum(b.spread("rows")) > 0 and time.perf_counter() < deadline:
+    while sum(b.spread(dashboard)) > 0 and time.perf_counter() < deadline:
         await asyncio.sleep(1.0)
     await asyncio.sleep(2.0)
 
@@ -183,7 +184,7 @@ async def run_instances(stack: Stack, args, n: int, out: dict) -> None:
         print(line(f"{n} inst x {m} sessions", r), f"| opened in {open_s:.1f} s", flush=True)
     if n != args.detail_instances:
         return
-    await close_all(b, sessions)
+    await close_all(b, sessions, "scale")
     if args.rates:
         await b.open("scale", args.detail_sessions, sessions)
         for rate in args.rates:
@@ -191,7 +192,7 @@ async def run_instances(stack: Stack, args, n: int, out: dict) -> None:
             r.update(instances=n)
             out["rate_series"].append(r)
             print(line(f"{n} inst, {rate:g} cmd/s", r), flush=True)
-        await close_all(b, sessions)
+        await close_all(b, sessions, "scale")
     if args.rows:
         b.replace("rows", 2 * max(args.rows))
         await b.open("rows", args.detail_sessions, sessions)
@@ -200,7 +201,7 @@ async def run_instances(stack: Stack, args, n: int, out: dict) -> None:
             r.update(instances=n)
             out["rows_series"].append(r)
             print(line(f"{n} inst, {rows} rows/cmd", r), flush=True)
-        await close_all(b, sessions)
+        await close_all(b, sessions, "rows")
     await b.redis.aclose()
 
 
