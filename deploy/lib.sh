@@ -29,7 +29,15 @@ ensure_apt() {
   local missing=() pair cmd pkg
   for pair in "$@"; do
     cmd="${pair%%:*}"; pkg="${pair#*:}"
-    if ! command -v "$cmd" >/dev/null 2>&1 && [ ! -x "$cmd" ]; then missing+=("$pkg"); fi
+    # `command -v`, never `[ -x "$cmd" ]` on a bare name: the checkout's own nginx/
+    # folder is "executable" too.  An absolute path (/usr/bin/chromium) is checked as a file.
+    case "$cmd" in
+      /*) [ -f "$cmd" ] && [ -x "$cmd" ] && continue ;;
+      *) command -v "$cmd" >/dev/null 2>&1 && continue
+         # ordinary users' PATH often lacks /usr/sbin, where nginx lives
+         [ -f "/usr/sbin/$cmd" ] && [ -x "/usr/sbin/$cmd" ] && continue ;;
+    esac
+    missing+=("$pkg")
   done
   [ "${#missing[@]}" -eq 0 ] && return 0
   command -v apt-get >/dev/null 2>&1 || die "missing ${missing[*]} and no apt-get to install them"
