@@ -35,7 +35,12 @@ ensure_apt() {
       /*) [ -f "$cmd" ] && [ -x "$cmd" ] && continue ;;
       *) command -v "$cmd" >/dev/null 2>&1 && continue
          # ordinary users' PATH often lacks /usr/sbin, where nginx lives
-         [ -f "/usr/sbin/$cmd" ] && [ -x "/usr/sbin/$cmd" ] && continue ;;
+         # (FLEET_SBIN_DIRS: where else to look; the tests set it empty)
+         local d found=0
+         for d in ${FLEET_SBIN_DIRS-/usr/sbin /sbin}; do
+           if [ -f "$d/$cmd" ] && [ -x "$d/$cmd" ]; then found=1; break; fi
+         done
+         [ "$found" = 1 ] && continue ;;
     esac
     missing+=("$pkg")
   done
