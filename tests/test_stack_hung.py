@@ -53,12 +53,13 @@ class FakeSupervisor:
         return True
 
 
-def _watch(after: float = 30, backoff: float = 600, healthy=lambda n: False):
+def _watch(after: float = 30, backoff: float = 600, healthy=lambda n: False, failure="timed out",
+           redis_ok=lambda: True):
     sup = FakeSupervisor()
     events: list[dict] = []
     s = Settings(health_restart_seconds=after, health_restart_backoff_seconds=backoff)
-    w = HealthWatch(s, events.append, probe=lambda n: 200 if healthy(n) else "timed out", rpc=sup,
-                    clock=lambda: sup.now)
+    w = HealthWatch(s, events.append, probe=lambda n: 200 if healthy(n) else failure, rpc=sup,
+                    redis_ok=redis_ok, clock=lambda: sup.now)
     return w, sup, events
 
 
@@ -112,6 +113,20 @@ def test_watchdog_leaves_stopped_instances_and_can_be_disabled():
         w2.tick()
         sup2.now += 5
     assert events == events2 == [] and sup.calls == sup2.calls == []
+
+
+def test_watchdog_leaves_instances_waiting_for_a_dead_redis():
+    redis = {"up": False}
+    w, sup, events = _watch(after=30, failure=503, redis_ok=lambda: redis["up"])
+    for _ in range(20):  # 503 "not caught up" while Redis is down: not hung
+        w.tick()
+        sup.now += 5
+    assert events == []
+    redis["up"] = True  # Redis is back but the instance still answers 503: that one is stuck
+    for _ in range(7):
+        w.tick()
+        sup.now += 5
+    assert len(events) == 1 and "(503)" in events[0]["reason"]
 
 
 def test_listener_runs_the_watchdog_on_ticks_and_records_nothing_for_them():

@@ -43,6 +43,7 @@ from bokeh.transform import dodge
 
 from app.control.protocol import Command
 from app.control.state import DashboardState, Figure
+from app.instance import pagestatus
 
 log = logging.getLogger("fleet.instance.documents")
 
@@ -267,7 +268,9 @@ class DashboardDoc:
         self.containers: dict[str, Row | Column] = {}  # figure name -> its container
         self.header = Div(text="", sizing_mode="stretch_width")
         self.body = Column(children=[], sizing_mode="stretch_width")
-        self.root = Column(children=[self.header, self.body], sizing_mode="stretch_width",
+        self.status = pagestatus.model(dashboard)  # data freshness for the status mark (app/instance/pagestatus.py)
+        self.status_sent: tuple | None = None
+        self.root = Column(children=[self.header, self.body, self.status], sizing_mode="stretch_width",
                            name="fleet-root")
         self.state: DashboardState | None = None
 
@@ -276,10 +279,12 @@ class DashboardDoc:
         self.doc.config.notify_connection_status = False  # our status mark replaces it
         self.rebuild(state)
         self.doc.add_root(self.root)
-        args = {"dashboard": self.dashboard}
-        self.doc.js_on_event("document_ready", CustomJS(args=args, code=STATUS_JS + "\nfleet_status(cb_obj, 'ready');"))
-        self.doc.js_on_event("connection_lost", CustomJS(args=args, code=STATUS_JS + "\nfleet_status(cb_obj, 'lost');"))
-        self.doc.js_on_event("client_reconnected", CustomJS(args=args, code=STATUS_JS + "\nfleet_status(cb_obj, 'reconnected');"))
+        args = {"dashboard": self.dashboard, "status": self.status}
+        call = "\nfleet_status(cb_obj, '%s', status, dashboard);"
+        self.doc.js_on_event("document_ready", CustomJS(args=args, code=STATUS_JS + call % "ready"))
+        self.doc.js_on_event("connection_lost", CustomJS(args=args, code=STATUS_JS + call % "lost"))
+        self.doc.js_on_event("client_reconnected", CustomJS(args=args, code=STATUS_JS + call % "reconnected"))
+        self.status.js_on_change("tags", CustomJS(args=args, code=STATUS_JS + call % "status"))
 
     def rebuild(self, state: DashboardState | None, generation: int | None = None) -> None:
         """Build every figure from ``state`` (first build, or after a resync)."""

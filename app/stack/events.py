@@ -119,12 +119,15 @@ class HealthWatch:
     ``tick()`` runs on every ``TICK_5``.  An instance's failure time counts from its
     first failed probe, but never from before the process started (so a restarted
     instance gets the whole threshold to come up); after a restart the same instance
-    is not restarted again within the backoff window, whatever its health.
+    is not restarted again within the backoff window, whatever its health.  An
+    instance that answers 503 while Redis is unreachable from here is waiting for
+    Redis, not hung, and is left alone.
     """
 
     def __init__(self, settings: Any, record: Callable[[dict[str, str]], None], *,
                  probe: Callable[[int], int | str] | None = None,
                  rpc: Callable[..., Any] | None = None,
+                 redis_ok: Callable[[], bool] = lambda: True,
                  clock: Callable[[], float] = time.monotonic) -> None:
         from app.stack import health
 
@@ -135,6 +138,7 @@ class HealthWatch:
         self.probe = probe or (lambda n: health.http_status(health.instance_url(settings, n), timeout=2.0))
         sock = settings.var_dir / "supervisor.sock"
         self.rpc = rpc or (lambda timeout=health.SUPERVISOR_TIMEOUT: health.supervisor_proxy(sock, timeout))
+        self.redis_ok = redis_ok
         self.clock = clock
         self.failing_since: dict[str, float] = {}
         self.restarted_at: dict[str, float] = {}
@@ -144,6 +148,7 @@ class HealthWatch:
         if self.after <= 0:
             return
         infos = self.rpc().supervisor.getAllProcessInfo()
+        redis_up: bool | None = None
         for info in infos:
             m = INSTANCE_RE.match(info["name"])
             if m is None:
@@ -157,6 +162,14 @@ class HealthWatch:
             if status == 200:
                 self.failing_since.pop(key, None)
                 continue
+            if isinstance(status, int):
+                # It answered (503: not caught up).  With Redis itself away that is not the
+                # instance's fault and a restart would not help: only a silent one is hung.
+                if redis_up is None:
+                    redis_up = self.redis_ok()
+                if not redis_up:
+                    self.failing_since.pop(key, None)
+                    continue
             since = self.failing_since.setdefault(key, now)
             uptime = max(0.0, float(info.get("now", 0)) - float(info.get("start", 0)))
             failing = min(now - since, uptime)
@@ -199,6 +212,13 @@ def main(settings) -> int:  # pragma: no cover - exercised under a real supervis
     keys = Keys(settings.key_prefix)
     client = sync_client(settings)
     listener = Listener(lambda batch: process_events.record_many(client, keys, batch))
-    listener.on_tick = HealthWatch(settings, listener.record).tick
+
+    def redis_ok() -> bool:
+        try:
+            return bool(client.ping())
+        except Exception:
+            return False
+
+    listener.on_tick = HealthWatch(settings, listener.record, redis_ok=redis_ok).tick
     listener.run(sys.stdin.buffer, sys.stdout.buffer)
     return 0
