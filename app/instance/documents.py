@@ -279,12 +279,10 @@ class DashboardDoc:
         self.doc.config.notify_connection_status = False  # our status mark replaces it
         self.rebuild(state)
         self.doc.add_root(self.root)
-        args = {"dashboard": self.dashboard, "status": self.status}
-        call = "\nfleet_status(cb_obj, '%s', status, dashboard);"
-        self.doc.js_on_event("document_ready", CustomJS(args=args, code=STATUS_JS + call % "ready"))
-        self.doc.js_on_event("connection_lost", CustomJS(args=args, code=STATUS_JS + call % "lost"))
-        self.doc.js_on_event("client_reconnected", CustomJS(args=args, code=STATUS_JS + call % "reconnected"))
-        self.status.js_on_change("tags", CustomJS(args=args, code=STATUS_JS + call % "status"))
+        args = {"dashboard": self.dashboard}
+        self.doc.js_on_event("document_ready", CustomJS(args=args, code=STATUS_JS + "\nfleet_status(cb_obj, 'ready');"))
+        self.doc.js_on_event("connection_lost", CustomJS(args=args, code=STATUS_JS + "\nfleet_status(cb_obj, 'lost');"))
+        self.doc.js_on_event("client_reconnected", CustomJS(args=args, code=STATUS_JS + "\nfleet_status(cb_obj, 'reconnected');"))
 
     def rebuild(self, state: DashboardState | None, generation: int | None = None) -> None:
         """Build every figure from ``state`` (first build, or after a resync)."""
@@ -293,7 +291,7 @@ class DashboardDoc:
         self.views = {}
         self.state = state
         if state is None:
-            self.header.text = _title_html(f"{self.dashboard}: this dashboard was deleted", "h2")
+            self.header.text = _title_html(f"{self.dashboard}: this dashboard was deleted", "h1")
             self.doc.title = self.dashboard
             self.body.children = []
             self.containers = {}
@@ -344,7 +342,8 @@ class DashboardDoc:
 
     # --- helpers ----------------------------------------------------------------------
     def _set_title(self, state: DashboardState) -> None:
-        self.header.text = _title_html(state.title or self.dashboard, "h2")
+        # The page's one visible title (the web page template shows none of its own).
+        self.header.text = _title_html(state.title or self.dashboard, "h1")
         self.doc.title = state.title or self.dashboard
 
     def _swap(self, fig: Figure, after: DashboardState) -> None:

@@ -73,6 +73,7 @@ class PageStatus:
     def __init__(self, instance: "Instance") -> None:
         self.instance = instance
         self.settings = instance.settings
+        self.round = 0  # in every value, so that a page sees a keepalive as news
 
     def current(self, dashboard: str) -> tuple[bool, str, float | None]:
         """(caught up, reason shown when not, age in seconds of the newest applied command)."""
@@ -99,11 +100,13 @@ class PageStatus:
     async def push(self) -> int:
         """One round over every live session; returns how many got a new value."""
         now = time.monotonic()
+        self.round += 1
         jobs: list[Any] = []
         for dashboard, views in list(self.instance.fanout.views.items()):
             ok, reason, age = self.current(dashboard)
             text = json.dumps({"ok": ok, "reason": reason, "age": None if age is None else round(age, 2),
-                               "quiet": self.settings.page_quiet_seconds, "keepalive": KEEPALIVE})
+                               "quiet": self.settings.page_quiet_seconds, "keepalive": KEEPALIVE,
+                               "n": self.round})
             for view in list(views.values()):
                 status = getattr(view.dd, "status", None)
                 if view.closed or status is None:

@@ -7,17 +7,19 @@
 //   "stale · <why> · updated ..." the instance is not caught up with Redis, or has not
 //                                 said anything for three keepalives;
 //   "reconnecting..." / "stale since HH:MM:SS" while the websocket is down.
-// The instance sets the JSON status as the tags of a hidden model in the document
-// (app/instance/pagestatus.py); the age is extrapolated here, once a second.
+// The instance keeps a JSON status in the tags of a hidden model named
+// "fleet-status-data" in each document (app/instance/pagestatus.py); a timer reads it
+// from every Bokeh document of the page once a second and extrapolates the age.
 // When BokehJS gives up reconnecting, or its token has expired (a reconnect would be
 // refused), the page reloads itself after a random delay so that it goes back
 // through Flask for a fresh token without a stampede after an instance restart.
 // Every text is set with textContent.
-function fleet_status(ev, kind, model, dashboard) {
+function fleet_status(ev, kind) {
   const w = window;
   const st = w.__fleet_status || (w.__fleet_status = {stale_since: null, reload_at: null, ws: "up",
-                                                      infos: {}, timer: null});
+                                                      timer: null});
   const RELOAD_MIN_MS = 1000, RELOAD_JITTER_MS = 9000;
+  const STATUS_MODEL = "fleet-status-data";
   const GREEN = "#2e7d32", AMBER = "#e65100", RED = "#b71c1c", YELLOW = "#f9a825";
 
   function mark() {
@@ -45,19 +47,28 @@ function fleet_status(ev, kind, model, dashboard) {
     if (s < 86400) return Math.floor(s / 3600) + " h";
     return Math.floor(s / 86400) + " d";
   }
-  function read() {
-    if (model == null) return;
-    try {
-      const text = model.tags && model.tags[0];
-      if (!text) return;
-      const info = JSON.parse(text);
-      info.at = Date.now();
-      st.infos[String(dashboard)] = info;
-    } catch (e) { /* a malformed value is ignored; the next one replaces it */ }
+  // The status of every Bokeh document on the page, with when each value arrived.
+  function collect() {
+    const out = [];
+    const docs = (w.Bokeh && w.Bokeh.documents) || [];
+    for (const doc of docs) {
+      let m = null;
+      try { m = doc.get_model_by_name(STATUS_MODEL); } catch (e) { m = null; }
+      const text = m != null && m.tags ? m.tags[0] : null;
+      if (typeof text !== "string" || text === "") continue;
+      if (m.__fleet_seen == null || m.__fleet_seen.text !== text) {
+        try {
+          m.__fleet_seen = {text: text, info: JSON.parse(text), at: Date.now()};
+        } catch (e) { continue; }  // a malformed value is ignored; the next one replaces it
+      }
+      out.push(m.__fleet_seen);
+    }
+    return out;
   }
   // The worst of the page's dashboards: [rank, state, text, color].
-  function judge(info) {
-    const since = (Date.now() - info.at) / 1000;
+  function judge(seen) {
+    const info = seen.info;
+    const since = (Date.now() - seen.at) / 1000;
     const age = info.age == null ? null : info.age + since;
     const updated = age == null ? "no data yet" : "updated " + ago(age) + " ago";
     if (!info.ok) return [2, "stale", "stale · " + String(info.reason || "server not caught up") + " · " + updated, RED];
@@ -67,13 +78,12 @@ function fleet_status(ev, kind, model, dashboard) {
   }
   function render() {
     if (st.ws !== "up") return;  // the connection states own the mark
-    let worst = [0, "live", "live", GREEN];
-    let first = true;
-    for (const key of Object.keys(st.infos)) {
-      const j = judge(st.infos[key]);
-      if (first || j[0] > worst[0]) worst = j;
-      first = false;
+    let worst = null;
+    for (const seen of collect()) {
+      const j = judge(seen);
+      if (worst == null || j[0] > worst[0]) worst = j;
     }
+    if (worst == null) worst = [0, "live", "live", GREEN];
     show(worst[1], worst[2], worst[3]);
   }
   function hhmmss(t) {
@@ -113,15 +123,9 @@ function fleet_status(ev, kind, model, dashboard) {
 
   w.__fleet_render = render;  // the latest definition serves the timer
   if (st.timer == null) st.timer = setInterval(() => { if (w.__fleet_render) w.__fleet_render(); }, 1000);
-  if (kind === "status") {
-    read();
-    render();
-    return;
-  }
   if (kind === "ready" || kind === "reconnected") {
     st.stale_since = null;
     st.ws = "up";
-    read();
     render();
     return;
   }
