@@ -63,6 +63,15 @@ class Settings:
     allowed_origins: tuple[str, ...] = ("127.0.0.1:8080", "localhost:8080")
     heartbeat_seconds: float = 2.0
     instance_id: str = ""  # defaults to host:port at start-up
+    # Page status mark: each instance tells its pages how fresh their data is, checking
+    # every page_status_seconds; data older than page_quiet_seconds shows as "quiet"
+    # (amber: the controller said nothing lately), an instance not caught up as "stale".
+    page_status_seconds: float = 1.0
+    page_quiet_seconds: float = 60.0
+    # The event listener restarts a RUNNING instance whose /healthz has failed for this
+    # many seconds (0 = never), at most once per instance per backoff window.
+    health_restart_seconds: float = 30.0
+    health_restart_backoff_seconds: float = 600.0
 
     # --- Web (Flask under gunicorn) ------------------------------------------------
     flask_secret: str = ""

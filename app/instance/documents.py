@@ -43,6 +43,7 @@ from bokeh.transform import dodge
 
 from app.control.protocol import Command
 from app.control.state import DashboardState, Figure
+from app.instance import pagestatus
 
 log = logging.getLogger("fleet.instance.documents")
 
@@ -267,7 +268,9 @@ class DashboardDoc:
         self.containers: dict[str, Row | Column] = {}  # figure name -> its container
         self.header = Div(text="", sizing_mode="stretch_width")
         self.body = Column(children=[], sizing_mode="stretch_width")
-        self.root = Column(children=[self.header, self.body], sizing_mode="stretch_width",
+        self.status = pagestatus.model(dashboard)  # data freshness for the status mark (app/instance/pagestatus.py)
+        self.status_sent: tuple | None = None
+        self.root = Column(children=[self.header, self.body, self.status], sizing_mode="stretch_width",
                            name="fleet-root")
         self.state: DashboardState | None = None
 
@@ -288,7 +291,7 @@ class DashboardDoc:
         self.views = {}
         self.state = state
         if state is None:
-            self.header.text = _title_html(f"{self.dashboard}: this dashboard was deleted", "h2")
+            self.header.text = _title_html(f"{self.dashboard}: this dashboard was deleted", "h1")
             self.doc.title = self.dashboard
             self.body.children = []
             self.containers = {}
@@ -339,7 +342,8 @@ class DashboardDoc:
 
     # --- helpers ----------------------------------------------------------------------
     def _set_title(self, state: DashboardState) -> None:
-        self.header.text = _title_html(state.title or self.dashboard, "h2")
+        # The page's one visible title (the web page template shows none of its own).
+        self.header.text = _title_html(state.title or self.dashboard, "h1")
         self.doc.title = state.title or self.dashboard
 
     def _swap(self, fig: Figure, after: DashboardState) -> None:

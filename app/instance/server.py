@@ -46,6 +46,7 @@ from app.bus.keys import Keys, check_dashboard_name
 from app.control import columns
 from app.instance import teardown, wire
 from app.instance.endpoints import HealthHandler, MetricsHandler
+from app.instance.pagestatus import PageStatus
 from app.instance.sessions import Fanout
 from app.settings import Settings
 
@@ -263,12 +264,13 @@ class Instance:
         self.reader = self._reader_factory(self.settings, self.fanout)
         self._tasks.append(self.reader.start())
         self._tasks.append(asyncio.get_running_loop().create_task(self._heartbeat(), name="heartbeat"))
+        self._tasks.append(asyncio.get_running_loop().create_task(PageStatus(self).run(), name="page-status"))
         log.info("instance %s serving http://%s:%d%s%s (pid %d)", self.instance_id, self.host, self.port,
                  self.settings.bokeh_prefix, APP_PATH, os.getpid())
 
     async def stop(self) -> None:
         for t in self._tasks:
-            if t.get_name() == "heartbeat":
+            if t.get_name() in ("heartbeat", "page-status"):
                 t.cancel()
         if self.reader is not None:
             await self.reader.stop()

@@ -6,25 +6,54 @@ Used by ``deploy/run --detach`` (return once healthy), ``deploy/rolling-restart`
 
 from __future__ import annotations
 
+import http.client
+import socket
 import time
 import urllib.error
 import urllib.request
 import xmlrpc.client
 from pathlib import Path
+from typing import Any
 
 from app.settings import Settings
 
+SUPERVISOR_TIMEOUT = 2.0
 
-def supervisor_proxy(sock: Path) -> xmlrpc.client.ServerProxy:
-    from supervisor.xmlrpc import SupervisorTransport
 
-    return xmlrpc.client.ServerProxy("http://127.0.0.1", transport=SupervisorTransport(None, None, f"unix://{sock}"))
+class _UnixHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, path: str, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self.path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        sock.connect(self.path)
+        self.sock = sock
+
+
+class _UnixTransport(xmlrpc.client.Transport):
+    def __init__(self, path: str, timeout: float) -> None:
+        super().__init__()
+        self.path, self.timeout = path, timeout
+
+    def make_connection(self, host: Any) -> http.client.HTTPConnection:
+        return _UnixHTTPConnection(self.path, self.timeout)
+
+
+def supervisor_proxy(sock: Path | str, timeout: float = SUPERVISOR_TIMEOUT) -> xmlrpc.client.ServerProxy:
+    """supervisord's XML-RPC interface on its unix socket (the fleet's one client for it).
+
+    Standard library only, with a timeout, so a wedged supervisord cannot hang a web
+    worker, a health check or the event listener.
+    """
+    return xmlrpc.client.ServerProxy("http://localhost/RPC2", transport=_UnixTransport(str(sock), timeout))
 
 
 def supervisor_problems(sock: Path) -> list[str]:
     try:
         infos = supervisor_proxy(sock).supervisor.getAllProcessInfo()
-    except (OSError, xmlrpc.client.Error) as exc:
+    except (OSError, xmlrpc.client.Error, http.client.HTTPException) as exc:
         return [f"supervisord not reachable at {sock}: {exc}"]
     return [f"{i['group']}:{i['name']} is {i['statename']}" for i in infos if i["statename"] != "RUNNING"]
 

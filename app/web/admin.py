@@ -12,7 +12,7 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify, render_template
 
-from app.bus import heartbeat, registry, store
+from app.bus import heartbeat, process_events, registry, store
 from app.bus.connection import CONNECTION_ERRORS
 from app.web import fleet
 from app.web.auth import LogoutForm, role_required
@@ -21,6 +21,7 @@ from app.web.supervisor import process_states
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 
 REJECTED_PER_DASHBOARD = 20
+EVENTS_SHOWN = 20  # latest supervisord / watchdog events on the page
 REFRESH_SECONDS = 3
 
 
@@ -37,11 +38,13 @@ def status() -> dict[str, Any]:
                  "rejected": store.read_rejected(f.client, f.keys, n, REJECTED_PER_DASHBOARD)}
                 for n, meta in dashboards.items()
             ]
+            out["events"] = process_events.recent(f.client, f.keys, EVENTS_SHOWN)
         except CONNECTION_ERRORS as exc:  # Redis went away between the ping and here
             out["redis"] = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
     out.setdefault("instances", [])
     out.setdefault("compactor", {})
     out.setdefault("dashboards", [])
+    out.setdefault("events", [])
     out["supervisor"] = process_states(f.settings.var_dir / "supervisor.sock")
     return out
 

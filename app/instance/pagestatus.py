@@ -1,0 +1,137 @@
+"""How fresh each page's data is, told to the page over its own websocket.
+
+An open websocket says nothing about the data behind it: the instance's reader may
+have lost Redis, or the controller may have stopped publishing.  Every
+``FLEET_PAGE_STATUS_SECONDS`` the instance works out, per dashboard, whether it is
+caught up with Redis and how old the newest command it applied is, and sets that
+(JSON text) as the ``tags`` of a hidden model in each session's document
+(:func:`model`); ``static/status.js`` turns it into "live · updated 3 s ago",
+"quiet" (no update for ``FLEET_PAGE_QUIET_SECONDS``: the controller is silent) or
+"stale" (this instance is not caught up, or has stopped talking to the page).
+
+A session gets a new value only when what it shows would otherwise be wrong: the
+status changed, newer data arrived than its extrapolated age says, or KEEPALIVE
+seconds passed (the page calls a server that said nothing for three keepalives
+stale).  The text carries no host names or error details, only what a viewer needs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from bokeh.core.types import ID
+from bokeh.models import Div
+
+from app.instance import wire
+
+if TYPE_CHECKING:
+    from app.instance.server import Instance
+
+log = logging.getLogger("fleet.instance.pagestatus")
+
+NAME = "fleet-status-data"
+KEEPALIVE = 10.0  # seconds between values even when nothing changed
+LAG_STALE_SECONDS = 5.0  # a reader this far behind Redis makes its pages stale
+AGE_SLACK = 1.5  # seconds a page's extrapolated age may be off before it gets a new value
+
+
+def model(dashboard: str) -> Div:
+    """The hidden model that carries the status into a document (its ``tags[0]``).
+
+    It has the same id in every session of the dashboard, so one serialised message
+    serves them all (see :mod:`app.instance.wire`).
+    """
+    status = Div(visible=False, name=NAME, tags=[""])
+    status._id = ID(f"fleet:{dashboard}:status")  # before it joins a document, like the data sources
+    return status
+
+
+def _id_seconds(entry_id: str) -> float | None:
+    try:
+        ms = int(str(entry_id).split("-", 1)[0])
+    except ValueError:
+        return None
+    return ms / 1000.0 if ms > 0 else None
+
+
+def _set(status: Div, text: str, session: Any = None) -> None:
+    """Set the value; tag the change so that sessions sharing it share one message."""
+    start = wire.pending_count(session)
+    status.tags = [text]
+    for patch in (getattr(session, "_pending_writes", None) or [])[start:]:
+        if type(patch.event).__name__ == "ModelChangedEvent":
+            patch.event._fleet_key = ("status", status.id, text)
+
+
+class PageStatus:
+    """Pushes each dashboard's freshness to the status model of its live sessions."""
+
+    def __init__(self, instance: "Instance") -> None:
+        self.instance = instance
+        self.settings = instance.settings
+        self.round = 0  # in every value, so that a page sees a keepalive as news
+
+    def current(self, dashboard: str) -> tuple[bool, str, float | None]:
+        """(caught up, reason shown when not, age in seconds of the newest applied command)."""
+        ok, _detail = self.instance.health()  # details stay in the instance's log
+        reason = "" if ok else "server not connected to the data feed"
+        lag = float(getattr(self.instance.reader, "lag_ms", 0.0) or 0.0) / 1000.0
+        if ok and lag > LAG_STALE_SECONDS:
+            ok, reason = False, f"server {lag:.0f} s behind the data feed"
+        age = None
+        cur = self.instance.state_of(dashboard)
+        if cur is not None and (t := _id_seconds(cur[1])) is not None:
+            age = max(0.0, time.time() - t)
+        return ok, reason, age
+
+    @staticmethod
+    def due(sent: tuple | None, ok: bool, reason: str, age: float | None, now: float) -> bool:
+        if sent is None:
+            return True
+        s_ok, s_reason, s_age, s_at = sent
+        if (ok, reason) != (s_ok, s_reason) or now - s_at >= KEEPALIVE or (age is None) != (s_age is None):
+            return True
+        return age is not None and abs(s_age + (now - s_at) - age) >= AGE_SLACK
+
+    async def push(self) -> int:
+        """One round over every live session; returns how many got a new value."""
+        now = time.monotonic()
+        self.round += 1
+        jobs: list[Any] = []
+        for dashboard, views in list(self.instance.fanout.views.items()):
+            ok, reason, age = self.current(dashboard)
+            text = json.dumps({"ok": ok, "reason": reason, "age": None if age is None else round(age, 2),
+                               "quiet": self.settings.page_quiet_seconds, "keepalive": KEEPALIVE,
+                               "n": self.round})
+            for view in list(views.values()):
+                status = getattr(view.dd, "status", None)
+                if view.closed or status is None:
+                    continue
+                if not self.due(getattr(view.dd, "status_sent", None), ok, reason, age, now):
+                    continue
+                view.dd.status_sent = (ok, reason, age, now)
+                session = view.session
+                if session is None:  # not connected yet: nobody else touches this document
+                    _set(status, text)
+                elif not session.destroyed:
+                    jobs.append(wire.locked_on_loop(session, _set, status, text, session))
+        if jobs:
+            for res in await asyncio.gather(*jobs, return_exceptions=True):
+                if isinstance(res, Exception):
+                    log.debug("status not sent: %r", res)
+        return len(jobs)
+
+    async def run(self) -> None:
+        interval = max(0.2, float(self.settings.page_status_seconds))
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.push()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # never let the status end the instance's loop
+                log.exception("page status round failed")
