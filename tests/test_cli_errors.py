@@ -220,9 +220,11 @@ def test_site_errors_and_debug(sites, tmp_path):
     p = fleetctl(["--site", str(tmp_path), "users", "list"], cwd=tmp_path)
     assert_one_line_error(p, "--site")
     assert "var/fleet.env" in p.stderr
-    p = fleetctl(["--debug", "users", "list"], cwd=sites["down"])
-    assert p.returncode == 2 and "Traceback" in p.stderr
-    assert p.stderr.splitlines()[-1].startswith("fleetctl: error: cannot reach Redis")
+    for argv, env in ((["--debug", "users", "list"], None),
+                      (["users", "list"], clean_env(FLEET_DEBUG="1"))):
+        p = fleetctl(argv, cwd=sites["down"], env=env)
+        assert p.returncode == 2 and "Traceback" in p.stderr
+        assert p.stderr.splitlines()[-1].startswith("fleetctl: error: cannot reach Redis")
 
 
 def test_version(tmp_path):
@@ -246,3 +248,48 @@ def test_help_every_option_and_programs_apart():
         assert f"\n  {name} " in programs and f"    {name} " not in operators
     for name in ("users", "tokens", "access", "dashboard", "events", "health", "info"):
         assert f"    {name} " in operators
+
+
+# --- the lookup itself (pure, in-process) ------------------------------------------------
+def test_env_file_round_trip_and_lookup(tmp_path, monkeypatch):
+    """var/fleet.env as render writes it (shell-quoted) reads back; the nearest site
+    above the current directory is found; FLEET_SITE_DIR and the environment win."""
+    from app import settings
+    from app.stack.render import shell_env
+
+    values = {"FLEET_REDIS_URL": "redis://default:a'b c$d@127.0.0.1:6390/0",
+              "FLEET_ALLOWED_ORIGINS": "h:1,h:2", "FLEET_TITLE": ""}
+    site = tmp_path / "site"
+    (site / "var").mkdir(parents=True)
+    (site / "var" / "fleet.env").write_text(shell_env(values))
+    assert settings.read_env_file(site / "var" / "fleet.env") == values
+    deep = site / "a" / "b"
+    deep.mkdir(parents=True)
+    assert settings.find_site(deep, env={}) == site.resolve()
+    assert settings.find_site(tmp_path, env={}) is None
+    assert settings.find_site(tmp_path, env={"FLEET_SITE_DIR": str(site)}) == site.resolve()
+    with pytest.raises(settings.SettingsError, match="no .*var/fleet.env"):
+        settings.find_site(site, env={"FLEET_SITE_DIR": str(tmp_path)})
+    env = settings.operator_environ(site, env={"FLEET_INSTANCES": "3"})
+    cfg = settings.load(env=env.environ)
+    assert cfg.redis_url == values["FLEET_REDIS_URL"] and cfg.instances == 3
+    assert env.source("redis_url") == str(site / "var" / "fleet.env")
+    assert env.source("instances") == "$FLEET_INSTANCES"
+    assert env.source("web_port") == "the default"
+
+
+def test_render_ignores_the_site_env(tmp_path, monkeypatch, capsys):
+    """render writes var/fleet.env from FLEET_* alone; an old file never feeds back."""
+    import json
+
+    from app.cli import main
+
+    site = make_site(tmp_path / "site", "redis://127.0.0.1:1/0")  # FLEET_INSTANCES=1 there
+    for k in [k for k in os.environ if k.startswith("FLEET_")]:
+        monkeypatch.delenv(k)
+    monkeypatch.chdir(site)
+    assert main(["render", "--json", "--out", str(tmp_path / "out")]) == 0
+    ctx = json.loads(capsys.readouterr().out)["context"]
+    assert ctx["instances"] == 2  # the default, not the site file's 1
+    assert main(["--site", str(site), "render", "--out", str(tmp_path / "out")]) == 2
+    assert "--site does not apply to 'render'" in capsys.readouterr().err

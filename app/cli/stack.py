@@ -72,8 +72,9 @@ def cmd_health(args, cfg: Settings) -> int:
     for line in found:  # the report on stdout; the one-line verdict on stderr
         print(line)
     if found:
-        raise CliError(f"not healthy: {len(found)} problem(s) listed above; start the stack with "
-                       f"./deploy/run --detach, logs in {cfg.var_dir / 'log'}", code=1)
+        more = f" (+{len(found) - 1} more on stdout)" if len(found) > 1 else ""
+        raise CliError(f"not healthy: {found[0]}{more}. Logs in {cfg.var_dir / 'log'}; "
+                       "start a stopped stack with ./deploy/run --detach", code=1)
     print("healthy")
     return 0
 
