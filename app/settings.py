@@ -7,18 +7,27 @@ Each field maps to one ``FLEET_*`` variable (the field name upper-cased with the
 
 Secrets (``secret_key``, ``flask_secret``) have no defaults: ``deploy/run`` generates
 them into ``var/secrets.env`` (never committed) and supervisord passes them on.
+
+``fleetctl`` in an operator's shell has no such environment: :func:`operator_environ`
+finds the *site* (``--site DIR``, ``FLEET_SITE_DIR``, or the current directory or a
+parent holding ``var/fleet.env``) and lays the environment over the site's env files.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_type_hints
 
 PREFIX = "FLEET_"
+#: fleetctl's site directory (holds var/fleet.env); deploy/lib.sh reads the same variable
+SITE_DIR_VAR = "FLEET_SITE_DIR"
+#: the file ``fleetctl render`` (and Salt) writes with every program's FLEET_* environment
+SITE_ENV_FILE = Path("var") / "fleet.env"
 
 
 class SettingsError(ValueError):
@@ -92,6 +101,10 @@ class Settings:
     redis_port: int = 6390
     demo: bool = False
 
+    # --- fleetctl --------------------------------------------------------------------
+    # Print the traceback behind an error message (like ``fleetctl --debug``).
+    debug: bool = False
+
     @property
     def redis_url_redacted(self) -> str:
         """``redis_url`` with any password replaced by ``***``, for logs and messages."""
@@ -153,3 +166,88 @@ def load(env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
             values[f.name] = _parse(f.name, raw, hints[f.name])
     values.update(overrides)
     return Settings(**values)
+
+
+# --- fleetctl: the site's settings --------------------------------------------------------
+def site_env_files(site: Path) -> list[Path]:
+    """The env files fleetctl's operator commands read at ``site``; later files win.
+
+    The one place to plug in other credentials, e.g. an admin Redis URL kept in a
+    separate ``var/admin.env`` (then: ``[site / SITE_ENV_FILE, site / "var/admin.env"]``).
+    """
+    return [site / SITE_ENV_FILE]
+
+
+def find_site(start: Path | None = None, env: Mapping[str, str] | None = None,
+              site: str | Path | None = None) -> Path | None:
+    """The site fleetctl works on: ``site`` (``--site``), else ``$FLEET_SITE_DIR``, else
+    ``start`` (default: the current directory) or its nearest parent holding
+    ``var/fleet.env``; None when there is none (settings from the environment only)."""
+    env = os.environ if env is None else env
+    chosen = site if site is not None else env.get(SITE_DIR_VAR) or None
+    if chosen is not None:
+        path = Path(chosen).expanduser().resolve()
+        if not (path / SITE_ENV_FILE).is_file():
+            how = "--site" if site is not None else SITE_DIR_VAR
+            raise SettingsError(f"{how} {chosen}: no {path / SITE_ENV_FILE} there "
+                                "(run ./deploy/run in that checkout first, or fix the path)")
+        return path
+    here = (start or Path.cwd()).resolve()
+    for d in (here, *here.parents):
+        if (d / SITE_ENV_FILE).is_file():
+            return d
+    return None
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """``NAME=value`` lines, values shell-quoted as ``fleetctl render`` writes them."""
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        why = exc.strerror or str(exc)
+        hint = ": run fleetctl as the user who started the stack" if isinstance(exc, PermissionError) else ""
+        raise SettingsError(f"cannot read {path}: {why}{hint}") from None
+    out: dict[str, str] = {}
+    for n, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        name, sep, raw = line.removeprefix("export ").partition("=")
+        try:
+            if not sep or not name.strip().isidentifier():
+                raise ValueError("not NAME=value")
+            out[name.strip()] = " ".join(shlex.split(raw))
+        except ValueError as exc:
+            raise SettingsError(f"{path}, line {n}: {exc}") from None
+    return out
+
+
+@dataclass(frozen=True)
+class OperatorEnv:
+    """fleetctl's environment: what :func:`load` gets, and where each value came from."""
+
+    site: Path | None
+    files: tuple[Path, ...]  # env files read, in order (later won over earlier)
+    environ: dict[str, str]
+    origin: dict[str, str]  # FLEET_* name -> "$FLEET_..." (environment) or the file that set it
+
+    def source(self, name: str) -> str:
+        """Where setting ``name`` (a field, e.g. ``redis_url``) came from, for messages:
+        ``$FLEET_...``, a file's path or ``the default``."""
+        return self.origin.get(PREFIX + name.upper(), "the default")
+
+
+def operator_environ(site: Path | None, env: Mapping[str, str] | None = None) -> OperatorEnv:
+    """``env`` (default ``os.environ``) laid over the site's env files: explicit
+    variables win.  ``site`` None: the environment alone."""
+    env = os.environ if env is None else env
+    merged: dict[str, str] = {}
+    origin: dict[str, str] = {}
+    files = [p for p in site_env_files(site) if p.is_file()] if site is not None else []
+    for path in files:
+        values = read_env_file(path)
+        merged.update(values)
+        origin.update(dict.fromkeys(values, str(path)))
+    merged.update(env)
+    origin.update({k: f"${k}" for k in env if k.startswith(PREFIX)})
+    return OperatorEnv(site, tuple(files), merged, origin)

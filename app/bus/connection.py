@@ -18,6 +18,11 @@ from app.settings import Settings
 # Errors the callers treat as "Redis is away for now": retry with backoff.
 CONNECTION_ERRORS = (redis.ConnectionError, redis.TimeoutError, ConnectionError, OSError)
 ResponseError = redis.ResponseError
+# For callers that report errors without importing redis (fleetctl's error handler):
+RedisError = redis.RedisError  # base of every error below
+UNREACHABLE_ERRORS = (redis.ConnectionError, redis.TimeoutError)  # includes auth failures
+AuthenticationError = redis.AuthenticationError  # wrong password / unknown ACL user (NOAUTH, WRONGPASS)
+NoPermissionError = redis.exceptions.NoPermissionError  # ACL user lacks a command or key (NOPERM)
 
 
 def _timeouts(settings: Settings) -> dict:

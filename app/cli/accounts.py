@@ -60,7 +60,7 @@ def users_add(args, cfg) -> int:  # type: ignore[no-untyped-def]
 def users_passwd(args, cfg) -> int:  # type: ignore[no-untyped-def]
     acc = _accounts(cfg)
     if acc.get_user(args.name) is None:
-        raise _error(f"no user {args.name!r}")
+        raise _error(f"no user {args.name!r} ('fleetctl users list' shows them)")
     pw = _read_password(args)
     try:
         acc.set_password(args.name, pw)
@@ -81,7 +81,7 @@ def users_roles(args, cfg) -> int:  # type: ignore[no-untyped-def]
 
 def users_remove(args, cfg) -> int:  # type: ignore[no-untyped-def]
     if not _accounts(cfg).remove_user(args.name):
-        raise _error(f"no user {args.name!r}")
+        raise _error(f"no user {args.name!r} ('fleetctl users list' shows them)")
     print(f"user {args.name} removed")
     return 0
 
@@ -118,7 +118,7 @@ def tokens_list(args, cfg) -> int:  # type: ignore[no-untyped-def]
 def tokens_revoke(args, cfg) -> int:  # type: ignore[no-untyped-def]
     revoked = _accounts(cfg).revoke_token(args.token)
     if not revoked:
-        raise _error(f"no active token with id or name {args.token!r}")
+        raise _error(f"no active token with id or name {args.token!r} ('fleetctl tokens list' shows them)")
     for t in revoked:
         print(f"revoked {t.id} ({t.name})")
     return 0
@@ -162,20 +162,20 @@ def register(sub) -> None:  # type: ignore[no-untyped-def]
                        help="read the password from the first line of stdin (else: prompt)")
 
     q = us.add_parser("add", help="add a user (password from a prompt or --password-stdin)")
-    q.add_argument("name")
-    q.add_argument("--role", action="append", choices=ROLES, help="viewer (default), controller, admin")
+    q.add_argument("name", help="user name (letters, digits, '_.@+-')")
+    q.add_argument("--role", action="append", choices=ROLES, help="viewer (default), controller, admin (repeat)")
     pw_opt(q)
     q.set_defaults(handler=users_add)
     q = us.add_parser("passwd", help="set a new password (ends the user's sessions)")
-    q.add_argument("name")
+    q.add_argument("name", help="an existing user")
     pw_opt(q)
     q.set_defaults(handler=users_passwd)
     q = us.add_parser("roles", help="replace a user's roles")
-    q.add_argument("name")
-    q.add_argument("--role", action="append", choices=ROLES, required=True)
+    q.add_argument("name", help="an existing user")
+    q.add_argument("--role", action="append", choices=ROLES, required=True, help="new role (repeat)")
     q.set_defaults(handler=users_roles)
     q = us.add_parser("remove", help="remove a user")
-    q.add_argument("name")
+    q.add_argument("name", help="an existing user")
     q.set_defaults(handler=users_remove)
     q = us.add_parser("list", help="list users")
     q.set_defaults(handler=users_list)
@@ -192,7 +192,7 @@ def register(sub) -> None:  # type: ignore[no-untyped-def]
     q.add_argument("--all", action="store_true", help="include revoked tokens")
     q.set_defaults(handler=tokens_list)
     q = ts.add_parser("revoke", help="revoke tokens by id (prefix of 6+) or name")
-    q.add_argument("token")
+    q.add_argument("token", help="token id (6+ characters of it) or name")
     q.set_defaults(handler=tokens_revoke)
 
     # access

@@ -7,10 +7,10 @@ import asyncio
 import logging
 import signal
 
-from app.bus.compactor import Compactor
-
 
 def cmd_compactor(args, cfg):
+    from app.bus.compactor import Compactor
+
     overrides = {}
     if args.every_commands:
         overrides["snapshot_every_commands"] = args.every_commands
@@ -37,7 +37,11 @@ def cmd_compactor(args, cfg):
 
 def register(sub) -> None:
     """Add the compactor command."""
-    p = sub.add_parser("compactor", help="write snapshots and trim command streams (leader-elected)")
+    from app.cli import add_program_parser
+
+    p = add_program_parser(sub, "compactor",
+                           help="write snapshots and trim command streams (leader-elected)")
     p.add_argument("--every-commands", type=int, help="snapshot after this many commands (default from FLEET_SNAPSHOT_EVERY_COMMANDS, 1000)")
-    p.add_argument("--every-seconds", type=float, help="snapshot at least this often when there are new commands (default 10)")
+    p.add_argument("--every-seconds", type=float, help="snapshot at least this often when there are new commands "
+                   "(default from FLEET_SNAPSHOT_EVERY_SECONDS, 10)")
     p.set_defaults(handler=cmd_compactor)

@@ -8,13 +8,13 @@ import sys
 import time
 
 from app.bus import registry
-from app.bus.connection import CONNECTION_ERRORS, sync_client
+from app.bus.connection import sync_client
 from app.bus.keys import Keys
 from app.bus.publisher import publish
 from app.bus.registry import UnknownDashboard
 from app.bus.store import read_rejected, read_state
 from app.control import snapshot
-from app.control.protocol import OP_FIELDS, OPS, Limits, Rejected
+from app.control.protocol import OP_FIELDS, OPS, Limits
 from app.settings import Settings
 
 PUBLISH_EPILOG = """\
@@ -32,18 +32,15 @@ def _client(cfg: Settings):
 
 
 def _errors(fn):
-    """Turn Redis/registry/validation errors into one-line messages."""
+    """Invalid dashboard names (ValueError) as one-line messages; Redis errors, unknown
+    dashboards and rejected commands are app.cli.main's."""
     from app.cli import CliError
 
     def wrapped(args, cfg):
         try:
             return fn(args, cfg)
-        except CONNECTION_ERRORS as exc:
-            raise CliError(f"cannot reach Redis at {cfg.redis_url_redacted}: {exc}") from None
-        except (UnknownDashboard, ValueError) as exc:
-            raise CliError(str(exc).strip('"')) from None
-        except Rejected as exc:
-            raise CliError(f"command rejected: {exc}") from None
+        except ValueError as exc:
+            raise CliError(str(exc)) from None
 
     return wrapped
 
@@ -183,37 +180,37 @@ def register(sub) -> None:
     d = sub.add_parser("dashboard", help="create, list or delete dashboards")
     dsub = d.add_subparsers(dest="action", metavar="ACTION", required=True)
     p = dsub.add_parser("create", help="register a dashboard (instances pick it up within a second)")
-    p.add_argument("name")
+    p.add_argument("name", help="1-64 letters, digits, '_', '.', '-'")
     p.add_argument("--title", help="title shown in the index (default: the name)")
     p.set_defaults(handler=cmd_create)
     p = dsub.add_parser("list", help="list dashboards and their stream lengths")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="name -> metadata as JSON")
     p.set_defaults(handler=cmd_list)
     p = dsub.add_parser("delete", help="delete a dashboard, its command log and snapshot")
-    p.add_argument("name")
+    p.add_argument("name", help="the dashboard")
     p.add_argument("--yes", action="store_true", help="confirm")
     p.set_defaults(handler=cmd_delete)
 
     p = sub.add_parser("publish", help="validate and publish one command",
                        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=PUBLISH_EPILOG)
-    p.add_argument("dashboard")
-    p.add_argument("op", choices=OPS)
-    p.add_argument("fields", nargs="*", metavar="KEY=VALUE")
+    p.add_argument("dashboard", help="an existing dashboard")
+    p.add_argument("op", choices=OPS, help="the command's op (see below)")
+    p.add_argument("fields", nargs="*", metavar="KEY=VALUE", help="the entry's fields (see below)")
     p.set_defaults(handler=cmd_publish)
 
     p = sub.add_parser("state", help="the current folded state of a dashboard")
-    p.add_argument("dashboard")
+    p.add_argument("dashboard", help="an existing dashboard")
     p.add_argument("--json", action="store_true", help="full state as JSON (columns as lists)")
     p.set_defaults(handler=cmd_state)
 
     p = sub.add_parser("rejected", help="rejected commands of a dashboard, newest first, with reasons")
-    p.add_argument("dashboard")
-    p.add_argument("-n", "--count", type=int, default=20)
-    p.add_argument("--json", action="store_true")
+    p.add_argument("dashboard", help="an existing dashboard")
+    p.add_argument("-n", "--count", type=int, default=20, help="how many (default 20)")
+    p.add_argument("--json", action="store_true", help="as a JSON list")
     p.set_defaults(handler=cmd_rejected)
 
     p = sub.add_parser("tail", help="follow a dashboard's command stream")
-    p.add_argument("dashboard")
+    p.add_argument("dashboard", help="an existing dashboard")
     p.add_argument("-n", "--last", type=int, default=0, help="print the last N entries first")
     p.add_argument("--once", action="store_true", help="stop after the first wait")
     p.set_defaults(handler=cmd_tail)

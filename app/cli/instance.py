@@ -9,8 +9,10 @@ from app.settings import Settings
 
 def register(sub) -> None:
     """Add the ``instance`` subcommand."""
-    p = sub.add_parser(
-        "instance",
+    from app.cli import add_program_parser
+
+    p = add_program_parser(
+        sub, "instance",
         help="run one Bokeh instance (sessions, fan-out from Redis, /healthz, /metrics)",
         description="Run one Bokeh server instance: app at <prefix>/dashboard, session ids "
         "external-signed with FLEET_SECRET_KEY, one Redis reader feeding every session. "

@@ -1,4 +1,5 @@
-"""fleetctl commands of the deployable stack: render, secrets, events-listener, demo-controller."""
+"""fleetctl commands of the deployable stack: info, render, secrets, events, health, and the
+programs supervisord runs (events-listener, demo-controller)."""
 
 from __future__ import annotations
 
@@ -62,16 +63,41 @@ def cmd_events(args, cfg: Settings) -> int:
 
 
 def cmd_health(args, cfg: Settings) -> int:
+    from app.cli import CliError
     from app.stack import health
 
     instances = args.instance or None
     found = health.wait_healthy(cfg, args.wait, instances=instances,
                                 site=not args.instance, supervisor=not args.instance)
-    for line in found:
-        print(line, file=sys.stderr)
-    if not found:
-        print("healthy")
-    return 1 if found else 0
+    for line in found:  # the report on stdout; the one-line verdict on stderr
+        print(line)
+    if found:
+        more = f" (+{len(found) - 1} more on stdout)" if len(found) > 1 else ""
+        raise CliError(f"not healthy: {found[0]}{more}. Logs in {cfg.var_dir / 'log'}; "
+                       "start a stopped stack with ./deploy/run --detach", code=1)
+    print("healthy")
+    return 0
+
+
+def cmd_info(args, cfg: Settings) -> int:
+    """Where fleetctl's settings came from, and whether Redis answers with them."""
+    from app import cli
+    from app.bus import registry
+    from app.bus.connection import sync_client
+    from app.bus.keys import Keys
+
+    env = args.operator_env
+    files = ", ".join(map(str, env.files)) if env and env.files else "none"
+    print(f"fleetctl  {cli.version()}")
+    print(f"site      {env.site if env and env.site else 'none (no var/fleet.env here or above; --site DIR)'}")
+    print(f"settings  env files: {files}; FLEET_* environment variables win over them")
+    print(f"redis     {cfg.redis_url_redacted} (from {env.source('redis_url') if env else 'the environment'})")
+    print(f"var dir   {cfg.var_dir}")
+    sys.stdout.flush()
+    client = sync_client(cfg)
+    count = len(registry.list_dashboards(client, Keys(cfg.key_prefix)))
+    print(f"redis ok  {count} dashboard(s) under key prefix {cfg.key_prefix!r}")
+    return 0
 
 
 def cmd_demo_controller(args, cfg: Settings) -> int:
@@ -82,29 +108,38 @@ def cmd_demo_controller(args, cfg: Settings) -> int:
 
 def register(sub) -> None:
     """Add this group's subcommands to sub."""
-    p = sub.add_parser("render", help="render supervisord/nginx/redis configs from FLEET_INSTANCES & co.")
+    from app.cli import add_program_parser
+
+    p = sub.add_parser("info", help="which site and settings file fleetctl uses; checks Redis")
+    p.set_defaults(handler=cmd_info)
+
+    p = sub.add_parser("render", help="render supervisord/nginx/redis configs and var/fleet.env "
+                       "from FLEET_INSTANCES & co. (environment only)")
     p.add_argument("--out", help="var directory to render into (default: $FLEET_VAR_DIR or var/)")
     p.add_argument("--json", action="store_true", help="print the template context (without secrets)")
-    p.set_defaults(handler=cmd_render)
+    p.set_defaults(handler=cmd_render, reads_site=False)  # it writes the site's env file
 
     p = sub.add_parser("secrets", help="generate missing secrets into var/secrets.env (mode 0600)")
     p.add_argument("--out", help="var directory (default: $FLEET_VAR_DIR or var/)")
     p.add_argument("--get", metavar="NAME", help="print one secret, e.g. DEMO_PASSWORD")
-    p.set_defaults(handler=cmd_secrets)
+    p.set_defaults(handler=cmd_secrets, reads_site=False)  # deploy/run: before var/fleet.env exists
 
-    p = sub.add_parser("events-listener", help="supervisord event listener (run by supervisord only)")
+    p = add_program_parser(sub, "events-listener",
+                           help="supervisord event listener: records process state changes in Redis")
     p.set_defaults(handler=cmd_events_listener)
 
     p = sub.add_parser("events", help="recent supervisord process state changes recorded in Redis")
-    p.add_argument("-n", "--count", type=int, default=30)
-    p.add_argument("--json", action="store_true")
+    p.add_argument("-n", "--count", type=int, default=30, help="how many, newest last (default 30)")
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
     p.set_defaults(handler=cmd_events)
 
     p = sub.add_parser("health", help="check supervisord, every instance's /healthz and the site")
-    p.add_argument("--instance", type=int, action="append", help="only this instance (repeat)")
+    p.add_argument("--instance", type=int, action="append", metavar="N",
+                   help="only instance N (repeat); skips supervisord and the site")
     p.add_argument("--wait", type=float, default=0, metavar="SECONDS", help="keep checking up to SECONDS")
     p.set_defaults(handler=cmd_health)
 
-    p = sub.add_parser("demo-controller", help="feed dashboard 'demo' with a live signal (demo mode)")
+    p = add_program_parser(sub, "demo-controller",
+                           help="feed dashboard 'demo' with a live signal (demo mode)")
     p.add_argument("--interval", type=float, default=0.5, help="seconds between points (default 0.5)")
     p.set_defaults(handler=cmd_demo_controller)
