@@ -216,6 +216,45 @@ def logout():  # type: ignore[no-untyped-def]
     return redirect(url_for("auth.login"))
 
 
+def _request_tokens() -> list[str]:
+    """Every Bokeh token the original request carries (autoload query, subprotocol)."""
+    tokens = []
+    uri = request.headers.get("X-Original-URI", "")
+    if uri:
+        tokens += parse_qs(urlsplit(uri).query).get("bokeh-token", [])
+    parts = [p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",")]
+    if len(parts) == 2 and parts[0] == "bokeh":
+        tokens.append(parts[1])
+    return tokens
+
+
+@bp.before_request
+def embed_origin_binding():  # type: ignore[no-untyped-def]
+    """``/auth/check``: a token minted for an embedding page (payload ``origin``) is
+    good only from that page's origin: the websocket and the cross-origin autoload
+    request carry ``Origin``; a same-origin request carries none, and then the token
+    must be for our own origin."""
+    if request.endpoint != "auth.check":
+        return None
+    from app.web.embed import normalize_origin
+
+    own = normalize_origin(request.host_url)
+    sent = request.headers.get("Origin")
+    for token in _request_tokens():
+        try:
+            bound = get_token_payload(token).get("origin")
+        except Exception:  # garbled: check() refuses it anyway
+            continue
+        if bound is None:
+            continue
+        came_from = normalize_origin(sent) if sent else own
+        if not isinstance(bound, str) or came_from != bound:
+            resp = Response(status=401)
+            resp.headers["Cache-Control"] = "no-store"
+            return resp
+    return None
+
+
 def _dashboard_from_request() -> tuple[str | None, bool]:
     """(dashboard named by a signed, unexpired Bokeh token in the original request,
     whether a token was present at all).  Looks at X-Original-URI's ``bokeh-token``
