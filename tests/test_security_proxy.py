@@ -101,6 +101,16 @@ def test_sso_header_is_taken_from_the_front_proxy_only(security_stack, front_pro
     assert direct.get("/bokeh/dashboard/autoload.js", headers={"X-Remote-User": "admin1"})[0] == 401
 
 
+def test_clients_behind_the_front_proxy_are_told_apart(security_stack, front_proxy):
+    """nginx takes the client address from the front proxy's X-Forwarded-For (realip),
+    so clients behind it are not one address for the login limit."""
+    attacker = SourceClient(front_proxy, "127.0.0.11")
+    for _ in range(3):
+        assert attacker.login("carol", "wrong-password")[0] == 401
+    assert attacker.login("carol", PASSWORDS["carol"])[0] == 429
+    assert SourceClient(front_proxy, "127.0.0.12").login("carol", PASSWORDS["carol"])[0] == 302
+
+
 def test_auth_check_is_not_reachable_from_outside(security_stack):
     c = SourceClient(security_stack.url)
     _, sec = mint_token(security_stack.env["FLEET_SECRET_KEY"], "sec", user="admin1")
