@@ -372,7 +372,9 @@ class Accounts:
         return int(count)
 
     def reset(self, kind: str, *parts: str) -> None:
-        self.client.delete(self.ratelimit_key(f"{kind}:{self._bucket(*parts)}"))
+        """Forget this bucket: its failures, lock-out and backoff (e.g. after a success)."""
+        base = self.ratelimit_key(f"{kind}:{self._bucket(*parts)}")
+        self.client.delete(base, base + ":lock", base + ":strikes")
 
     def locked_for(self, kind: str, *parts: str) -> int:
         """Seconds left of this bucket's lock-out (0 = not locked); see :meth:`fail`."""
