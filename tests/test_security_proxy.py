@@ -206,3 +206,16 @@ def test_nginx_reload_does_not_keep_old_workers_for_open_websockets(security_sta
         assert _nginx_workers(master)  # new workers serve the reconnect
     finally:
         sock.close()
+
+
+def test_host_rules():
+    """Which Host headers the app answers (pure function)."""
+    from app.web.auth import host_allowed
+
+    allowed = ("127.0.0.1:8080", "localhost:8080", "*.corp:8080", "plain", "[::1]:8080")
+    for host, want in [("127.0.0.1:8080", True), ("LOCALHOST:8080", True), ("127.0.0.1:8081", False),
+                       ("a.corp:8080", True), ("a.corp:80", False), ("plain", True), ("plain:80", True),
+                       ("plain:8080", False), ("evil", False), ("[::1]:8080", True), ("[::2]:8080", False),
+                       ("a.corp:8080/x", False), ("", False), ("127.0.0.1:8080\r\nX: y", False)]:
+        assert host_allowed(host, allowed, "http") is want, host
+    assert host_allowed("anything:1", ("*",), "http")

@@ -12,6 +12,7 @@ site does not serve get 400.
 
 from __future__ import annotations
 
+import fnmatch
 import functools
 import time
 from collections.abc import Callable
@@ -103,8 +104,15 @@ def host_allowed(host: str, allowed: tuple[str, ...], scheme: str) -> bool:
         return True
     if not host or any(c in host for c in "/\\@ \r\n\t"):
         return False
-    want = _split_host(host, scheme)
-    return any(_split_host(a, scheme) == want for a in allowed)
+    name, port = _split_host(host, scheme)
+    for entry in allowed:
+        e_name, e_port = _split_host(entry, scheme)
+        if e_port not in (port, "*"):
+            continue
+        if name == e_name or ("*" in e_name and "[" not in e_name
+                              and fnmatch.fnmatchcase(name, e_name)):  # Bokeh-style "*.corp"
+            return True
+    return False
 
 
 @bp.before_app_request
