@@ -43,12 +43,13 @@ def _front_proxy(nginx_port: int) -> ThreadingHTTPServer:
             conn.putrequest(self.command, self.path, skip_accept_encoding=True)
             for k, v in self.headers.items():
                 norm = k.lower().replace("_", "-")
-                if norm in HOP or norm in ("x-remote-user", "x-forwarded-for"):
+                if norm in HOP or norm in ("x-remote-user", "x-forwarded-for", "x-forwarded-proto"):
                     continue
                 conn.putheader(k, v)
             if "proxy_login=admin1" in (self.headers.get("Cookie") or ""):
                 conn.putheader("X-Remote-User", "admin1")
             conn.putheader("X-Forwarded-For", self.client_address[0])
+            conn.putheader("X-Forwarded-Proto", "https")  # as if it terminated TLS
             if body is not None:
                 conn.putheader("Content-Length", str(len(body)))
             conn.endheaders(body)
@@ -104,11 +105,25 @@ def test_sso_header_is_taken_from_the_front_proxy_only(security_stack, front_pro
 def test_clients_behind_the_front_proxy_are_told_apart(security_stack, front_proxy):
     """nginx takes the client address from the front proxy's X-Forwarded-For (realip),
     so clients behind it are not one address for the login limit."""
+    # the proxy reports https: Flask-WTF then wants a same-origin Referer, as browsers send
+    ref = {"Referer": f"https://127.0.0.1:{security_stack.settings.http_port}/auth/login"}
     attacker = SourceClient(front_proxy, "127.0.0.11")
     for _ in range(3):
-        assert attacker.login("carol", "wrong-password")[0] == 401
-    assert attacker.login("carol", PASSWORDS["carol"])[0] == 429
-    assert SourceClient(front_proxy, "127.0.0.12").login("carol", PASSWORDS["carol"])[0] == 302
+        assert attacker.login("carol", "wrong-password", headers=ref)[0] == 401
+    assert attacker.login("carol", PASSWORDS["carol"], headers=ref)[0] == 429
+    assert SourceClient(front_proxy, "127.0.0.12").login("carol", PASSWORDS["carol"], headers=ref)[0] == 302
+
+
+def test_forwarded_proto_only_from_the_front_proxy(security_stack, front_proxy):
+    """Token URLs use the scheme the front proxy reports, never a client's claim."""
+    via = SourceClient(front_proxy)
+    via.cookies["proxy_login"] = "admin1"
+    status, _, body = via.get("/d/sec")
+    assert status == 200 and b'"https://127.0.0.1:' in body, body[:300]
+    direct = SourceClient(security_stack.url)
+    direct.login("bob", PASSWORDS["bob"])
+    status, _, body = direct.get("/d/sec", headers={"X-Forwarded-Proto": "https"})
+    assert status == 200 and b'"http://127.0.0.1:' in body and b"https://" not in body
 
 
 def test_auth_check_is_not_reachable_from_outside(security_stack):
