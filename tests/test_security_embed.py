@@ -120,3 +120,22 @@ def test_page_origin_rules():
                {}, {"Origin": "null"}]
     for headers in refused:
         assert page_origin(headers, own, listed)[0] is None, headers
+
+
+def test_embed_cors_only_for_listed_origins(make_app, users, fleet_bus):
+    """``<script crossorigin="use-credentials">``: CORS answers name the listed origin only."""
+    from app.bus import registry
+    from tests.fixtures.web import AuthActions
+
+    registry.create_dashboard(fleet_bus.client, fleet_bus.keys, "sales")
+    fleet_bus.accounts.grant_access("sales", users=["alice"])
+    a = AuthActions(make_app(embed_origins=("http://wiki.corp:8000",)).test_client())
+    a.login("alice")
+    cors = {"Sec-Fetch-Mode": "cors", "Sec-Fetch-Dest": "script", "Sec-Fetch-Site": "cross-site"}
+    r = a.client.get("/embed/sales.js", headers={**cors, "Origin": "http://wiki.corp:8000"})
+    assert r.headers["X-Fleet-Status"] == "200" and b"bokeh-token" in r.data
+    assert r.headers["Access-Control-Allow-Origin"] == "http://wiki.corp:8000"
+    assert r.headers["Access-Control-Allow-Credentials"] == "true"
+    r = a.client.get("/embed/sales.js", headers={**cors, "Origin": "http://evil.corp:8000"})
+    assert r.headers["X-Fleet-Status"] == "403" and b"bokeh-token" not in r.data
+    assert "Access-Control-Allow-Origin" not in r.headers
