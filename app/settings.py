@@ -90,8 +90,23 @@ class Settings:
     cookie_secure: bool = False
     login_rate_limit: int = 10  # failed logins per user+address per window
     login_rate_window_seconds: int = 300
+    login_max_lock_seconds: int = 24 * 3600  # backoff doubles each lock-out, up to this
     sso_header: str = ""  # e.g. X-Remote-User; empty = trusted-header SSO off
-    trusted_proxies: tuple[str, ...] = ()
+    # Addresses/CIDRs of the authenticating (SSO) proxy in front of nginx: nginx passes
+    # the SSO header on only from these peers and strips every client-supplied copy.
+    sso_proxies: tuple[str, ...] = ()
+    # Other proxies in front of nginx (load balancers) whose X-Forwarded-For nginx
+    # believes for the client address (the SSO proxies are believed too).
+    front_proxies: tuple[str, ...] = ()
+    # TCP peers of gunicorn whose X-Forwarded-For/-Proto and SSO header the web app
+    # believes: nginx, which reaches gunicorn over loopback (gunicorn binds loopback).
+    trusted_proxies: tuple[str, ...] = ("127.0.0.1", "::1")
+    # Host headers the web app answers (host or host:port); empty = the hosts of
+    # allowed_origins.  Anything else gets 400, so no foreign host reaches a URL.
+    allowed_hosts: tuple[str, ...] = ()
+    # Origins (scheme://host[:port]) whose pages may embed dashboards with
+    # /embed/<name>.js; empty = no cross-origin embedding.
+    embed_origins: tuple[str, ...] = ()
     api_max_body_bytes: int = 16 * 1024 * 1024
 
     # --- Site / deployment -----------------------------------------------------------

@@ -5,4 +5,5 @@ pytest_plugins = [
     "tests.fixtures.bokeh",
     "tests.fixtures.web",
     "tests.fixtures.stack",
+    "tests.fixtures.security",
 ]

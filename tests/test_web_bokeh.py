@@ -38,7 +38,9 @@ def fleet_web(fleet_settings):
         publish(client, keys, dash, encode("replace", name=fig, kind="line", data={"x": [0, 1], "y": [1.0, 2.0]}))
 
     def make(**overrides):
-        s = dataclasses.replace(fleet_settings, flask_secret="web-test-secret-123456", **overrides)
+        # Host is 127.0.0.1:<instance port> here: any host
+        s = dataclasses.replace(fleet_settings, flask_secret="web-test-secret-123456",
+                                **{"allowed_hosts": ("*",), **overrides})
         return create_app({"TESTING": True, "FLEET_SETTINGS": s})
 
     app = make()

@@ -19,7 +19,8 @@ def test_gunicorn_serves_and_logs_no_query(redis_url, tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("FLEET_")}
     env.update({"FLEET_REDIS_URL": redis_url, "FLEET_FLASK_SECRET": "gunicorn-test-secret",
                 "FLEET_SECRET_KEY": "gunicorn-test-bokeh-secret-0123456789", "FLEET_WEB_PORT": str(port),
-                "FLEET_WEB_WORKERS": "2", "HOME": str(tmp_path)})
+                "FLEET_WEB_WORKERS": "2", "HOME": str(tmp_path),
+                "FLEET_ALLOWED_HOSTS": f"127.0.0.1:{port}"})  # straight to gunicorn, no nginx
     log = tmp_path / "gunicorn.log"
     gunicorn = str(Path(sys.executable).with_name("gunicorn"))
     with open(log, "wb") as out:

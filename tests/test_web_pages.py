@@ -80,21 +80,24 @@ def test_route_cookie(client, auth, fleet_bus):
     assert client.get_cookie("fleet_route").value == value
 
 
+OWN_PAGE = {"Sec-Fetch-Site": "same-origin", "Sec-Fetch-Mode": "no-cors", "Sec-Fetch-Dest": "script"}
+
+
 def test_embed_js(client, auth, fleet_bus, web_settings):
     _setup(fleet_bus)
-    r = client.get("/embed/sales.js")
+    r = client.get(headers=OWN_PAGE, path="/embed/sales.js")
     assert r.status_code == 200 and r.mimetype == "application/javascript"
     assert r.headers["X-Fleet-Status"] == "401"
     assert b"Log in" in r.data and b"bokeh-token" not in r.data
     auth.login("alice")
-    r = client.get("/embed/sales.js")
+    r = client.get(headers=OWN_PAGE, path="/embed/sales.js")
     assert r.headers["X-Fleet-Status"] == "200"
     payload = get_token_payload(token_of(autoload_src(r.data)))
     assert payload["dashboard"] == "sales" and payload["user"] == "alice"
     assert client.get_cookie("fleet_route") is not None
-    r = client.get("/embed/ops.js")
+    r = client.get(headers=OWN_PAGE, path="/embed/ops.js")
     assert r.headers["X-Fleet-Status"] == "403" and b"bokeh-token" not in r.data
-    r = client.get("/embed/nope.js")
+    r = client.get(headers=OWN_PAGE, path="/embed/nope.js")
     assert r.headers["X-Fleet-Status"] == "404" and b"bokeh-token" not in r.data
 
 

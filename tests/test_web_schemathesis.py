@@ -93,6 +93,7 @@ def live(tmp_path_factory):
                 "FLEET_SECRET_KEY": "schemathesis-bokeh-secret-0123456789abcdef",
                 "FLEET_WEB_PORT": str(port), "FLEET_WEB_WORKERS": "2",
                 "FLEET_API_MAX_BODY_BYTES": str(64 * 1024), "FLEET_LOGIN_RATE_LIMIT": str(LOGIN_LIMIT),
+                "FLEET_ALLOWED_HOSTS": f"127.0.0.1:{port}",  # straight to gunicorn, no nginx
                 "HOME": str(tmp)})
     gunicorn = str(Path(sys.executable).with_name("gunicorn"))
     log = tmp / "gunicorn.log"

@@ -12,7 +12,9 @@ next request everywhere.  Key names (all under ``Keys.prefix``):
 * ``{p}:tokens``             hash: sha256(token) hex -> JSON {id, name, dashboards,
                              created, revoked}; the token itself is never stored.
 * ``{p}:tokens:used``        hash: sha256(token) hex -> last-used unix time.
-* ``{p}:ratelimit:{bucket}`` counter with a TTL of the window (fixed window).
+* ``{p}:ratelimit:{bucket}`` counter with a TTL of the window (fixed window);
+                             ``...:lock`` (TTL = lock-out left) and ``...:strikes``
+                             (lock-outs so far, for the exponential backoff).
 
 Roles: ``viewer`` < ``controller`` < ``admin``; a higher role implies the lower ones.
 An admin may view every dashboard; anyone else needs an access rule naming them or
@@ -370,7 +372,39 @@ class Accounts:
         return int(count)
 
     def reset(self, kind: str, *parts: str) -> None:
-        self.client.delete(self.ratelimit_key(f"{kind}:{self._bucket(*parts)}"))
+        """Forget this bucket: its failures, lock-out and backoff (e.g. after a success)."""
+        base = self.ratelimit_key(f"{kind}:{self._bucket(*parts)}")
+        self.client.delete(base, base + ":lock", base + ":strikes")
+
+    def locked_for(self, kind: str, *parts: str) -> int:
+        """Seconds left of this bucket's lock-out (0 = not locked); see :meth:`fail`."""
+        ms = self.client.pttl(self.ratelimit_key(f"{kind}:{self._bucket(*parts)}:lock"))
+        return 0 if ms is None or ms <= 0 else max(1, -(-int(ms) // 1000))
+
+    def fail(self, kind: str, *parts: str, limit: int, window: int, max_lock: int = 86400) -> int:
+        """Record one failure for this bucket (e.g. user+client address); returns the
+        seconds of lock-out it started, 0 if none.
+
+        ``limit`` failures within ``window`` seconds lock the bucket for ``window``
+        seconds, the next lock-out within ``max_lock`` for twice that, then four
+        times... (exponential backoff, capped at ``max_lock``).  Buckets are what the
+        caller names, so one client's failures never lock anyone else out.
+        """
+        base = self.ratelimit_key(f"{kind}:{self._bucket(*parts)}")
+        pipe = self.client.pipeline(transaction=True)
+        pipe.incr(base)
+        pipe.expire(base, int(window), nx=True)
+        count, _ = pipe.execute()
+        # only the request that clears the counter starts the lock (workers race here)
+        if int(count) < limit or not self.client.delete(base):
+            return 0
+        pipe = self.client.pipeline(transaction=True)
+        pipe.incr(base + ":strikes")
+        pipe.expire(base + ":strikes", int(max_lock))
+        strikes, _ = pipe.execute()
+        lock = int(min(max_lock, window * 2 ** min(int(strikes) - 1, 30)))
+        self.client.set(base + ":lock", "1", ex=max(1, lock))
+        return lock
 
     # --- read-only views for the admin page ----------------------------------------
     def compactor_status(self) -> dict[str, Any]:

@@ -23,6 +23,7 @@ import logging
 import os
 import signal
 import socket
+from urllib.parse import urlsplit
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -225,6 +226,7 @@ class Instance:
         prefix = s.bokeh_prefix
         origins = list(s.allowed_origins) + [f"{self.host}:{self.port}", f"127.0.0.1:{self.port}",
                                              f"localhost:{self.port}"]
+        origins += [urlsplit(o).netloc for o in s.embed_origins if "://" in o]  # /embed/X.js pages
         common = {"instance": self}
         self.tornado = FleetTornado(
             {APP_PATH: Application(FleetHandler(self))},

@@ -178,7 +178,23 @@ def build_context(
         "client_max_body_size": s.api_max_body_bytes,
         "log_maxbytes": "20MB",
         "log_backups": 5,
+        **_proxy_context(s),
     }
+
+
+def _proxy_context(s: Settings) -> dict[str, Any]:
+    """nginx's SSO header and front-proxy addresses (see app/web/proxy.py)."""
+    from app.web.proxy import nginx_header_var, nginx_networks
+
+    try:
+        return {
+            "sso_header": s.sso_header,
+            "sso_header_var": nginx_header_var(s.sso_header) if s.sso_header else "",
+            "sso_proxies": nginx_networks(s.sso_proxies),
+            "real_ip_from": nginx_networks(s.front_proxies, s.sso_proxies),
+        }
+    except ValueError as exc:
+        raise RenderError(f"FLEET_SSO_HEADER/FLEET_SSO_PROXIES/FLEET_FRONT_PROXIES: {exc}") from None
 
 
 def environment() -> jinja2.Environment:

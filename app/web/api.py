@@ -65,11 +65,11 @@ def _bearer() -> Token:
     """The request's live API token, or 401 (429 after too many failures)."""
     f = fleet()
     s = f.settings
-    addr = client_addr()
-    limit = s.login_rate_limit * AUTH_FAIL_FACTOR
-    if f.accounts.rate_limited("api-auth", addr, limit=limit):
+    addr = client_addr()  # the real client (nginx's X-Forwarded-For): never global
+    wait = f.accounts.locked_for("api-auth", addr)
+    if wait:
         raise ApiError(429, "too many failed authentications from this address; retry later",
-                       headers={"Retry-After": str(s.login_rate_window_seconds)})
+                       headers={"Retry-After": str(wait)})
     header = request.headers.get("Authorization", "")
     scheme, _, secret = header.partition(" ")
     www = {"WWW-Authenticate": 'Bearer realm="fleet"'}
@@ -77,7 +77,8 @@ def _bearer() -> Token:
         raise ApiError(401, "missing bearer token (Authorization: Bearer <token>)", headers=www)
     tok = f.accounts.verify_token(secret.strip())
     if tok is None:
-        f.accounts.hit("api-auth", addr, window=s.login_rate_window_seconds)
+        f.accounts.fail("api-auth", addr, limit=s.login_rate_limit * AUTH_FAIL_FACTOR,
+                        window=s.login_rate_window_seconds, max_lock=s.login_max_lock_seconds)
         raise ApiError(401, "invalid or revoked token",
                        headers={"WWW-Authenticate": 'Bearer realm="fleet", error="invalid_token"'})
     return tok

@@ -3,12 +3,16 @@
 ``g.user`` is loaded once per request: from the SSO header when it is enabled and the
 TCP peer is a trusted proxy, else from the Flask session.  The session holds only the
 user name and the user's ``gen``; passwd/remove change ``gen`` and so end every
-existing session of that user.  Failed logins are counted in Redis per user+address
-(and, more loosely, per address) so the limit holds across all gunicorn workers.
+existing session of that user.  Failed logins are counted in Redis per user+client
+address (and, more loosely, per client address) so the limit holds across all
+gunicorn workers; lock-outs back off exponentially.  The client address is the one
+nginx puts in X-Forwarded-For (see :mod:`app.web.proxy`).  Requests for a Host the
+site does not serve get 400.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import functools
 import time
 from collections.abc import Callable
@@ -46,13 +50,24 @@ def client_addr() -> str:
 
 
 def sso_user() -> User | None:
-    """The user named by the SSO header, if SSO is on and the peer is a trusted proxy."""
+    """The user named by the SSO header, if SSO is on and the TCP peer is nginx.
+
+    nginx strips every client-supplied copy of the header and sets it only for
+    requests whose peer is one of ``FLEET_SSO_PROXIES``; gunicorn listens on loopback
+    and only nginx (a ``FLEET_TRUSTED_PROXIES`` peer) reaches it, so the header is
+    believed from trusted peers only, and only one copy of it.
+    """
     f = fleet()
     header = f.settings.sso_header
     if not header:
         return None
-    name = request.headers.get(header, "").strip()
-    if not name or not is_trusted(request.environ.get("fleet.peer"), f.networks):
+    if not is_trusted(request.environ.get("fleet.peer"), f.networks):
+        return None
+    values = request.headers.getlist(header)
+    if len(values) != 1:
+        return None  # absent, or several copies: nobody can tell which one the proxy set
+    name = values[0].strip()
+    if not name:
         return None
     user = f.accounts.get_user(name)
     if user is None:
@@ -62,10 +77,52 @@ def sso_user() -> User | None:
     return user
 
 
+def _default_port(scheme: str) -> str:
+    return "443" if scheme == "https" else "80"
+
+
+def _split_host(host: str, scheme: str) -> tuple[str, str]:
+    """``host[:port]`` lower-cased, as (host, port) with the scheme's default port."""
+    host = host.strip().lower()
+    if host.startswith("["):  # IPv6 literal
+        end = host.find("]")
+        name, rest = host[: end + 1], host[end + 1:]
+        port = rest[1:] if rest.startswith(":") else ""
+    else:
+        name, _, port = host.partition(":")
+    return name, port or _default_port(scheme)
+
+
+def allowed_hosts() -> tuple[str, ...]:
+    s = fleet().settings
+    return s.allowed_hosts or s.allowed_origins
+
+
+def host_allowed(host: str, allowed: tuple[str, ...], scheme: str) -> bool:
+    """Whether the request's Host is one the site serves (``*`` = any)."""
+    if "*" in allowed:
+        return True
+    if not host or any(c in host for c in "/\\@ \r\n\t"):
+        return False
+    name, port = _split_host(host, scheme)
+    for entry in allowed:
+        e_name, e_port = _split_host(entry, scheme)
+        if e_port not in (port, "*"):
+            continue
+        if name == e_name or ("*" in e_name and "[" not in e_name
+                              and fnmatch.fnmatchcase(name, e_name)):  # Bokeh-style "*.corp"
+            return True
+    return False
+
+
 @bp.before_app_request
 def load_user() -> None:
     g.user = None
     g.sso = False
+    # URLs with tokens are built from the Host header: answer only the site's hosts.
+    if not host_allowed(request.host, allowed_hosts(), request.scheme):
+        abort(400, f"unknown host {request.host[:100]!r}: the site answers only "
+                   "FLEET_ALLOWED_HOSTS (default: the hosts of FLEET_ALLOWED_ORIGINS)")
     if request.endpoint == "static":
         return
     user = sso_user()
@@ -109,10 +166,16 @@ def safe_next(target: str | None) -> str:
     """Only same-site relative paths; anything else goes to the index."""
     if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
         return url_for("pages.index")
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in target):
+        return url_for("pages.index")  # CR/LF & co. would split the Location header
     parts = urlsplit(target)
     if parts.scheme or parts.netloc:
         return url_for("pages.index")
     return target
+
+
+def _human(seconds: int) -> str:
+    return f"{seconds} s" if seconds < 120 else f"{-(-seconds // 60)} minutes"
 
 
 @bp.route("/login", methods=("GET", "POST"))
@@ -125,21 +188,26 @@ def login():  # type: ignore[no-untyped-def]
         return render_template("login.html", form=form), 400
     f = fleet()
     s = f.settings
+    acc = f.accounts
+    # Buckets are (user, client address) and, more loosely, the client address: a
+    # client's failures lock out that client only, never the user everywhere.
     name, addr = form.username.data.strip(), client_addr()
     limit, window = s.login_rate_limit, s.login_rate_window_seconds
-    if (f.accounts.rate_limited("login", name.lower(), addr, limit=limit)
-            or f.accounts.rate_limited("login-addr", addr, limit=limit * ADDRESS_FACTOR)):
+    wait = max(acc.locked_for("login", name.lower(), addr), acc.locked_for("login-addr", addr))
+    if wait:
         resp = Response(render_template(
             "login.html", form=form,
-            error=f"Too many failed logins. Try again in up to {window // 60 or 1} minute(s)."), 429)
-        resp.headers["Retry-After"] = str(window)
+            error=f"Too many failed logins from your address. Try again in {_human(wait)}."), 429)
+        resp.headers["Retry-After"] = str(wait)
         return resp
-    user = f.accounts.authenticate(name, form.password.data)
+    user = acc.authenticate(name, form.password.data)
     if user is None:
-        f.accounts.hit("login", name.lower(), addr, window=window)
-        f.accounts.hit("login-addr", addr, window=window)
+        acc.fail("login", name.lower(), addr, limit=limit, window=window,
+                 max_lock=s.login_max_lock_seconds)
+        acc.fail("login-addr", addr, limit=limit * ADDRESS_FACTOR, window=window,
+                 max_lock=s.login_max_lock_seconds)
         return render_template("login.html", form=form, error="Wrong user name or password."), 401
-    f.accounts.reset("login", name.lower(), addr)
+    acc.reset("login", name.lower(), addr)
     session.clear()
     session.permanent = True
     session["user"] = user.name
@@ -154,6 +222,45 @@ def logout():  # type: ignore[no-untyped-def]
     session.clear()
     flash("Logged out.")
     return redirect(url_for("auth.login"))
+
+
+def _request_tokens() -> list[str]:
+    """Every Bokeh token the original request carries (autoload query, subprotocol)."""
+    tokens = []
+    uri = request.headers.get("X-Original-URI", "")
+    if uri:
+        tokens += parse_qs(urlsplit(uri).query).get("bokeh-token", [])
+    parts = [p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",")]
+    if len(parts) == 2 and parts[0] == "bokeh":
+        tokens.append(parts[1])
+    return tokens
+
+
+@bp.before_request
+def embed_origin_binding():  # type: ignore[no-untyped-def]
+    """``/auth/check``: a token minted for an embedding page (payload ``origin``) is
+    good only from that page's origin: the websocket and the cross-origin autoload
+    request carry ``Origin``; a same-origin request carries none, and then the token
+    must be for our own origin."""
+    if request.endpoint != "auth.check":
+        return None
+    from app.web.embed import normalize_origin
+
+    own = normalize_origin(request.host_url)
+    sent = request.headers.get("Origin")
+    for token in _request_tokens():
+        try:
+            bound = get_token_payload(token).get("origin")
+        except Exception:  # garbled: check() refuses it anyway
+            continue
+        if bound is None:
+            continue
+        came_from = normalize_origin(sent) if sent else own
+        if not isinstance(bound, str) or came_from != bound:
+            resp = Response(status=401)
+            resp.headers["Cache-Control"] = "no-store"
+            return resp
+    return None
 
 
 def _dashboard_from_request() -> tuple[str | None, bool]:

@@ -35,18 +35,70 @@ class Minted:
     token: str
 
 
-def mint(settings: Settings, dashboard: str, user: User) -> Minted:
-    """A fresh signed session id and a short-lived token for ``dashboard`` only."""
+def mint(settings: Settings, dashboard: str, user: User, origin: str | None = None) -> Minted:
+    """A fresh signed session id and a short-lived token for ``dashboard`` only.
+
+    ``origin`` (``/embed/X.js``): the page origin the token was minted for; it goes
+    into the signed payload and ``/auth/check`` refuses the token from any other
+    ``Origin``, so a token that leaks is no use to a page elsewhere.
+    """
     session_id = generate_session_id(secret_key=settings.secret_key, signed=True)
+    payload = {"dashboard": dashboard, "user": user.name, "roles": list(user.effective_roles)}
+    if origin is not None:
+        payload["origin"] = origin
     token = generate_jwt_token(
         session_id,
         secret_key=settings.secret_key,
         signed=True,
-        extra_payload={"dashboard": dashboard, "user": user.name,
-                       "roles": list(user.effective_roles)},
+        extra_payload=payload,
         expiration=settings.session_token_expiration,
     )
     return Minted(session_id, token)
+
+
+def normalize_origin(value: str | None) -> str | None:
+    """``scheme://host[:port]`` lower-cased, default port dropped; None if not an origin."""
+    from urllib.parse import urlsplit
+
+    if not value or value == "null" or any(ord(c) < 0x21 for c in value):
+        return None
+    try:
+        u = urlsplit(value.strip())
+        port = u.port
+    except ValueError:
+        return None
+    if u.scheme not in ("http", "https") or not u.hostname:
+        return None
+    host = f"[{u.hostname}]" if ":" in u.hostname else u.hostname
+    if port is not None and port != {"http": 80, "https": 443}[u.scheme]:
+        host += f":{port}"
+    return f"{u.scheme}://{host}"
+
+
+def embed_origins(settings: Settings) -> frozenset[str]:
+    """``FLEET_EMBED_ORIGINS``, normalized (entries that are not origins are ignored)."""
+    return frozenset(o for o in map(normalize_origin, settings.embed_origins) if o)
+
+
+def page_origin(headers, own: str, allowed: frozenset[str]) -> tuple[str | None, str]:
+    """(origin of the page asking for ``/embed/X.js``, or None with the reason).
+
+    A ``<script src>`` load carries the page's origin in ``Origin`` (with
+    ``crossorigin``) or, by default, in ``Referer``; ``Sec-Fetch-Site`` says whether
+    the page is ours.  Browsers set these, pages cannot: a page that hides them
+    (``referrerpolicy="no-referrer"``) gets no token.
+    """
+    if headers.get("Sec-Fetch-Mode") == "navigate" or headers.get("Sec-Fetch-Dest") not in (None, "script"):
+        return None, "load this as a <script src>, not as a page"
+    site = headers.get("Sec-Fetch-Site")
+    origin = normalize_origin(headers.get("Origin")) or normalize_origin(headers.get("Referer"))
+    if site == "same-origin" or (site is None and origin == own):
+        return own, ""
+    if origin is None:
+        return None, "the embedding page sent neither Origin nor Referer"
+    if origin != own and origin in allowed:
+        return origin, ""
+    return None, f"pages on {origin} may not embed dashboards (FLEET_EMBED_ORIGINS)"
 
 
 def app_url(settings: Settings, base_url: str) -> str:

@@ -92,18 +92,24 @@ def embed_js(name: str):  # type: ignore[no-untyped-def]
     """One script tag for another intranet page: ``<script src=".../embed/X.js">``.
 
     Goes through the same login: without a session it shows a login link; a user who
-    may not view the dashboard gets a message, never a token.
+    may not view the dashboard gets a message, never a token.  Only pages of our own
+    origin or of ``FLEET_EMBED_ORIGINS`` get a token (a same-site page on another port
+    would otherwise read it out of the script), and the token is bound to that origin.
     """
+    f = fleet()
+    s = f.settings
+    own = embed.normalize_origin(request.host_url)
+    origin, why = embed.page_origin(request.headers, own or "", embed.embed_origins(s))
+    if origin is None:
+        return _js(_message_js(f"This page may not embed dashboards: {why}."), 403)
     if g.user is None:
         login = url_for("auth.login", _external=True)
-        return _js(_message_js("Log in to see this dashboard.", login), 401)
-    f = fleet()
+        return _cors(_js(_message_js("Log in to see this dashboard.", login), 401))
     if not DASHBOARD_RE.match(name) or not registry.dashboard_exists(f.client, f.keys, name):
-        return _js(_message_js(f"No dashboard {name!r}."), 404)
+        return _cors(_js(_message_js(f"No dashboard {name!r}."), 404))
     if not f.accounts.can_view(g.user, name):
-        return _js(_message_js(f"You may not view dashboard {name!r}."), 403)
-    s = f.settings
-    minted = embed.mint(s, name, g.user)
+        return _cors(_js(_message_js(f"You may not view dashboard {name!r}."), 403))
+    minted = embed.mint(s, name, g.user, origin=origin)
     elementid = embed.element_id()
     src = embed.autoload_src(embed.app_url(s, request.host_url), minted.token, elementid)
     body = (
@@ -111,4 +117,15 @@ def embed_js(name: str):  # type: ignore[no-untyped-def]
         f"d.id={json.dumps(elementid)};d.className='fleet-dashboard';"
         "me.parentNode.insertBefore(d,me);})();\n" + embed.loader_js(src, elementid)
     )
-    return _js(body)
+    return _cors(_js(body))
+
+
+def _cors(resp: Response) -> Response:
+    """For ``<script crossorigin="use-credentials">`` from a listed origin (checked by
+    :func:`embed.page_origin` before this): let that origin, and only it, read it."""
+    origin = embed.normalize_origin(request.headers.get("Origin"))
+    if origin and origin in embed.embed_origins(fleet().settings):
+        resp.headers["Access-Control-Allow-Origin"] = origin
+        resp.headers["Access-Control-Allow-Credentials"] = "true"
+    resp.headers["Vary"] = "Origin, Referer, Sec-Fetch-Site"
+    return resp

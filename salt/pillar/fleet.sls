@@ -33,6 +33,12 @@ fleet:
       address: 10.0.0.22
       instances: 4
   allowed_origins: [dashboards.example.internal:8080]
+  # Trusted-header SSO (docs/web.md): nginx passes sso_header on only from the
+  # authenticating proxy's addresses and strips it from everyone else.
+  # sso_header: X-Remote-User
+  # sso_proxies: [10.0.0.5]
+  # front_proxies: [10.0.0.6]        # load balancers whose X-Forwarded-For nginx believes
+  # embed_origins: [http://wiki.example.internal]   # pages that may use /embed/<name>.js
 
   secrets:
     secret_key: CHANGE-ME-bokeh-session-signing-key-at-least-32-chars
