@@ -22,6 +22,7 @@ GROUPS = (
     "app.cli.instance",    # instance
     "app.cli.accounts",    # users, tokens, access
     "app.cli.stack",       # render (configs from the instance count), supervisor event listener
+    "app.cli.controllers", # controllers add|list|remove (Redis ACL users)
 )
 
 
