@@ -114,6 +114,10 @@ ALWAYS = ("redis_url", "instances", "bokeh_port_base", "bokeh_host", "http_host"
           "allowed_origins", "key_prefix")
 
 
+#: settings only `fleetctl render` uses (not the programs' business)
+DEPLOY_ONLY = ("run_user",)
+
+
 def effective_settings(settings: Settings, secrets: dict[str, str], var_dir: Path) -> Settings:
     """The settings the programs will run with: absolute var_dir, secrets, Redis URL."""
     changes: dict[str, Any] = {"var_dir": var_dir}
@@ -137,6 +141,8 @@ def program_env(s: Settings) -> dict[str, str]:
     for f in dataclasses.fields(Settings):
         value = getattr(s, f.name)
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        if f.name in DEPLOY_ONLY:
+            continue
         if f.name in ALWAYS or value != default:
             env[PREFIX + f.name.upper()] = _env_value(value)
     env["PYTHONUNBUFFERED"] = "1"
