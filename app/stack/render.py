@@ -23,6 +23,7 @@ import hashlib
 import os
 import pwd
 import shutil
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -62,6 +63,15 @@ def bokeh_static_dir() -> Path:
     from bokeh.util.paths import bokehjs_path  # no documents touched: just a path
 
     return Path(bokehjs_path())
+
+
+def _bokeh_static_in(venv: Path) -> Path:
+    """BokehJS of ``venv`` (the programs' venv may be another copy than the renderer's)."""
+    static = bokeh_static_dir()
+    try:
+        return venv / static.relative_to(Path(sys.prefix))
+    except ValueError:
+        return static
 
 
 def redis_is_managed(settings: Settings) -> bool:
@@ -232,7 +242,7 @@ def build_context(
         "nginx_bin": shutil.which("nginx") or "/usr/sbin/nginx",
         "nginx_user": _nginx_user(run_as),
         "nginx_mime_types": "/etc/nginx/mime.types",
-        "bokeh_static": str(bokeh_static_dir()),
+        "bokeh_static": str(_bokeh_static_in(venv)),
         "bokeh_prefix": s.bokeh_prefix.rstrip("/"),
         "proxy_read_timeout": max(120, 3 * s.keep_alive_ms // 1000),
         "client_max_body_size": s.api_max_body_bytes,
@@ -350,6 +360,13 @@ def prepare_dirs(ctx: dict[str, Any]) -> None:
     os.chmod(var / "run", 0o700)
     os.chmod(var / "redis", 0o700)
     os.chmod(var / "log", 0o750)  # logs: supervisord (root) writes them 0640 (umask 027)
+    # supervisord opens its own log before applying its umask: create it private, and
+    # take world access away from logs that earlier versions wrote 0644
+    fd = os.open(var / "log" / "supervisord.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
+    os.close(fd)
+    for f in (var / "log").iterdir():
+        if f.is_file() and not f.is_symlink():
+            os.chmod(f, stat.S_IMODE(f.stat().st_mode) & 0o770)
     user = ctx["nginx_user"]
     root = os.geteuid() == 0
     if root and ctx["run_as"]:
