@@ -108,6 +108,10 @@ def test_controllers_list_remove_and_survive_a_redis_restart(stack):
     url = add_controller(stack, "--dashboard", "ops", "--name", "ops-feed")
     listed = stack.fleetctl("controllers", "list").stdout
     assert any(line.split()[0] == "ops-feed" and "ops" in line for line in listed.splitlines())
+    # deploy/run again: render keeps the saved controller in the aclfile, reload applies it
+    stack.fleetctl("render")
+    assert "user ctl-ops-feed " in (stack.var / "redis" / "users.acl").read_text()
+    stack.fleetctl("controllers", "reload")
     stack.ctl("restart", "fleet:redis", check=True)
     deadline = time.monotonic() + 20
     while True:

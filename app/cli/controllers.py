@@ -65,6 +65,12 @@ def _remove(args, cfg, client, keys) -> int:
     return 0
 
 
+def _reload(args, cfg, client, keys) -> int:
+    client.execute_command("ACL", "LOAD")
+    print("Redis ACL users reloaded from the aclfile")
+    return 0
+
+
 def register(sub) -> None:
     """Add ``controllers add|list|remove`` to fleetctl."""
     p = sub.add_parser("controllers", help="Redis ACL users for controllers (add prints a Redis URL)")
@@ -81,3 +87,5 @@ def register(sub) -> None:
     r = csub.add_parser("remove", help="delete a controller user (its connections are closed)")
     r.add_argument("name")
     r.set_defaults(handler=lambda args, cfg: _run(_remove, args, cfg))
+    ld = csub.add_parser("reload", help="ACL LOAD: apply a re-rendered aclfile (deploy/run does)")
+    ld.set_defaults(handler=lambda args, cfg: _run(_reload, args, cfg))
