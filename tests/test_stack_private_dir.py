@@ -129,6 +129,12 @@ def test_programs_run_unprivileged_and_logs_are_private(private):
     assert not stat.S_IMODE((private.var / "log").stat().st_mode) & 0o007
     data = private.var / "redis" / "data"
     assert data.stat().st_uid == fleet_uid
+    # the admin page (web, as fleet) still reads supervisord's process states; others cannot
+    sock = private.var / "supervisor.sock"
+    assert stat.S_IMODE(sock.stat().st_mode) & 0o007 == 0
+    res = subprocess.run([str(Path(sys.prefix) / "bin" / "supervisorctl"), "-c", str(private.conf),
+                          "status", "fleet:web"], user="fleet", group="fleet", extra_groups=[], capture_output=True, text=True, timeout=30)
+    assert "RUNNING" in res.stdout, res
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="nginx workers change user only when started as root")

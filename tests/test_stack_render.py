@@ -71,7 +71,9 @@ def test_supervisord_conf_socket_logs_and_group(tmp_path):
     opts = _supervisor_options(tmp_path)
     unix = opts.server_configs[0]
     assert unix["family"] == __import__("socket").AF_UNIX
-    assert unix["chmod"] == 0o700
+    # as root the programs' user (FLEET_RUN_USER) gets the socket through its group
+    assert unix["chmod"] == (0o770 if os.geteuid() == 0 else 0o700)
+    assert opts.umask == 0o027  # log files are not world-readable
     assert unix["file"] == str(tmp_path / "var/supervisor.sock")
     assert opts.logfile == str(tmp_path / "var/log/supervisord.log")
     procs = _processes(opts)
