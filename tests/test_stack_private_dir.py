@@ -133,12 +133,13 @@ def test_programs_run_unprivileged_and_logs_are_private(private):
     sock = private.var / "supervisor.sock"
     assert stat.S_IMODE(sock.stat().st_mode) & 0o007 == 0
     res = subprocess.run([str(Path(sys.prefix) / "bin" / "supervisorctl"), "-c", str(private.conf),
-                          "status", "fleet:web"], user="fleet", group="fleet", extra_groups=[], capture_output=True, text=True, timeout=30)
+                          "status", "fleet:web"], user="fleet", group="fleet", extra_groups=[],
+                         capture_output=True, text=True, timeout=30)
     assert "RUNNING" in res.stdout, res
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="nginx workers change user only when started as root")
-def test_health_reports_bokehjs_nginx_cannot_read(tmp_path_factory):
+def test_health_reports_bokehjs_nginx_cannot_read():
     """The old set-up (programs as root, nginx workers as www-data, no grants) in a
     private directory: the site answers, but the health check must say BokehJS fails."""
     outer = Path(tempfile.mkdtemp(prefix="fleet-private-"))
