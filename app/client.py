@@ -9,6 +9,11 @@
 
 Commands are validated before they are published (``Rejected`` says what is wrong).
 Every method returns the stream id of the published entry.
+
+Least privilege: ``fleetctl controllers add --dashboard sales`` prints a Redis URL
+whose ACL user may XADD to ``sales`` only and read its keys (app/bus/acl.py); that
+is all ``replace``/``stream``/... and ``state``/``rejected`` of ``sales`` need.
+``create``/``delete``/``dashboards`` are the operator's (admin URL).
 """
 
 from __future__ import annotations

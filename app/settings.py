@@ -115,6 +115,9 @@ class Settings:
     var_dir: Path = field(default_factory=lambda: Path("var"))
     redis_port: int = 6390
     demo: bool = False
+    # Unprivileged user the programs (and nginx workers) run as when the stack is
+    # started as root; created (system, nologin) if missing.  Unused when not root.
+    run_user: str = "fleet"
 
     # --- fleetctl --------------------------------------------------------------------
     # Print the traceback behind an error message (like ``fleetctl --debug``).

@@ -71,7 +71,9 @@ def test_supervisord_conf_socket_logs_and_group(tmp_path):
     opts = _supervisor_options(tmp_path)
     unix = opts.server_configs[0]
     assert unix["family"] == __import__("socket").AF_UNIX
-    assert unix["chmod"] == 0o700
+    # as root the programs' user (FLEET_RUN_USER) gets the socket through its group
+    assert unix["chmod"] == (0o770 if os.geteuid() == 0 else 0o700)
+    assert opts.umask == 0o027  # log files are not world-readable
     assert unix["file"] == str(tmp_path / "var/supervisor.sock")
     assert opts.logfile == str(tmp_path / "var/log/supervisord.log")
     procs = _processes(opts)
@@ -118,7 +120,10 @@ def test_secrets_generated_once_and_private(tmp_path):
     for rel in ("supervisor/fleet.conf", "redis/redis.conf", "fleet.env"):
         assert stat.S_IMODE((tmp_path / "var" / rel).stat().st_mode) == 0o600, rel
     assert first["SECRET_KEY"] in (tmp_path / "var/supervisor/fleet.conf").read_text()
-    assert f"requirepass {first['REDIS_PASSWORD']}" in (tmp_path / "var/redis/redis.conf").read_text()
+    assert "aclfile " in (tmp_path / "var/redis/redis.conf").read_text()
+    acl = (tmp_path / "var/redis/users.acl").read_text()
+    assert first["REDIS_PASSWORD"] not in acl and "user default off" in acl
+    assert stat.S_IMODE((tmp_path / "var/redis/users.acl").stat().st_mode) == 0o600
 
 
 def test_program_env_round_trips_through_settings(tmp_path):
@@ -126,7 +131,7 @@ def test_program_env_round_trips_through_settings(tmp_path):
     s = load(env=ctx["env"])
     assert s.instances == 4 and s.http_port == 9090 and s.demo is True
     assert s.var_dir == tmp_path / "var"
-    assert s.redis_url.startswith("redis://default:") and s.redis_url.endswith("@127.0.0.1:6390/0")
+    assert s.redis_url.startswith("redis://admin:") and s.redis_url.endswith("@127.0.0.1:6390/0")
     assert s.secret_key and s.flask_secret
     assert "127.0.0.1:9090" in s.allowed_origins
     env_file = read_env_file(tmp_path / "var/fleet.env")

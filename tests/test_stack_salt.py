@@ -26,7 +26,9 @@ SALT_VENV = Path(os.environ.get("FLEET_SALT_VENV", ROOT / "var" / "salt-venv"))
 SALT_VERSION = "3008.3"
 SECRETS = {"secret_key": "salt-test-secret-key-0123456789abcdef",
            "flask_secret": "salt-test-flask-secret-0123456789abcdef",
-           "redis_password": "salt-test-redis-password", "demo_password": "demo-pass"}
+           "redis_password": "salt-test-redis-password", "demo_password": "demo-pass",
+           **{f"redis_password_{r}": f"salt-test-redis-{r}"
+              for r in ("instance", "web", "compactor", "events", "demo")}}
 
 
 def ensure_salt_venv() -> Path:
@@ -111,7 +113,8 @@ def test_role_states_render(tmp_path, role, present, absent):
         ctx = next(a["context"] for a in states["fleet-supervisor-programs"]["file"]
                    if isinstance(a, dict) and "context" in a)
         assert ctx["instances"] == 4 and ctx["env"]["FLEET_BOKEH_HOST"] == "10.0.0.21"
-        assert ctx["env"]["FLEET_REDIS_URL"] == "redis://default:salt-test-redis-password@10.0.0.30:6390/0"
+        assert ctx["env"]["FLEET_REDIS_URL"] == "redis://admin:salt-test-redis-password@10.0.0.30:6390/0"
+        assert ctx["redis_urls"]["bokeh"] == "redis://instance:salt-test-redis-instance@10.0.0.30:6390/0"
         assert ctx["programs"] == {"redis": False, "bokeh": True, "web": False, "compactor": False,
                                    "nginx": False, "demo": False, "events": True}
 
@@ -137,8 +140,9 @@ def test_salt_renders_the_same_files_as_fleetctl_render(minion, tmp_path):
     ours.mkdir(parents=True)
     (ours / "secrets.env").write_text(
         "".join(f"{k.upper()}={v}\n" for k, v in SECRETS.items()))
-    render.render_site(Settings(instances=3, http_port=18080), root=ROOT, venv=Path(sys.prefix), var_dir=ours)
-    for rel in ("nginx/nginx.conf", "supervisor/fleet.conf", "redis/redis.conf"):
+    render.render_site(Settings(instances=3, http_port=18080, run_user=""), root=ROOT,  # pillar user ''
+                       venv=Path(sys.prefix), var_dir=ours)
+    for rel in ("nginx/nginx.conf", "supervisor/fleet.conf", "redis/redis.conf", "redis/users.acl"):
         a = (salt_var / rel).read_text().replace(str(salt_var), "VAR").rstrip()
         b = (ours / rel).read_text().replace(str(ours), "VAR").rstrip()
         assert a == b, rel

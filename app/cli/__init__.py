@@ -29,6 +29,7 @@ GROUPS = (
     "app.cli.instance",    # instance
     "app.cli.accounts",    # users, tokens, access
     "app.cli.stack",       # info, render, secrets, events, health, supervisor event listener, demo
+    "app.cli.controllers", # controllers add|list|remove|reload (Redis ACL users)
 )
 
 log = logging.getLogger("fleet.cli")

@@ -20,7 +20,8 @@ def cmd_render(args, cfg: Settings) -> int:
     except render.RenderError as exc:
         raise CliError(str(exc)) from None
     if args.json:
-        safe = {k: v for k, v in ctx.items() if k not in ("env", "redis_password")}
+        safe = {k: v for k, v in ctx.items()
+                if k not in ("env", "redis_password", "redis_urls", "redis_users", "redis_acl_keep")}
         print(json.dumps({"context": safe, "written": {k: str(v) for k, v in written.items()}}, indent=2))
     else:
         for path in written.values():

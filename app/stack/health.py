@@ -1,4 +1,8 @@
-"""Is the stack up?  supervisord's view, every instance's ``/healthz``, the site.
+"""Is the stack up?  supervisord's view, every instance's ``/healthz``, the site, and
+what a browser needs through nginx: BokehJS from ``/bokeh/static/`` (nginx's workers
+must be able to read it: a checkout in a 0700 directory once served blank pages)
+and the Bokeh websocket route (nginx answers an unauthenticated upgrade with 401
+from the web app's ``/auth/check``, not with a 5xx).
 
 Used by ``deploy/run --detach`` (return once healthy), ``deploy/rolling-restart``
 (wait for one instance) and the tests.  Standard library only.
@@ -78,6 +82,43 @@ def site_url(settings: Settings) -> str:
     return f"http://{host}:{settings.http_port}"
 
 
+#: a BokehJS file every dashboard page loads, relative to ``<bokeh_prefix>/static/``
+BOKEHJS_ASSET = "js/bokeh.min.js"
+
+
+def asset_problem(settings: Settings, timeout: float = 5.0) -> str | None:
+    """BokehJS through nginx: 200 and a body, else what went wrong."""
+    url = f"{site_url(settings)}/{settings.bokeh_prefix.strip('/')}/static/{BOKEHJS_ASSET}"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            if resp.status == 200 and len(resp.read(4096)) == 4096:
+                return None
+            return f"site: {url} -> {resp.status} with a short body"
+    except urllib.error.HTTPError as exc:
+        return f"site: {url} -> {exc.code} (can nginx's workers read BokehJS? see var/log/nginx.log)"
+    except OSError as exc:
+        return f"site: {url} -> {getattr(exc, 'reason', exc)}"
+
+
+def websocket_problem(settings: Settings, timeout: float = 5.0) -> str | None:
+    """The Bokeh websocket route through nginx: an upgrade without credentials must be
+    refused by the web app's auth check (401), which proves nginx -> auth -> upstream
+    routing is in place; 5xx or no answer is a problem."""
+    host = "127.0.0.1" if settings.http_host in ("0.0.0.0", "::", "") else settings.http_host
+    path = "/" + settings.bokeh_prefix.strip("/") + "/dashboard/ws"
+    conn = http.client.HTTPConnection(host, settings.http_port, timeout=timeout)
+    try:
+        conn.request("GET", path, headers={
+            "Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Version": "13",
+            "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==", "Host": f"{host}:{settings.http_port}"})
+        status = conn.getresponse().status
+    except OSError as exc:
+        return f"site: websocket {path} -> {exc}"
+    finally:
+        conn.close()
+    return None if status == 401 else f"site: websocket {path} without login -> {status} (expected 401)"
+
+
 def problems(settings: Settings, instances: list[int] | None = None, site: bool = True,
              supervisor: bool = True) -> list[str]:
     out: list[str] = []
@@ -91,6 +132,8 @@ def problems(settings: Settings, instances: list[int] | None = None, site: bool 
         status = http_status(site_url(settings) + "/auth/login")
         if status != 200:
             out.append(f"site: {site_url(settings)}/auth/login -> {status}")
+        else:
+            out += [p for p in (asset_problem(settings), websocket_problem(settings)) if p]
     return out
 
 

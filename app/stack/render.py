@@ -10,15 +10,21 @@ tree links to them), so the variable names here are a contract with ``salt/``:
 ``port_prefix`` (instance n listens on ``<port_prefix><nn>``), ``bokeh_host``,
 ``upstream`` (list of ``host:port``), ``programs`` (which programs this host runs),
 ``env`` (the ``FLEET_*`` environment every program gets), ``redis_*``, ``http_*``,
-``web_*``, ``nginx_*``, ``bokeh_static``.
+``web_*``, ``nginx_*``, ``bokeh_static``, ``run_as`` (unprivileged user of the
+programs and nginx workers, '' = supervisord's own user), ``key_prefix``,
+``redis_users`` (ACL user -> sha256 of its password), ``redis_urls`` (program ->
+its own Redis URL), ``redis_acl_keep`` (runtime ACL lines kept: controllers).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 import pwd
 import shutil
+import stat
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -37,7 +43,14 @@ OUTPUTS = {
     "supervisor.conf.j2": "supervisor/fleet.conf",
     "nginx.conf.j2": "nginx/nginx.conf",
     "redis.conf.j2": "redis/redis.conf",
+    "redis.acl.j2": "redis/users.acl",
 }
+#: program -> its Redis ACL user (managed Redis only; rules in templates/redis.acl.j2)
+REDIS_ROLES = {"bokeh": "instance", "web": "web", "compactor": "compactor",
+               "events": "events", "demo": "demo"}
+#: ACL users created at run time (``fleetctl controllers add``), kept across renders
+RUNTIME_ACL_PREFIX = "ctl-"
+REDIS_ADMIN_USER = "admin"
 NGINX_TEMP_DIRS = ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
 
 
@@ -52,6 +65,15 @@ def bokeh_static_dir() -> Path:
     return Path(bokehjs_path())
 
 
+def _bokeh_static_in(venv: Path) -> Path:
+    """BokehJS of ``venv`` (the programs' venv may be another copy than the renderer's)."""
+    static = bokeh_static_dir()
+    try:
+        return venv / static.relative_to(Path(sys.prefix))
+    except ValueError:
+        return static
+
+
 def redis_is_managed(settings: Settings) -> bool:
     """True when the stack runs its own redis-server (FLEET_REDIS_URL not elsewhere)."""
     if settings.redis_url == Settings.redis_url:
@@ -62,10 +84,30 @@ def redis_is_managed(settings: Settings) -> bool:
     )
 
 
-def _managed_redis_url(settings: Settings, password: str) -> str:
+def _managed_redis_url(settings: Settings, password: str, user: str = REDIS_ADMIN_USER) -> str:
     u = urlsplit(settings.redis_url)
     db = u.path if u.path not in ("", "/") else "/0"
-    return urlunsplit(("redis", f"default:{password}@127.0.0.1:{settings.redis_port}", db, "", ""))
+    return urlunsplit(("redis", f"{user}:{password}@127.0.0.1:{settings.redis_port}", db, "", ""))
+
+
+def role_password_name(role: str) -> str:
+    """secrets.env name of a Redis ACL user's password (``admin`` -> REDIS_PASSWORD)."""
+    return "REDIS_PASSWORD" if role == REDIS_ADMIN_USER else f"REDIS_PASSWORD_{role.upper()}"
+
+
+def acl_hash(password: str) -> str:
+    """What a Redis ACL file stores instead of the password (``#<sha256 hex>``)."""
+    return hashlib.sha256(password.encode()).hexdigest()
+
+
+def kept_acl_lines(aclfile: Path) -> list[str]:
+    """The ``user ctl-...`` lines of an existing ACL file (controllers added at run time)."""
+    try:
+        text = aclfile.read_text()
+    except OSError:
+        return []
+    return [line.strip() for line in text.splitlines()
+            if line.startswith(f"user {RUNTIME_ACL_PREFIX}")]
 
 
 def _env_value(value: Any) -> str:
@@ -80,6 +122,10 @@ def _env_value(value: Any) -> str:
 ALWAYS = ("redis_url", "instances", "bokeh_port_base", "bokeh_host", "http_host", "http_port",
           "web_host", "web_port", "var_dir", "demo", "secret_key", "flask_secret",
           "allowed_origins", "key_prefix")
+
+
+#: settings only `fleetctl render` uses (not the programs' business)
+DEPLOY_ONLY = ("run_user",)
 
 
 def effective_settings(settings: Settings, secrets: dict[str, str], var_dir: Path) -> Settings:
@@ -105,16 +151,28 @@ def program_env(s: Settings) -> dict[str, str]:
     for f in dataclasses.fields(Settings):
         value = getattr(s, f.name)
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        if f.name in DEPLOY_ONLY:
+            continue
         if f.name in ALWAYS or value != default:
             env[PREFIX + f.name.upper()] = _env_value(value)
     env["PYTHONUNBUFFERED"] = "1"
     return env
 
 
-def _nginx_user() -> str:
-    """Worker user when nginx starts as root (Debian's www-data), else '' (no directive)."""
+def run_user(settings: Settings) -> str:
+    """The user the programs run as: FLEET_RUN_USER when started as root, else '' (as is)."""
+    if os.geteuid() != 0 or settings.run_user in ("", "root"):
+        return ""
+    return settings.run_user
+
+
+def _nginx_user(run_as: str = "") -> str:
+    """Worker user when nginx starts as root (the programs' user, else Debian's www-data),
+    else '' (no directive: the workers run as whoever started nginx)."""
     if os.geteuid() != 0:
         return ""
+    if run_as:
+        return run_as
     for name in ("www-data", "nobody"):
         try:
             pwd.getpwnam(name)
@@ -146,12 +204,20 @@ def build_context(
     venv = (venv or Path(sys.prefix)).absolute()
     s = effective_settings(settings, secrets, var_dir)
     managed = redis_is_managed(settings)
+    run_as = run_user(settings)
+    redis_users: dict[str, str] = {}
+    redis_urls: dict[str, str] = {}
+    if managed:
+        for role in (REDIS_ADMIN_USER, *REDIS_ROLES.values()):
+            redis_users[role] = acl_hash(secrets[role_password_name(role)])
+        for program, role in REDIS_ROLES.items():
+            redis_urls[program] = _managed_redis_url(settings, secrets[role_password_name(role)], role)
     return {
         "root": str(root),
         "venv": str(venv),
         "var_dir": str(var_dir),
         "log_dir": str(var_dir / "log"),
-        "run_as": "",
+        "run_as": run_as,
         "instances": n,
         "port_prefix": s.bokeh_port_base // 100,
         "bokeh_host": s.bokeh_host,
@@ -165,14 +231,18 @@ def build_context(
         "redis_port": s.redis_port,
         "redis_bind": "127.0.0.1 -::1",
         "redis_password": secrets["REDIS_PASSWORD"] if managed else "",
+        "key_prefix": s.key_prefix,
+        "redis_users": redis_users,
+        "redis_urls": redis_urls,
+        "redis_acl_keep": kept_acl_lines(var_dir / "redis" / "users.acl"),
         "http_host": s.http_host,
         "http_port": s.http_port,
         "web_host": s.web_host,
         "web_port": s.web_port,
         "nginx_bin": shutil.which("nginx") or "/usr/sbin/nginx",
-        "nginx_user": _nginx_user(),
+        "nginx_user": _nginx_user(run_as),
         "nginx_mime_types": "/etc/nginx/mime.types",
-        "bokeh_static": str(bokeh_static_dir()),
+        "bokeh_static": str(_bokeh_static_in(venv)),
         "bokeh_prefix": s.bokeh_prefix.rstrip("/"),
         "proxy_read_timeout": max(120, 3 * s.keep_alive_ms // 1000),
         "client_max_body_size": s.api_max_body_bytes,
@@ -230,8 +300,74 @@ def shell_env(env: dict[str, str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def ensure_system_user(name: str) -> None:
+    """Create system user ``name`` (nologin, no home) unless it exists; needs root."""
+    try:
+        pwd.getpwnam(name)
+        return
+    except KeyError:
+        pass
+    useradd = shutil.which("useradd") or "/usr/sbin/useradd"
+    try:
+        subprocess.run([useradd, "--system", "--user-group", "--no-create-home",
+                        "--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin", name],
+                       check=True, capture_output=True, text=True)
+    except (OSError, subprocess.CalledProcessError) as exc:
+        detail = getattr(exc, "stderr", "") or exc
+        raise RenderError(f"cannot create the system user {name!r} (FLEET_RUN_USER): {detail}") from None
+
+
+def _as_user_ok(user: str, *test: str) -> bool:
+    """``test <args>`` run as ``user`` (what that user can really do, ACLs included)."""
+    return subprocess.run(["test", *test], user=user, group=pwd.getpwnam(user).pw_gid,
+                          extra_groups=[], check=False).returncode == 0
+
+
+def _setfacl(*args: str) -> None:
+    exe = shutil.which("setfacl")
+    if not exe:
+        raise RenderError("setfacl not found: install the Debian package 'acl' (deploy/run does)")
+    res = subprocess.run([exe, *args], capture_output=True, text=True, check=False)
+    if res.returncode:
+        raise RenderError(f"setfacl {' '.join(args)}: {res.stderr.strip()}")
+
+
+def grant_access(user: str, trees: list[Path], skip: tuple[Path, ...] = (),
+                 traverse: tuple[Path, ...] = ()) -> list[str]:
+    """Let ``user`` reach and read ``trees`` (checkout, venv, the Python prefix, BokehJS).
+
+    Only what it lacks, as POSIX ACL entries, never by opening modes to everyone:
+    ``u:USER:x`` on each ancestor directory it cannot traverse (e.g. /root, 0700) and,
+    when a tree itself is unreadable to it, ``u:USER:rX`` on that tree (``skip``: the
+    site's var/, whose secrets stay with their owner; ``traverse``: directories it
+    only needs to reach).  Returns what was changed.
+    """
+    changed: list[str] = []
+    for tree in [*trees, *traverse]:
+        tree = tree.absolute()
+        for d in [*reversed(tree.parents), tree]:
+            if d.is_dir() and not _as_user_ok(user, "-x", str(d)):
+                _setfacl("-m", f"u:{user}:x", str(d))
+                changed.append(f"u:{user}:x {d}")
+        if tree in traverse:
+            continue
+        probe = tree if not tree.is_dir() else next(
+            (c for c in sorted(tree.iterdir()) if c.is_file()), tree)
+        if _as_user_ok(user, "-r", str(probe)) and _as_user_ok(user, "-r", str(tree)):
+            continue
+        tops = [tree] if not tree.is_dir() else [c for c in tree.iterdir()
+                                                  if c.resolve() not in skip and c.name != ".git"]
+        _setfacl("-m", f"u:{user}:rX", str(tree))
+        for top in tops:
+            _setfacl("-R", "-m", f"u:{user}:rX", str(top))
+        changed.append(f"u:{user}:rX -R {tree}")
+    return changed
+
+
 def prepare_dirs(ctx: dict[str, Any]) -> None:
-    """Create var/ sub-directories; nginx temp dirs belong to its worker user."""
+    """Create var/ sub-directories; nginx temp dirs belong to its worker user, Redis's
+    data to the programs' user (``run_as``), who is created and given access when
+    the stack is started as root."""
     var = Path(ctx["var_dir"])
     var.mkdir(parents=True, exist_ok=True)
     os.chmod(var, 0o711)  # workers may traverse to their temp dirs, not list secrets
@@ -239,14 +375,39 @@ def prepare_dirs(ctx: dict[str, Any]) -> None:
         (var / sub).mkdir(parents=True, exist_ok=True)
     os.chmod(var / "run", 0o700)
     os.chmod(var / "redis", 0o700)
+    os.chmod(var / "log", 0o750)  # logs: supervisord (root) writes them 0640 (umask 027)
+    # supervisord opens its own log before applying its umask: create it private, and
+    # take world access away from logs that earlier versions wrote 0644
+    fd = os.open(var / "log" / "supervisord.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
+    os.close(fd)
+    for f in (var / "log").iterdir():
+        if f.is_file() and not f.is_symlink():
+            os.chmod(f, stat.S_IMODE(f.stat().st_mode) & 0o770)
     user = ctx["nginx_user"]
+    root = os.geteuid() == 0
+    if root and ctx["run_as"]:
+        ensure_system_user(ctx["run_as"])
     for name in NGINX_TEMP_DIRS:
         d = var / "nginx" / "tmp" / name
         d.mkdir(parents=True, exist_ok=True)
-        if user and os.geteuid() == 0:
+        if user and root:
             pw = pwd.getpwnam(user)
             os.chown(d, pw.pw_uid, pw.pw_gid)
             os.chown(d.parent, pw.pw_uid, pw.pw_gid)
+    if root and ctx["run_as"]:
+        pw = pwd.getpwnam(ctx["run_as"])
+        for d in (var / "redis", var / "redis" / "data", *(var / "redis" / "data").rglob("*")):
+            os.chown(d, pw.pw_uid, pw.pw_gid)
+
+
+def grant_run_user(ctx: dict[str, Any]) -> list[str]:
+    """As root: give ``run_as`` (and nginx's workers) the access the programs need."""
+    if os.geteuid() != 0 or not ctx["run_as"]:
+        return []
+    trees = [Path(ctx["root"]), Path(ctx["venv"]), Path(sys.base_prefix), Path(ctx["bokeh_static"])]
+    var = Path(ctx["var_dir"])
+    # var/ itself is 0711 (traverse only), but its ancestors may not be traversable
+    return grant_access(ctx["run_as"], trees, skip=(var.resolve(),), traverse=(var.absolute(),))
 
 
 def render_all(ctx: dict[str, Any]) -> dict[str, Path]:
@@ -255,12 +416,19 @@ def render_all(ctx: dict[str, Any]) -> dict[str, Path]:
     var = Path(ctx["var_dir"])
     written: dict[str, Path] = {}
     for template, rel in OUTPUTS.items():
-        if template == "redis.conf.j2" and not ctx["programs"]["redis"]:
+        if template.startswith("redis.") and not ctx["programs"]["redis"]:
             continue
         path = var / rel
+        text = render_text(template, ctx)
+        if template == "redis.acl.j2":
+            text += "".join(line + "\n" for line in ctx["redis_acl_keep"])
         # supervisor and redis configs carry secrets: owner only
-        _write(path, render_text(template, ctx), 0o600 if template != "nginx.conf.j2" else 0o644)
+        _write(path, text, 0o600 if template != "nginx.conf.j2" else 0o644)
+        if template.startswith("redis.") and ctx["run_as"] and os.geteuid() == 0:
+            pw = pwd.getpwnam(ctx["run_as"])  # redis-server runs as run_as: its files
+            os.chown(path, pw.pw_uid, pw.pw_gid)
         written[template] = path
+    grant_run_user(ctx)
     env_path = var / "fleet.env"
     _write(env_path, shell_env(ctx["env"]), 0o600)
     written["fleet.env"] = env_path

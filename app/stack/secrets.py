@@ -16,7 +16,13 @@ from pathlib import Path
 SECRETS: dict[str, int] = {
     "SECRET_KEY": 48,      # Bokeh session-id signing key, shared with Flask
     "FLASK_SECRET": 48,    # Flask session cookie signing key
-    "REDIS_PASSWORD": 32,  # requirepass of the stack's own redis-server
+    "REDIS_PASSWORD": 32,  # Redis ACL user `admin` (operator, fleetctl) of the stack's own redis-server
+    # one Redis ACL user per program role (rules: app/stack/templates/redis.acl.j2)
+    "REDIS_PASSWORD_INSTANCE": 32,
+    "REDIS_PASSWORD_WEB": 32,
+    "REDIS_PASSWORD_COMPACTOR": 32,
+    "REDIS_PASSWORD_EVENTS": 32,
+    "REDIS_PASSWORD_DEMO": 32,
     "DEMO_PASSWORD": 9,    # password of the demo login created by deploy/run
 }
 

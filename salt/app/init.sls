@@ -45,7 +45,7 @@ fleet-var:
 fleet-var-{{ sub }}:
   file.directory:
     - name: {{ ctx.var_dir }}/{{ sub }}
-    - mode: '{{ '0700' if sub == 'run' else '0755' }}'
+    - mode: '{{ '0700' if sub == 'run' else '0750' if sub == 'log' else '0755' }}'
 {%- if fleet.user %}
     - user: {{ fleet.user }}
 {%- endif %}
@@ -66,6 +66,9 @@ fleet-secrets:
         SECRET_KEY={{ fleet.secrets.get('secret_key', '') }}
         FLASK_SECRET={{ fleet.secrets.get('flask_secret', '') }}
         REDIS_PASSWORD={{ fleet.secrets.get('redis_password', '') }}
+{%- for role in ('instance', 'web', 'compactor', 'events', 'demo') %}
+        REDIS_PASSWORD_{{ role | upper }}={{ fleet.secrets.get('redis_password_' ~ role, '') }}
+{%- endfor %}
         DEMO_PASSWORD={{ fleet.secrets.get('demo_password', '') }}
     - require:
       - file: fleet-var

@@ -43,5 +43,11 @@ fleet:
   secrets:
     secret_key: CHANGE-ME-bokeh-session-signing-key-at-least-32-chars
     flask_secret: CHANGE-ME-flask-session-signing-key-at-least-32-chars
-    redis_password: CHANGE-ME-redis-password
+    redis_password: CHANGE-ME-redis-password            # Redis ACL user `admin` (operators)
+    # one Redis ACL user per program role (URL-safe values)
+    redis_password_instance: CHANGE-ME-redis-instance
+    redis_password_web: CHANGE-ME-redis-web
+    redis_password_compactor: CHANGE-ME-redis-compactor
+    redis_password_events: CHANGE-ME-redis-events
+    redis_password_demo: CHANGE-ME-redis-demo
     demo_password: ''

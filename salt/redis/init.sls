@@ -33,3 +33,18 @@ fleet-redis-conf:
     - require:
       - file: fleet-redis-data
       - pkg: redis-package
+
+{#- The ACL users (one per role), plus the controllers already saved in the file
+    (map.jinja reads them back): redis-server reads it, ACL SAVE rewrites it. #}
+fleet-redis-acl:
+  file.managed:
+    - name: {{ ctx.var_dir }}/redis/users.acl
+    - source: salt://redis/templates/redis.acl.j2
+    - template: jinja
+    - mode: '0600'
+{%- if fleet.user %}
+    - user: {{ fleet.user }}
+{%- endif %}
+    - context: {{ ctx | json }}
+    - require:
+      - file: fleet-redis-data
