@@ -161,3 +161,19 @@ def test_fleetctl_render_cli(tmp_path):
     env["FLEET_INSTANCES"] = "0"
     res = subprocess.run([sys.prefix + "/bin/fleetctl", "render"], env=env, capture_output=True, text=True)
     assert res.returncode == 2 and "FLEET_INSTANCES" in res.stderr
+
+
+def test_all_interfaces_allow_the_machine_names(tmp_path):
+    """FLEET_HTTP_HOST=0.0.0.0: deploy/run prints http://$(hostname -f):port, so that
+    name must be an allowed origin (and so an allowed Host), not a 400."""
+    import socket
+
+    from app.settings import Settings
+    from app.stack.render import effective_settings
+
+    s = effective_settings(Settings(http_host="0.0.0.0", http_port=8123), {
+        "SECRET_KEY": "k", "FLASK_SECRET": "f", "REDIS_PASSWORD": "p"}, tmp_path)
+    assert f"{socket.getfqdn()}:8123" in s.allowed_origins
+    assert f"{socket.gethostname()}:8123" in s.allowed_origins
+    assert "127.0.0.1:8123" in s.allowed_origins
+    assert not any(o.startswith("0.0.0.0") for o in s.allowed_origins)

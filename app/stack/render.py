@@ -138,7 +138,13 @@ def effective_settings(settings: Settings, secrets: dict[str, str], var_dir: Pat
     if redis_is_managed(settings) and urlsplit(settings.redis_url).password is None:
         changes["redis_url"] = _managed_redis_url(settings, secrets["REDIS_PASSWORD"])
     if settings.allowed_origins == Settings.allowed_origins:
-        hosts = dict.fromkeys([settings.http_host, "127.0.0.1", "localhost"])
+        names = [settings.http_host, "127.0.0.1", "localhost"]
+        if settings.http_host in ("0.0.0.0", "::"):
+            # reachable by the machine's own names too: deploy/run prints `hostname -f`
+            import socket
+
+            names += [socket.getfqdn(), socket.gethostname()]
+        hosts = dict.fromkeys(n for n in names if n)
         changes["allowed_origins"] = tuple(
             f"{h}:{settings.http_port}" for h in hosts if h not in ("0.0.0.0", "::")
         )
