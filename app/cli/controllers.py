@@ -11,7 +11,7 @@ from __future__ import annotations
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from app.bus import acl
-from app.bus.connection import CONNECTION_ERRORS, ResponseError, sync_client
+from app.bus.connection import sync_client
 from app.bus.keys import Keys
 from app.settings import Settings
 
@@ -19,15 +19,12 @@ from app.settings import Settings
 def _run(fn, args, cfg: Settings) -> int:
     from app.cli import CliError
 
+    # Unreachable Redis, a wrong password and NOPERM are worded by fleetctl's central
+    # handler (app/cli/__init__.py), like every other command's.
     try:
         return fn(args, cfg, sync_client(cfg), Keys(cfg.key_prefix))
-    except CONNECTION_ERRORS as exc:
-        raise CliError(f"cannot reach Redis at {cfg.redis_url_redacted}: {exc}") from None
     except (acl.AclError, ValueError) as exc:
         raise CliError(str(exc)) from None
-    except ResponseError as exc:  # NOPERM: not the admin user
-        raise CliError(f"Redis refused ({exc}): run with the stack's admin Redis URL "
-                       "(var/fleet.env, FLEET_REDIS_URL)") from None
 
 
 def _url_for(cfg: Settings, user: str, password: str) -> str:
@@ -85,7 +82,7 @@ def register(sub) -> None:
     ls = csub.add_parser("list", help="controller users and their dashboards")
     ls.set_defaults(handler=lambda args, cfg: _run(_list, args, cfg))
     r = csub.add_parser("remove", help="delete a controller user (its connections are closed)")
-    r.add_argument("name")
+    r.add_argument("name", help="controller name as 'controllers list' shows it")
     r.set_defaults(handler=lambda args, cfg: _run(_remove, args, cfg))
     ld = csub.add_parser("reload", help="ACL LOAD: apply a re-rendered aclfile (deploy/run does)")
     ld.set_defaults(handler=lambda args, cfg: _run(_reload, args, cfg))
