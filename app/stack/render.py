@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import pwd
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -124,6 +125,13 @@ def _nginx_user() -> str:
     return "root"
 
 
+def _maxmemory(value: str) -> str:
+    """FLEET_REDIS_MAXMEMORY as redis.conf takes it (bytes, or with a kb/mb/gb unit)."""
+    if not re.fullmatch(r"[0-9]{1,15}(?:[kmg]b?|b)?", value.strip().lower()):
+        raise RenderError(f"FLEET_REDIS_MAXMEMORY={value!r}: use bytes or a size like 512mb or 2gb")
+    return value.strip().lower()
+
+
 def build_context(
     settings: Settings,
     secrets: dict[str, str],
@@ -165,6 +173,7 @@ def build_context(
         "redis_port": s.redis_port,
         "redis_bind": "127.0.0.1 -::1",
         "redis_password": secrets["REDIS_PASSWORD"] if managed else "",
+        "redis_maxmemory": _maxmemory(s.redis_maxmemory),
         "http_host": s.http_host,
         "http_port": s.http_port,
         "web_host": s.web_host,

@@ -9,7 +9,9 @@ validated by :func:`app.control.protocol.parse` - the instances' own validator -
 before any is published (all or nothing).
 
 Errors are ``{"error": {"status", "message", "field"?, "index"?}}`` with 400, 401,
-403, 404, 413 or 429.  Failed authentications are rate limited per client address.
+403, 404, 413, 429 or 503.  Failed authentications are rate limited per client address;
+publishing is rate limited per token (a token bucket in Redis: 429 with Retry-After).
+A Redis that reached its ``maxmemory`` refuses publishes: 503, never a silent drop.
 """
 
 from __future__ import annotations
@@ -23,8 +25,9 @@ from typing import Any
 from flask import Blueprint, Response, g, jsonify, request
 from werkzeug.exceptions import BadRequest
 
-from app.bus import publisher, registry, store
+from app.bus import buckets, publisher, registry, store
 from app.bus.accounts import Token
+from app.bus.connection import ResponseError
 from app.bus.keys import DASHBOARD_RE
 from app.control.protocol import COMMON_FIELDS, OP_FIELDS, Limits, Rejected, parse
 from app.control.snapshot import view
@@ -78,9 +81,33 @@ def _bearer() -> Token:
     tok = f.accounts.verify_token(secret.strip())
     if tok is None:
         f.accounts.hit("api-auth", addr, window=s.login_rate_window_seconds)
-        raise ApiError(401, "invalid or revoked token",
+        raise ApiError(401, f.accounts.token_refusal(secret.strip()),
                        headers={"WWW-Authenticate": 'Bearer realm="fleet", error="invalid_token"'})
     return tok
+
+
+def _redis_full(exc: Exception) -> Exception:
+    """Redis at its maxmemory (noeviction) refuses writes: say so (503), loudly."""
+    if "OOM" not in str(exc):
+        return exc
+    return ApiError(503, "Redis is full (it reached its maxmemory): publishes are refused until "
+                         "memory is freed; nothing was published", headers={"Retry-After": "30"})
+
+
+def _publish_rate(tok: Token) -> None:
+    """429 with Retry-After when this token publishes faster than FLEET_API_PUBLISH_RATE
+    (bursts up to FLEET_API_PUBLISH_BURST); other tokens have buckets of their own."""
+    f = fleet()
+    s = f.settings
+    key = f"{f.keys.prefix}:ratelimit:publish:{tok.id}"
+    try:
+        wait = buckets.take(f.client, key, s.api_publish_rate, s.api_publish_burst)
+    except ResponseError as exc:
+        raise _redis_full(exc) from None
+    if wait:
+        raise ApiError(429, f"token {tok.name!r} publishes faster than {s.api_publish_rate:g} requests/s "
+                            f"(burst {s.api_publish_burst}); retry after {wait:.1f} s",
+                       headers={"Retry-After": buckets.retry_after(wait)})
 
 
 def _dashboard(name: str, tok: Token | None) -> None:
@@ -186,6 +213,7 @@ def _commands(body: Any) -> tuple[list[dict[str, str | bytes]], bool]:
 def post_commands(name: str) -> tuple[Response, int]:
     tok = _bearer()
     _dashboard(name, tok)
+    _publish_rate(tok)
     f = fleet()
     if not request.is_json:
         raise ApiError(400, "send a JSON body with Content-Type: application/json")
@@ -210,6 +238,8 @@ def post_commands(name: str) -> tuple[Response, int]:
         raise ApiError(404, f"no dashboard {name!r}") from None
     except Rejected as exc:  # cannot happen after the loop above, but never a 500
         raise ApiError(400, exc.reason, exc.field) from None
+    except ResponseError as exc:
+        raise _redis_full(exc) from None
     return jsonify({"dashboard": name, "ids": ids}), 202
 
 
