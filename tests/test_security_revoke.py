@@ -208,3 +208,58 @@ def test_expired_api_token_is_refused(live):
     bad = live.fleetctl("tokens", "create", "--name", "x", "--dashboard", "sales", "--expires", "soon",
                         check=False)
     assert bad.returncode != 0 and "--expires" in bad.stderr
+
+
+# --- the pieces, without the stack ---------------------------------------------------------------
+def test_refusal_rules():
+    from app.bus.access import refusal
+
+    rules = {"sales": {"users": ["alice"], "roles": []}, "*": {"users": [], "roles": ["controller"]}}
+    viewer, ctl = {"roles": ["viewer"]}, {"roles": ["controller"]}
+    assert refusal("alice", viewer, ["viewer"], "sales", rules) is None
+    assert "may no longer view" in refusal("alice", viewer, ["viewer"], "ops", rules)
+    assert refusal("carol", ctl, ["viewer", "controller"], "ops", rules) is None  # via '*'
+    assert "roles" in refusal("carol", ctl, ["viewer"], "ops", rules)  # token minted before a change
+    assert refusal("root", {"roles": ["admin"]}, ["viewer", "controller", "admin"], "x", {}) is None
+    assert "no longer exists" in refusal("ghost", None, ["viewer"], "sales", rules)
+    # an SSO name unknown to the store is a plain viewer, as the web app treats it
+    assert refusal("sso1", None, ["viewer"], "sales", {"sales": {"roles": ["viewer"]}}, sso=True) is None
+
+
+def test_auth_check_takes_exactly_one_token(client, auth, fleet_bus, web_settings):
+    from app.bus import registry
+    from tests.fixtures.bokeh import mint_token
+
+    registry.create_dashboard(fleet_bus.client, fleet_bus.keys, "sales")
+    fleet_bus.accounts.grant_access("sales", users=["alice", "carol"])
+    _, alice = mint_token(web_settings.secret_key, "sales", user="alice")
+    _, alice2 = mint_token(web_settings.secret_key, "sales", user="alice")
+    auth.login("alice")
+
+    def check(uri="/bokeh/dashboard/ws", protos=()):
+        headers = [("X-Original-URI", uri)] + [("Sec-WebSocket-Protocol", p) for p in protos]
+        return client.get("/auth/check", headers=headers).status_code
+
+    assert check(protos=[f"bokeh, {alice}"]) == 204
+    assert check(f"/bokeh/dashboard/autoload.js?bokeh-token={alice}") == 204
+    assert check(f"/bokeh/dashboard/ws?bokeh-token={alice}", [f"bokeh, {alice}"]) == 401  # same one twice
+    assert check(f"/bokeh/dashboard/ws?bokeh-token={alice}", [f"bokeh, {alice2}"]) == 401
+    assert check(f"/x?bokeh-token={alice}&bokeh-token={alice2}") == 401
+    assert check(protos=[f"bokeh, {alice}", f"bokeh, {alice2}"]) == 401
+    assert check(protos=[f"bokeh, {alice}, bokeh, {alice2}"]) == 401
+    assert check(protos=["chat"]) == 401
+    # the token's own user is checked, whoever is logged in
+    _, carol = mint_token(web_settings.secret_key, "sales", user="carol", roles=("viewer", "controller"))
+    assert check(protos=[f"bokeh, {carol}"]) == 204
+    fleet_bus.accounts.revoke_access("sales", users=["carol"])
+    assert check(protos=[f"bokeh, {carol}"]) == 401
+
+
+def test_logout_ends_the_login_server_side(client, auth):
+    auth.login("alice")
+    cookie = client.get_cookie("fleet_session").value
+    assert client.get("/").status_code == 200
+    auth.logout()
+    client.set_cookie("fleet_session", cookie)  # the copy taken before the logout
+    r = client.get("/")
+    assert r.status_code == 302 and "/auth/login" in r.headers["Location"]
