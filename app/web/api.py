@@ -213,7 +213,6 @@ def _commands(body: Any) -> tuple[list[dict[str, str | bytes]], bool]:
 def post_commands(name: str) -> tuple[Response, int]:
     tok = _bearer()
     _dashboard(name, tok)
-    _publish_rate(tok)
     f = fleet()
     if not request.is_json:
         raise ApiError(400, "send a JSON body with Content-Type: application/json")
@@ -232,6 +231,7 @@ def post_commands(name: str) -> tuple[Response, int]:
             prefix = f"commands[{i}]" if is_batch else ""
             field = f"{prefix}.{exc.field}" if prefix and exc.field else (exc.field or prefix or None)
             raise ApiError(400, exc.reason, field, i if is_batch else None) from None
+    _publish_rate(tok)  # counts what would be published; a 400 costs no stream memory
     try:
         ids = publisher.publish_many(f.client, f.keys, name, batch, limits)
     except registry.UnknownDashboard:
