@@ -83,6 +83,9 @@ class Settings:
     # Redis, shared by every worker), and the burst allowed; 0 = no limit.
     api_publish_rate: float = 20.0
     api_publish_burst: int = 40
+    # Bytes of publish bodies per second per token (bursts up to FLEET_API_MAX_BODY_BYTES):
+    # what a token can add to the command streams before the compactor trims them.
+    api_publish_bytes_per_second: int = 4 * 1024 * 1024
     # Seconds between each instance's re-check of the users of its live sessions against
     # the account store (revoked access, removed user, changed roles close the session).
     access_recheck_seconds: float = 2.0

@@ -166,6 +166,24 @@ def test_api_publish_rate_is_per_token_with_retry_after(make_app, fleet_bus):
     assert fleet_bus.client.xlen(fleet_bus.keys.commands("sales")) == 4
 
 
+def test_api_publish_bytes_are_limited_per_token(make_app, fleet_bus):
+    from app.bus import registry
+
+    app = make_app(api_publish_rate=0, api_publish_bytes_per_second=10_000, api_max_body_bytes=64 * 1024)
+    acc = app.extensions["fleet"].accounts
+    registry.create_dashboard(fleet_bus.client, fleet_bus.keys, "sales")
+    tok, _ = acc.create_token("bulk", ["sales"])
+    client = app.test_client()
+    body = {"op": "replace", "name": "p", "kind": "line",
+            "data": {"x": list(range(2500)), "y": list(range(2500))}}  # ~24 KB
+
+    statuses = [client.post("/api/v1/dashboards/sales/commands", json=body,
+                            headers={"Authorization": f"Bearer {tok}"}) for _ in range(4)]
+    assert [r.status_code for r in statuses[:2]] == [202, 202]  # the 64 KB burst
+    assert statuses[-1].status_code == 429 and "bytes/s" in statuses[-1].get_json()["error"]["message"]
+    assert int(statuses[-1].headers["Retry-After"]) >= 1
+
+
 # --- Redis maxmemory and the alarm ------------------------------------------------------------
 SECRETS = {"REDIS_PASSWORD": "x" * 20, "SECRET_KEY": "y" * 40, "FLASK_SECRET": "z" * 40}
 

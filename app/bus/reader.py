@@ -40,8 +40,8 @@ log = logging.getLogger("fleet.reader")
 
 # A rejected entry is recorded for operators, truncated: an over-budget or oversized
 # command must not be stored again in full (rejected_maxlen entries of it, per dashboard).
-MAX_REJECTED_VALUE = 4 * 1024
-MAX_REJECTED_ENTRY = 16 * 1024
+MAX_REJECTED_VALUE = 1024
+MAX_REJECTED_ENTRY = 4 * 1024
 
 
 class Listener(Protocol):

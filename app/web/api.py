@@ -96,12 +96,21 @@ def _redis_full(exc: Exception) -> Exception:
 
 def _publish_rate(tok: Token) -> None:
     """429 with Retry-After when this token publishes faster than FLEET_API_PUBLISH_RATE
-    (bursts up to FLEET_API_PUBLISH_BURST); other tokens have buckets of their own."""
+    (bursts up to FLEET_API_PUBLISH_BURST) or more than FLEET_API_PUBLISH_BYTES_PER_SECOND
+    of bodies (bursts up to FLEET_API_MAX_BODY_BYTES); other tokens have buckets of their own."""
     f = fleet()
     s = f.settings
     key = f"{f.keys.prefix}:ratelimit:publish:{tok.id}"
+    kib = (request.content_length or 0) // 1024 + 1
     try:
         wait = buckets.take(f.client, key, s.api_publish_rate, s.api_publish_burst)
+        if not wait and s.api_publish_bytes_per_second > 0:
+            wait = buckets.take(f.client, key + ":kib", s.api_publish_bytes_per_second / 1024,
+                                s.api_max_body_bytes // 1024 + 1, cost=kib)
+            if wait:
+                raise ApiError(429, f"token {tok.name!r} publishes more than "
+                                    f"{s.api_publish_bytes_per_second} bytes/s; retry after {wait:.1f} s",
+                               headers={"Retry-After": buckets.retry_after(wait)})
     except ResponseError as exc:
         raise _redis_full(exc) from None
     if wait:
