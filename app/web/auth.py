@@ -244,7 +244,8 @@ def check():  # type: ignore[no-untyped-def]
             return empty  # a forged, garbled or expired token: never let it through
         name = payload["user"]
         user = g.user if g.user is not None and g.user.name == name else accounts.get_user(name)
-        if user is None or list(user.effective_roles) != list(payload.get("roles") or ()):
+        roles = payload.get("roles")
+        if user is None or (roles is not None and list(user.effective_roles) != list(roles)):
             return empty  # removed, or roles changed since the token was minted
         if not accounts.can_view(user, payload["dashboard"]):
             return empty
