@@ -245,7 +245,7 @@ def check():  # type: ignore[no-untyped-def]
         name = payload["user"]
         user = g.user if g.user is not None and g.user.name == name else accounts.get_user(name)
         roles = payload.get("roles")
-        if user is None or (roles is not None and list(user.effective_roles) != list(roles)):
+        if user is None or (roles is not None and user.effective_roles != User("", roles).effective_roles):
             return empty  # removed, or roles changed since the token was minted
         if not accounts.can_view(user, payload["dashboard"]):
             return empty
