@@ -5,6 +5,8 @@ the Bokeh instances both decide access from the same two Redis hashes; the insta
 import only this module.  An instance re-checks the users of its live sessions with
 :func:`verdicts` every few seconds and when a session opens, so revoking access,
 removing a user or changing their roles closes their live connections everywhere.
+:func:`memory_status` turns ``INFO memory`` into the Redis memory alarm that the same
+instance loop and the admin page show.
 
 Key names (under ``Keys.prefix``): ``{p}:users`` (username -> JSON with ``roles``)
 and ``{p}:access`` (dashboard or ``*`` -> JSON ``{users, roles}``).
