@@ -145,7 +145,7 @@ def test_rejected_command_is_recorded_truncated(redis_server):
 def test_api_publish_rate_is_per_token_with_retry_after(make_app, fleet_bus):
     from app.bus import registry
 
-    app = make_app(api_publish_rate=0.5, api_publish_burst=3)
+    app = make_app(api_publish_rate=0.1, api_publish_burst=3)  # refills 1 per 10 s
     acc = app.extensions["fleet"].accounts
     registry.create_dashboard(fleet_bus.client, fleet_bus.keys, "sales")
     noisy, _ = acc.create_token("noisy", ["sales"])
@@ -159,7 +159,7 @@ def test_api_publish_rate_is_per_token_with_retry_after(make_app, fleet_bus):
     assert [post(noisy).status_code for _ in range(3)] == [202, 202, 202]
     r = post(noisy)
     assert r.status_code == 429
-    assert 1 <= int(r.headers["Retry-After"]) <= 3
+    assert 1 <= int(r.headers["Retry-After"]) <= 10
     assert "noisy" in r.get_json()["error"]["message"]
     assert post(quiet).status_code == 202  # another token has its own bucket
     # A refused publish adds nothing to the stream.
@@ -169,7 +169,7 @@ def test_api_publish_rate_is_per_token_with_retry_after(make_app, fleet_bus):
 def test_api_publish_bytes_are_limited_per_token(make_app, fleet_bus):
     from app.bus import registry
 
-    app = make_app(api_publish_rate=0, api_publish_bytes_per_second=10_000, api_max_body_bytes=64 * 1024)
+    app = make_app(api_publish_rate=0, api_publish_bytes_per_second=1000, api_max_body_bytes=64 * 1024)
     acc = app.extensions["fleet"].accounts
     registry.create_dashboard(fleet_bus.client, fleet_bus.keys, "sales")
     tok, _ = acc.create_token("bulk", ["sales"])
