@@ -53,6 +53,10 @@ class Settings:
     idempotency_window: int = 10_000
     # Rejected-commands stream keeps about this many entries per dashboard.
     rejected_maxlen: int = 10_000
+    # Per-dashboard budget enforced by the fold: cells held (rows x columns summed over
+    # every figure; a model figure counts its leaf values).  5M float cells ~ 40 MB per
+    # copy (each instance and the compactor hold one).  0 = no budget.
+    max_dashboard_cells: int = 5_000_000
 
     # --- Compactor -----------------------------------------------------------------
     snapshot_every_commands: int = 1000
@@ -108,12 +112,26 @@ class Settings:
     # /embed/<name>.js; empty = no cross-origin embedding.
     embed_origins: tuple[str, ...] = ()
     api_max_body_bytes: int = 16 * 1024 * 1024
+    # Publish requests (POST .../commands) per second per API token (token bucket in
+    # Redis, shared by every worker), and the burst allowed; 0 = no limit.
+    api_publish_rate: float = 20.0
+    api_publish_burst: int = 40
+    # Bytes of publish bodies per second per token (bursts up to FLEET_API_MAX_BODY_BYTES):
+    # what a token can add to the command streams before the compactor trims them.
+    api_publish_bytes_per_second: int = 4 * 1024 * 1024
+    # Seconds between each instance's re-check of the users of its live sessions against
+    # the account store (revoked access, removed user, changed roles close the session).
+    access_recheck_seconds: float = 2.0
 
     # --- Site / deployment -----------------------------------------------------------
     http_host: str = "127.0.0.1"
     http_port: int = 8080
     var_dir: Path = field(default_factory=lambda: Path("var"))
     redis_port: int = 6390
+    # maxmemory of the managed redis-server (policy noeviction: writes fail loudly when
+    # full, nothing is evicted); the admin page and /metrics alarm above the ratio.
+    redis_maxmemory: str = "2gb"
+    redis_memory_alarm_ratio: float = 0.8
     demo: bool = False
     # Unprivileged user the programs (and nginx workers) run as when the stack is
     # started as root; created (system, nologin) if missing.  Unused when not root.

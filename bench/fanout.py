@@ -42,7 +42,7 @@ from app.bus.publisher import publish  # noqa: E402
 from app.bus.registry import create_dashboard  # noqa: E402
 from app.control import columns, encode  # noqa: E402
 from app.settings import load  # noqa: E402
-from tests.fixtures.bokeh import InstanceProc, fleet_environment, mint_token  # noqa: E402
+from tests.fixtures.bokeh import InstanceProc, allow_viewer, fleet_environment, mint_token  # noqa: E402
 from tests.fixtures.ports import free_port  # noqa: E402
 from bench import wsclient  # noqa: E402
 from bench.wsclient import LightClient, pct  # noqa: E402
@@ -65,6 +65,7 @@ async def run_series(args, settings, env, workdir) -> list[dict]:
     seq = 0
     for n_inst in args.instances:
         create_dashboard(sync, keys, f"bench{n_inst}")
+        allow_viewer(sync, keys)  # instances admit only tokens of users who may view
         dash = f"bench{n_inst}"
         publish(sync, keys, dash, encode("replace", name="p", kind="line", x="seq", y=["y"],
                                          columns=["seq", "y"], rollover=1000))

@@ -17,7 +17,7 @@ from app.bus.registry import create_dashboard
 from app.control import encode
 from app.control.state import EMPTY, step
 from app.control.protocol import parse
-from tests.fixtures.bokeh import BokehClient, Refused, mint_token
+from tests.fixtures.bokeh import BokehClient, Refused, allow_viewer, mint_token
 
 
 @pytest.fixture
@@ -26,6 +26,7 @@ def bus(fleet_settings):
     keys = Keys(fleet_settings.key_prefix)
     create_dashboard(client, keys, "demo")
     create_dashboard(client, keys, "other")
+    allow_viewer(client, keys)  # the user of mint_token's tokens
     yield client, keys
     client.close()
 

@@ -10,7 +10,10 @@ next request everywhere.  Key names (all under ``Keys.prefix``):
 * ``{p}:access``             hash: dashboard (or ``*`` = every dashboard) -> JSON
                              {users: [...], roles: [...]}: who may view it.
 * ``{p}:tokens``             hash: sha256(token) hex -> JSON {id, name, dashboards,
-                             created, revoked}; the token itself is never stored.
+                             created, revoked, expires}; the token itself is never stored.
+* ``{p}:websession:{h}``     string (user name) with the login's lifetime as TTL, ``h`` =
+                             sha256 of the id a login keeps in its Flask session; logout
+                             deletes it, so a copied session cookie dies with the logout.
 * ``{p}:tokens:used``        hash: sha256(token) hex -> last-used unix time.
 * ``{p}:ratelimit:{bucket}`` counter with a TTL of the window (fixed window);
                              ``...:lock`` (TTL = lock-out left) and ``...:strikes``
@@ -34,9 +37,9 @@ from typing import Any
 import redis
 from werkzeug.security import check_password_hash, generate_password_hash
 
+from app.bus.access import ROLES, access_key, effective_roles, memory_status, users_key
 from app.bus.keys import Keys, check_dashboard_name
 
-ROLES = ("viewer", "controller", "admin")
 USERNAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@+-]{0,99}\Z")
 TOKEN_PREFIX = "fleet_"
 PASSWORD_METHOD = "scrypt"
@@ -66,12 +69,6 @@ def check_roles(roles: Any) -> tuple[str, ...]:
     return roles
 
 
-def effective_roles(roles: Any) -> tuple[str, ...]:
-    """Roles with the implied lower ones added, in ROLES order."""
-    top = max((ROLES.index(r) for r in roles if r in ROLES), default=-1)
-    return ROLES[: top + 1]
-
-
 def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
@@ -99,6 +96,11 @@ class Token:
     created: float
     revoked: float | None = None
     last_used: float | None = None
+    expires: float | None = None  # unix time; None = never
+
+    @property
+    def expired(self) -> bool:
+        return self.expires is not None and time.time() >= self.expires
 
     def allows(self, dashboard: str) -> bool:
         return "*" in self.dashboards or dashboard in self.dashboards
@@ -120,11 +122,11 @@ class Accounts:
     # --- key names -----------------------------------------------------------------
     @property
     def users_key(self) -> str:
-        return f"{self.keys.prefix}:users"
+        return users_key(self.keys)
 
     @property
     def access_key(self) -> str:
-        return f"{self.keys.prefix}:access"
+        return access_key(self.keys)
 
     @property
     def tokens_key(self) -> str:
@@ -287,11 +289,15 @@ class Accounts:
         return [n for n in names if ok(rules.get(n))]
 
     # --- API tokens ------------------------------------------------------------------
-    def create_token(self, name: str, dashboards: Any) -> tuple[str, Token]:
+    def create_token(self, name: str, dashboards: Any,
+                     expires_in: float | None = None) -> tuple[str, Token]:
         """A new token for ``dashboards`` (``*`` = all): returns (secret, record).
 
-        Only the SHA-256 of the secret is stored; the caller shows the secret once.
+        ``expires_in`` seconds from now it stops working (None: never).  Only the SHA-256
+        of the secret is stored; the caller shows the secret once.
         """
+        if expires_in is not None and not expires_in > 0:
+            raise AccountError("a token's lifetime must be positive")
         if not isinstance(name, str) or not name.strip() or len(name) > 100:
             raise AccountError("token name: 1-100 characters")
         dashboards = tuple(dict.fromkeys(dashboards))
@@ -302,21 +308,22 @@ class Accounts:
                 check_dashboard_name(d)
         secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
         digest = hash_token(secret)
-        tok = Token(id=digest[:12], name=name, dashboards=dashboards, created=time.time())
+        now = time.time()
+        expires = now + expires_in if expires_in is not None else None
+        tok = Token(id=digest[:12], name=name, dashboards=dashboards, created=now, expires=expires)
         rec = {"id": tok.id, "name": name, "dashboards": list(dashboards), "created": tok.created,
-               "revoked": None}
+               "revoked": None, "expires": expires}
         self.client.hset(self.tokens_key, digest, json.dumps(rec))
         return secret, tok
 
     def _token(self, digest: str, raw: bytes, used: bytes | None) -> Token:
         rec = json.loads(raw)
         return Token(rec["id"], rec["name"], tuple(rec["dashboards"]), rec["created"],
-                     rec.get("revoked"), float(used) if used else None)
+                     rec.get("revoked"), float(used) if used else None, rec.get("expires"))
 
     def verify_token(self, secret: str, touch: bool = True) -> Token | None:
-        """The live token record for ``secret`` (None if unknown or revoked).
-
-        ``touch`` records the last-used time.
+        """The live token record for ``secret`` (None if unknown, revoked or expired;
+        :meth:`token_refusal` says which).  ``touch`` records the last-used time.
         """
         if not isinstance(secret, str) or not secret.startswith(TOKEN_PREFIX) or len(secret) > 200:
             return None
@@ -325,13 +332,28 @@ class Accounts:
         if not raw:
             return None
         tok = self._token(digest, raw, None)
-        if tok.revoked:
+        if tok.revoked or tok.expired:
             return None
         if touch:
             now = time.time()
             self.client.hset(self.tokens_used_key, digest, repr(now))
-            tok = Token(tok.id, tok.name, tok.dashboards, tok.created, None, now)
+            tok = Token(tok.id, tok.name, tok.dashboards, tok.created, None, now, tok.expires)
         return tok
+
+    def token_refusal(self, secret: str) -> str:
+        """Why :meth:`verify_token` refused ``secret``, for the 401 message."""
+        raw = None
+        if isinstance(secret, str) and secret.startswith(TOKEN_PREFIX) and len(secret) <= 200:
+            raw = self.client.hget(self.tokens_key, hash_token(secret))
+        if not raw:
+            return "invalid or revoked token"
+        tok = self._token("", raw, None)
+        if tok.revoked:
+            return "invalid or revoked token"
+        if tok.expired:
+            when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(tok.expires or 0))
+            return f"token {tok.name!r} expired at {when}; create a new one (fleetctl tokens create)"
+        return "invalid or revoked token"
 
     def list_tokens(self) -> list[Token]:
         raw = self.client.hgetall(self.tokens_key)
@@ -351,6 +373,31 @@ class Accounts:
                 self.client.hset(self.tokens_key, k, json.dumps(rec))
                 out.append(self._token(k.decode(), json.dumps(rec).encode(), None))
         return out
+
+    # --- web login sessions (server side) ---------------------------------------------
+    def _websession_key(self, sid: str) -> str:
+        return f"{self.keys.prefix}:websession:{hash_token(sid)}"
+
+    def open_web_session(self, user: str, ttl: int) -> str:
+        """A new server-side login session for ``user``; returns its id (kept in the
+        signed Flask cookie, only its hash in Redis)."""
+        sid = secrets.token_urlsafe(24)
+        self.client.set(self._websession_key(sid), user, ex=max(1, int(ttl)))
+        return sid
+
+    def web_session_live(self, sid: Any, user: str, ttl: int | None = None) -> bool:
+        """Whether login session ``sid`` of ``user`` is still open (not logged out);
+        ``ttl`` extends its lifetime (the cookie's lifetime slides with use)."""
+        if not isinstance(sid, str) or not sid or len(sid) > 100:
+            return False
+        key = self._websession_key(sid)
+        raw = self.client.getex(key, ex=max(1, int(ttl))) if ttl else self.client.get(key)
+        return raw is not None and raw.decode("utf-8", "replace") == user
+
+    def close_web_session(self, sid: Any) -> None:
+        """Logout: the session id (and any copy of the cookie holding it) stops working."""
+        if isinstance(sid, str) and sid and len(sid) <= 100:
+            self.client.delete(self._websession_key(sid))
 
     # --- rate limiting ---------------------------------------------------------------
     def _bucket(self, *parts: str) -> str:
@@ -418,8 +465,12 @@ class Accounts:
                 out[k.decode("utf-8", "replace")] = text
         return out
 
-    def redis_health(self) -> dict[str, Any]:
-        """Ping time and a few INFO fields; ``ok`` False with the error when Redis is away."""
+    def redis_health(self, alarm_ratio: float = 0.8) -> dict[str, Any]:
+        """Ping time and a few INFO fields; ``ok`` False with the error when Redis is away.
+
+        ``memory``: used/max memory and ``alarm`` when the ratio reaches ``alarm_ratio``
+        (with noeviction, a full Redis refuses publishes).
+        """
         try:
             t0 = time.perf_counter()
             self.client.ping()
@@ -430,7 +481,8 @@ class Accounts:
         keep = ("redis_version", "uptime_in_seconds", "connected_clients", "used_memory_human",
                 "maxmemory_human", "role", "aof_enabled", "aof_last_write_status",
                 "rdb_last_bgsave_status", "loading", "evicted_keys", "instantaneous_ops_per_sec")
-        return {"ok": True, "ping_ms": round(ping_ms, 3), **{k: info.get(k) for k in keep if k in info}}
+        return {"ok": True, "ping_ms": round(ping_ms, 3), **{k: info.get(k) for k in keep if k in info},
+                "memory": memory_status(info, alarm_ratio)}
 
 
 def _check_password(password: str) -> None:

@@ -38,7 +38,10 @@ from app.settings import Settings
 
 log = logging.getLogger("fleet.reader")
 
-MAX_REJECTED_VALUE = 64 * 1024
+# A rejected entry is recorded for operators, truncated: an over-budget or oversized
+# command must not be stored again in full (rejected_maxlen entries of it, per dashboard).
+MAX_REJECTED_VALUE = 1024
+MAX_REJECTED_ENTRY = 4 * 1024
 
 
 class Listener(Protocol):
@@ -367,11 +370,16 @@ class Reader:
         pipe = self._client.pipeline(transaction=False)
         for entry_id, fields, reason in rejections:
             copy: dict[Any, Any] = {}
+            total = 0
             for k, v in fields.items():
+                if total + len(k) > MAX_REJECTED_ENTRY:
+                    copy[b"_truncated"] = b"1"
+                    break
                 if len(v) > MAX_REJECTED_VALUE:
                     v = v[:MAX_REJECTED_VALUE]
                     copy[b"_truncated"] = b"1"
                 copy[k] = v
+                total += len(k) + len(v)
             copy[b"_reason"] = reason.encode()
             pipe.xadd(self.keys.rejected(name), copy, id=entry_id,
                       maxlen=self.settings.rejected_maxlen, approximate=True)

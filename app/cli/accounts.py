@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import getpass
+import re
 import sys
 
 from app.bus.accounts import ROLES, AccountError, Accounts
@@ -93,12 +94,25 @@ def users_list(args, cfg) -> int:  # type: ignore[no-untyped-def]
 
 
 # --- tokens ----------------------------------------------------------------------------
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_lifetime(text: str) -> int:
+    """``30d``, ``12h``, ``90m``, ``45s``, ``2w`` or plain seconds -> seconds."""
+    m = re.fullmatch(r"\s*([0-9]{1,9})\s*([smhdw]?)\s*", text or "")
+    if not m or int(m.group(1)) <= 0:
+        raise _error(f"--expires {text!r}: use a positive lifetime like 30d, 12h, 90m or 3600 (seconds)")
+    return int(m.group(1)) * _UNITS[m.group(2) or "s"]
+
+
 def tokens_create(args, cfg) -> int:  # type: ignore[no-untyped-def]
+    lifetime = parse_lifetime(args.expires) if args.expires else None
     try:
-        secret, tok = _accounts(cfg).create_token(args.name, args.dashboard)
+        secret, tok = _accounts(cfg).create_token(args.name, args.dashboard, expires_in=lifetime)
     except (AccountError, ValueError) as exc:
         raise _error(str(exc)) from None
-    print(f"token {tok.id} ({tok.name}) for {', '.join(tok.dashboards)}; shown only now:",
+    until = f", expires {_when(tok.expires)}" if tok.expires else ""
+    print(f"token {tok.id} ({tok.name}) for {', '.join(tok.dashboards)}{until}; shown only now:",
           file=sys.stderr)
     print(secret)
     return 0
@@ -107,7 +121,9 @@ def tokens_create(args, cfg) -> int:  # type: ignore[no-untyped-def]
 def tokens_list(args, cfg) -> int:  # type: ignore[no-untyped-def]
     print("id\tname\tdashboards\tcreated\tlast used\tstatus")
     for t in _accounts(cfg).list_tokens():
-        status = f"revoked {_when(t.revoked)}" if t.revoked else "active"
+        status = (f"revoked {_when(t.revoked)}" if t.revoked else
+                  f"expired {_when(t.expires)}" if t.expired else
+                  f"active until {_when(t.expires)}" if t.expires else "active")
         if t.revoked and not args.all:
             continue
         print(f"{t.id}\t{t.name}\t{','.join(t.dashboards)}\t{_when(t.created)}\t"
@@ -187,6 +203,8 @@ def register(sub) -> None:  # type: ignore[no-untyped-def]
     q.add_argument("--dashboard", action="append", required=True,
                    help="dashboard the token may publish to (repeat; '*' = all)")
     q.add_argument("--name", required=True, help="a label, e.g. the controller's name")
+    q.add_argument("--expires", metavar="LIFETIME",
+                   help="stop working after this long: 30d, 12h, 90m, 3600 (seconds); default never")
     q.set_defaults(handler=tokens_create)
     q = ts.add_parser("list", help="list tokens (never the secrets)")
     q.add_argument("--all", action="store_true", help="include revoked tokens")

@@ -12,6 +12,7 @@ figures.  No I/O, no Redis, no Bokeh.
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Mapping
@@ -89,10 +90,61 @@ class FoldConfig:
     max_figures: int = 64
     max_figure_rows: int = 1_000_000
     idempotency_window: int = 1000
+    # Budget of cells (rows x columns over all figures) one dashboard may hold; 0 = none.
+    max_dashboard_cells: int = 5_000_000
 
     @classmethod
     def from_settings(cls, s: Any) -> "FoldConfig":
-        return cls(s.max_figures, s.max_figure_rows, s.idempotency_window)
+        return cls(s.max_figures, s.max_figure_rows, s.idempotency_window,
+                   max_dashboard_cells=s.max_dashboard_cells)
+
+
+# --- budgets -------------------------------------------------------------------------
+# Leaf counts of model figures, computed once per Figure value (they are immutable).
+_MODEL_CELLS: "weakref.WeakKeyDictionary[Figure, int]" = weakref.WeakKeyDictionary()
+
+
+def _leaves(tree: Any) -> int:
+    """Scalar values in a JSON tree (iterative: model trees may be deep)."""
+    n, stack = 0, [tree]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            stack.extend(node.values())
+        elif isinstance(node, (list, tuple)):
+            stack.extend(node)
+        else:
+            n += 1
+    return n
+
+
+def figure_cells(fig: Figure) -> int:
+    """Cells a figure holds: rows x columns, or the leaf values of a model tree."""
+    if fig.kind == "model":
+        n = _MODEL_CELLS.get(fig)
+        if n is None:
+            n = _MODEL_CELLS[fig] = _leaves(fig.model)
+        return n
+    return fig.length * len(fig.data)
+
+
+def dashboard_cells(state: DashboardState) -> int:
+    """Cells held by the whole dashboard (what ``max_dashboard_cells`` budgets)."""
+    return sum(figure_cells(f) for f in state.figures.values())
+
+
+def _check_budget(state: DashboardState, figures: Mapping[str, Figure], cfg: FoldConfig) -> None:
+    """Reject a command that takes the dashboard over its cell budget.  A command that
+    does not grow an over-budget dashboard (after the budget was lowered) still passes."""
+    budget = cfg.max_dashboard_cells
+    if budget <= 0:
+        return
+    new = sum(figure_cells(f) for f in figures.values())
+    if new > budget and new > dashboard_cells(state):
+        raise Rejected(
+            f"over budget: the dashboard would hold {new:,} cells (rows x columns over all "
+            f"figures), more than its budget of {budget:,} (FLEET_MAX_DASHBOARD_CELLS); "
+            "use rollover, send fewer rows or remove figures", "data")
 
 
 def _with_figure(state: DashboardState, fig: Figure) -> dict[str, Figure]:
@@ -280,6 +332,8 @@ def step(state: DashboardState, cmd: Command, cfg: FoldConfig = FoldConfig()) ->
         changes = _figure(state, cmd, cfg)
     else:  # parse() lets only known ops through
         raise Rejected(f"unknown op {cmd.op!r}", "op")
+    if "figures" in changes:
+        _check_budget(state, changes["figures"], cfg)
     if cmd.cmd_id is not None:
         seen = state.seen + (cmd.cmd_id,)
         changes["seen"] = seen[-cfg.idempotency_window :] if cfg.idempotency_window > 0 else ()

@@ -99,7 +99,8 @@ def render_metrics(instance: "Instance") -> str:
                        ("coalesced", "Stream commands merged into a previous one for a lagging session."),
                        ("sessions_opened", "Sessions opened."), ("sessions_closed", "Sessions closed."),
                        ("sessions_refused", "Session requests refused (token or dashboard)."),
-                       ("delivery_errors", "Session documents rebuilt after a failed update.")):
+                       ("delivery_errors", "Session documents rebuilt after a failed update."),
+                       ("sessions_revoked", "Live sessions closed because their user lost access.")):
         metric(f"fleet_{key}_total", "counter", help_, [("", fan.stats.get(key, 0))])
     metric("fleet_messages_serialised_total", "counter",
            "Session update messages serialised (one per command when sessions share it).",
@@ -113,4 +114,16 @@ def render_metrics(instance: "Instance") -> str:
               "Time from a command's publication (its ts field) to its application in every live session.")
     metric("fleet_process_resident_memory_bytes", "gauge", "Resident memory of this instance.",
            [("", rss_bytes())])
+    mem = getattr(instance, "redis_memory", None) or {}
+    if mem:
+        metric("fleet_redis_used_memory_bytes", "gauge", "Redis used_memory (INFO memory).",
+               [("", mem["used_memory"])])
+        metric("fleet_redis_maxmemory_bytes", "gauge", "Redis maxmemory (0 = no limit).",
+               [("", mem["maxmemory"])])
+        metric("fleet_redis_memory_ratio", "gauge", "Redis used_memory / maxmemory (0 without a limit).",
+               [("", float(mem["ratio"]))])
+        metric("fleet_redis_memory_alarm", "gauge",
+               "1 when Redis memory reached FLEET_REDIS_MEMORY_ALARM_RATIO of maxmemory (or has no "
+               "maxmemory): with noeviction, a full Redis refuses publishes.",
+               [("", 1 if mem["alarm"] or mem["no_limit"] else 0)])
     return "\n".join(lines) + "\n"

@@ -12,6 +12,13 @@
 * Websockets run with ``TCP_NODELAY`` (a Bokeh message is several frames; with
   Nagle on, later frames wait for a delayed ACK).
 * ``/healthz`` and ``/metrics`` (also under the prefix); a heartbeat to Redis.
+* Access bites: a session opens only while its token's user may view its dashboard
+  with the roles the token names (:mod:`app.bus.access`), and every
+  ``access_recheck_seconds`` the users of all live sessions are checked again; the
+  websockets of a removed user, a user whose access was revoked or whose roles
+  changed are closed (1008).  The same loop reads Redis memory for ``/metrics``.
+* A websocket whose URL also carries a ``bokeh-token`` is refused: the token nginx's
+  ``/auth/check`` approved and the one the session uses must be the same.
 """
 
 from __future__ import annotations
@@ -86,6 +93,8 @@ class NoDelayWSHandler(WSHandler):
         app = self.application
         if isinstance(app, FleetTornado) and self.selected_subprotocol == "bokeh":
             try:
+                if self.request.query_arguments.get("bokeh-token"):
+                    raise Refused("token in the URL as well as in the subprotocol header")
                 app.check_token(self._token)
             except Refused as exc:  # one log line and one counter for every refusal
                 app._refuse(str(exc), f"websocket from {self.request.remote_ip}")
@@ -152,6 +161,13 @@ class FleetTornado(BokehTornado):
             raise Refused(f"unknown dashboard {dashboard!r}")
         return dashboard
 
+    async def check_access(self, token: str | None) -> None:
+        """Raise Refused unless the token's user may (still) view its dashboard."""
+        payload = get_token_payload(token) if token else {}
+        reason = await self.instance.access_refusal(payload)
+        if reason:
+            raise Refused(reason)
+
     def _refuse(self, reason: str, who: str) -> None:
         self.instance.fanout.stats["sessions_refused"] += 1
         log.warning("session refused: %s (%s)", reason, who)
@@ -160,8 +176,11 @@ class FleetTornado(BokehTornado):
         values = request.arguments.get("bokeh-token") or []
         token = values[-1].decode("utf-8", "replace") if values else None
         try:
+            if len(values) > 1:
+                raise Refused("more than one token in the request")
             dashboard = self.check_token(token)
             self._check_existing(application_context, token, dashboard)
+            await self.check_access(token)
         except Refused as exc:
             self._refuse(str(exc), f"http from {request.remote_ip}")
             raise SessionError(403, str(exc)) from None
@@ -172,6 +191,7 @@ class FleetTornado(BokehTornado):
         try:
             dashboard = self.check_token(token, session_id)
             self._check_existing(application_context, token, dashboard)
+            await self.check_access(token)
         except Refused as exc:
             from bokeh.protocol.exceptions import ProtocolError
 
@@ -205,6 +225,8 @@ class Instance:
         self.tornado: FleetTornado | None = None
         self._tasks: list[asyncio.Task] = []
         self._stopped = asyncio.Event()
+        self._access_client: Any = None
+        self.redis_memory: dict[str, Any] = {}  # from app.bus.access.memory_status
 
     # --- state -----------------------------------------------------------------------
     def state_of(self, dashboard: str):
@@ -267,16 +289,22 @@ class Instance:
         self._tasks.append(self.reader.start())
         self._tasks.append(asyncio.get_running_loop().create_task(self._heartbeat(), name="heartbeat"))
         self._tasks.append(asyncio.get_running_loop().create_task(PageStatus(self).run(), name="page-status"))
+        self._tasks.append(asyncio.get_running_loop().create_task(self._watch(), name="watch"))
         log.info("instance %s serving http://%s:%d%s%s (pid %d)", self.instance_id, self.host, self.port,
                  self.settings.bokeh_prefix, APP_PATH, os.getpid())
 
     async def stop(self) -> None:
         for t in self._tasks:
-            if t.get_name() in ("heartbeat", "page-status"):
+            if t.get_name() in ("heartbeat", "page-status", "watch"):
                 t.cancel()
         if self.reader is not None:
             await self.reader.stop()
         await self._clear_heartbeat()
+        if self._access_client is not None:
+            try:
+                await asyncio.wait_for(self._access_client.aclose(), 2)
+            except Exception:
+                pass
         if self.server is not None:
             try:  # orderly, but never hang a supervisord stop on slow session teardown
                 await asyncio.wait_for(self.server.stop_async(), 5)  # type: ignore[attr-defined]
@@ -326,6 +354,83 @@ class Instance:
                     log.warning("heartbeat: cannot write to Redis: %s", exc)
                 failing = True
             await asyncio.sleep(self.settings.heartbeat_seconds)
+
+    # --- access and Redis memory ------------------------------------------------------
+    def _access(self) -> Any:
+        if self._access_client is None:
+            from app.bus.connection import async_client
+
+            self._access_client = async_client(self.settings, client_name=f"fleet-access-{self.port}")
+        return self._access_client
+
+    async def access_refusal(self, payload: dict) -> str | None:
+        """Why a token with ``payload`` may not open a session now (None: it may)."""
+        from app.bus.access import verdicts
+
+        user, dashboard = payload.get("user"), payload.get("dashboard")
+        if not isinstance(user, str) or not user:
+            return "token names no user"
+        roles = payload.get("roles")
+        roles = tuple(roles) if isinstance(roles, list) else None
+        try:
+            found = await asyncio.wait_for(
+                verdicts(self._access(), self.keys, [(user, roles, dashboard)],
+                         sso=bool(self.settings.sso_header)), 2.0)
+        except Exception as exc:
+            # Fail open while Redis is away (nginx's /auth/check needs Redis too, so no
+            # session opens through the site then); the periodic re-check closes the
+            # session once Redis answers again, if its user may no longer view it.
+            log.warning("session access not checked: Redis: %s: %s", type(exc).__name__, exc)
+            return None
+        return found.get((user, roles, dashboard))
+
+    def _live(self) -> list[tuple[Any, str, tuple[str, ...] | None]]:
+        """(view, user, token roles) of every live session."""
+        out = []
+        for views in self.fanout.views.values():
+            for view in views.values():
+                payload = getattr(view.context, "token_payload", None) or {}
+                roles = payload.get("roles")
+                out.append((view, str(payload.get("user", view.user)),
+                            tuple(roles) if isinstance(roles, list) else None))
+        return out
+
+    async def recheck_sessions(self) -> int:
+        """Close the sessions whose user may no longer view them; returns how many."""
+        from app.bus.access import verdicts
+
+        live = self._live()
+        if not live:
+            return 0
+        found = await verdicts(self._access(), self.keys, [(u, r, v.dashboard) for v, u, r in live],
+                               sso=bool(self.settings.sso_header))
+        closed = 0
+        for view, user, roles in live:
+            reason = found.get((user, roles, view.dashboard))
+            if reason:
+                closed += self.fanout.revoke_session(view, reason)
+        return closed
+
+    async def _watch(self) -> None:
+        """Every ``access_recheck_seconds``: re-check live sessions, read Redis memory."""
+        from app.bus.access import memory_status
+
+        failing = False
+        while True:
+            try:
+                await self.recheck_sessions()
+                info = await self._access().info("memory")
+                self.redis_memory = memory_status(info, self.settings.redis_memory_alarm_ratio)
+                if failing:
+                    log.info("access re-check: working again")
+                failing = False
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if not failing:
+                    log.warning("access re-check failed: %s: %s", type(exc).__name__, exc)
+                failing = True
+            await asyncio.sleep(self.settings.access_recheck_seconds)
 
     async def _clear_heartbeat(self) -> None:
         client = getattr(self, "_hb_client", None)

@@ -156,6 +156,24 @@ class Fanout:
         log.info("session close: %s dashboard=%s user=%s (%d sessions left on it)",
                  session_id[:12], dashboard, view.user or "-", len(views))
 
+    def revoke_session(self, view: SessionView, reason: str) -> int:
+        """Access taken away: close the session's websockets (1008) and stop delivering
+        to it.  Returns 1 if it was live.  The token is refused on reconnect."""
+        if view.closed:
+            return 0
+        session = view.session
+        for conn in list(getattr(session, "_subscribed_connections", ()) or ()):
+            socket = getattr(conn, "_socket", None)
+            try:
+                socket.close(1008, "access revoked")
+            except Exception:  # pragma: no cover - already closing
+                pass
+        self.stats["sessions_revoked"] += 1
+        log.warning("session revoked: %s dashboard=%s user=%s: %s", view.session_id[:12], view.dashboard,
+                    view.user or "-", reason)
+        self.close_session(view.session_id, view.dashboard)
+        return 1
+
     def session_count(self) -> dict[str, int]:
         return {d: len(v) for d, v in self.views.items()}
 

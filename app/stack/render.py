@@ -22,6 +22,7 @@ import dataclasses
 import hashlib
 import os
 import pwd
+import re
 import shutil
 import stat
 import subprocess
@@ -188,6 +189,13 @@ def _nginx_user(run_as: str = "") -> str:
     return "root"
 
 
+def _maxmemory(value: str) -> str:
+    """FLEET_REDIS_MAXMEMORY as redis.conf takes it (bytes, or with a kb/mb/gb unit)."""
+    if not re.fullmatch(r"[0-9]{1,15}(?:[kmg]b?|b)?", value.strip().lower()):
+        raise RenderError(f"FLEET_REDIS_MAXMEMORY={value!r}: use bytes or a size like 512mb or 2gb")
+    return value.strip().lower()
+
+
 def build_context(
     settings: Settings,
     secrets: dict[str, str],
@@ -241,6 +249,7 @@ def build_context(
         "redis_users": redis_users,
         "redis_urls": redis_urls,
         "redis_acl_keep": kept_acl_lines(var_dir / "redis" / "users.acl"),
+        "redis_maxmemory": _maxmemory(s.redis_maxmemory),
         "http_host": s.http_host,
         "http_port": s.http_port,
         "web_host": s.web_host,

@@ -1,7 +1,8 @@
 """Admin page (admin role): fleet status at a glance, refreshing itself.
 
 Instances' heartbeats (sessions, lag, last ids), the compactor status, rejected
-commands per dashboard, supervisord process states and Redis health.  The page polls
+commands per dashboard, supervisord process states and Redis health, with an alarm
+when Redis memory nears ``maxmemory`` (where publishes start failing).  The page polls
 ``/admin/status.json`` every few seconds; the same JSON serves scripts and probes.
 """
 
@@ -27,7 +28,7 @@ REFRESH_SECONDS = 3
 
 def status() -> dict[str, Any]:
     f = fleet()
-    out: dict[str, Any] = {"time": time.time(), "redis": f.accounts.redis_health()}
+    out: dict[str, Any] = {"time": time.time(), "redis": f.accounts.redis_health(f.settings.redis_memory_alarm_ratio)}
     if out["redis"]["ok"]:
         try:
             out["instances"] = heartbeat.read_heartbeats(f.client, f.keys)

@@ -9,7 +9,9 @@ validated by :func:`app.control.protocol.parse` - the instances' own validator -
 before any is published (all or nothing).
 
 Errors are ``{"error": {"status", "message", "field"?, "index"?}}`` with 400, 401,
-403, 404, 413 or 429.  Failed authentications are rate limited per client address.
+403, 404, 413, 429 or 503.  Failed authentications are rate limited per client address;
+publishing is rate limited per token (a token bucket in Redis: 429 with Retry-After).
+A Redis that reached its ``maxmemory`` refuses publishes: 503, never a silent drop.
 """
 
 from __future__ import annotations
@@ -23,8 +25,9 @@ from typing import Any
 from flask import Blueprint, Response, g, jsonify, request
 from werkzeug.exceptions import BadRequest
 
-from app.bus import publisher, registry, store
+from app.bus import buckets, publisher, registry, store
 from app.bus.accounts import Token
+from app.bus.connection import ResponseError
 from app.bus.keys import DASHBOARD_RE
 from app.control.protocol import COMMON_FIELDS, OP_FIELDS, Limits, Rejected, parse
 from app.control.snapshot import view
@@ -79,9 +82,42 @@ def _bearer() -> Token:
     if tok is None:
         f.accounts.fail("api-auth", addr, limit=s.login_rate_limit * AUTH_FAIL_FACTOR,
                         window=s.login_rate_window_seconds, max_lock=s.login_max_lock_seconds)
-        raise ApiError(401, "invalid or revoked token",
+        raise ApiError(401, f.accounts.token_refusal(secret.strip()),
                        headers={"WWW-Authenticate": 'Bearer realm="fleet", error="invalid_token"'})
     return tok
+
+
+def _redis_full(exc: Exception) -> Exception:
+    """Redis at its maxmemory (noeviction) refuses writes: say so (503), loudly."""
+    if "OOM" not in str(exc):
+        return exc
+    return ApiError(503, "Redis is full (it reached its maxmemory): publishes are refused until "
+                         "memory is freed; nothing was published", headers={"Retry-After": "30"})
+
+
+def _publish_rate(tok: Token) -> None:
+    """429 with Retry-After when this token publishes faster than FLEET_API_PUBLISH_RATE
+    (bursts up to FLEET_API_PUBLISH_BURST) or more than FLEET_API_PUBLISH_BYTES_PER_SECOND
+    of bodies (bursts up to FLEET_API_MAX_BODY_BYTES); other tokens have buckets of their own."""
+    f = fleet()
+    s = f.settings
+    key = f"{f.keys.prefix}:ratelimit:publish:{tok.id}"
+    kib = (request.content_length or 0) // 1024 + 1
+    try:
+        wait = buckets.take(f.client, key, s.api_publish_rate, s.api_publish_burst)
+        if not wait and s.api_publish_bytes_per_second > 0:
+            wait = buckets.take(f.client, key + ":kib", s.api_publish_bytes_per_second / 1024,
+                                s.api_max_body_bytes // 1024 + 1, cost=kib)
+            if wait:
+                raise ApiError(429, f"token {tok.name!r} publishes more than "
+                                    f"{s.api_publish_bytes_per_second} bytes/s; retry after {wait:.1f} s",
+                               headers={"Retry-After": buckets.retry_after(wait)})
+    except ResponseError as exc:
+        raise _redis_full(exc) from None
+    if wait:
+        raise ApiError(429, f"token {tok.name!r} publishes faster than {s.api_publish_rate:g} requests/s "
+                            f"(burst {s.api_publish_burst}); retry after {wait:.1f} s",
+                       headers={"Retry-After": buckets.retry_after(wait)})
 
 
 def _dashboard(name: str, tok: Token | None) -> None:
@@ -205,12 +241,15 @@ def post_commands(name: str) -> tuple[Response, int]:
             prefix = f"commands[{i}]" if is_batch else ""
             field = f"{prefix}.{exc.field}" if prefix and exc.field else (exc.field or prefix or None)
             raise ApiError(400, exc.reason, field, i if is_batch else None) from None
+    _publish_rate(tok)  # counts what would be published; a 400 costs no stream memory
     try:
         ids = publisher.publish_many(f.client, f.keys, name, batch, limits)
     except registry.UnknownDashboard:
         raise ApiError(404, f"no dashboard {name!r}") from None
     except Rejected as exc:  # cannot happen after the loop above, but never a 500
         raise ApiError(400, exc.reason, exc.field) from None
+    except ResponseError as exc:
+        raise _redis_full(exc) from None
     return jsonify({"dashboard": name, "ids": ids}), 202
 
 

@@ -2,8 +2,10 @@
 
 ``g.user`` is loaded once per request: from the SSO header when it is enabled and the
 TCP peer is a trusted proxy, else from the Flask session.  The session holds only the
-user name and the user's ``gen``; passwd/remove change ``gen`` and so end every
-existing session of that user.  Failed logins are counted in Redis per user+client
+user name, the user's ``gen`` and a server-side login id (``sid``, see
+:func:`bind_login_session`); passwd/remove change ``gen`` and so end every existing
+session of that user, and logout deletes the login id, so a copied session cookie
+stops working at logout.  Failed logins are counted in Redis per user+client
 address (and, more loosely, per client address) so the limit holds across all
 gunicorn workers; lock-outs back off exponentially.  The client address is the one
 nginx puts in X-Forwarded-For (see :mod:`app.web.proxy`).  Requests for a Host the
@@ -19,8 +21,8 @@ from collections.abc import Callable
 from urllib.parse import parse_qs, urlsplit
 
 from bokeh.util.token import check_token_signature, get_token_payload
-from flask import (Blueprint, Response, abort, flash, g, redirect, render_template, request,
-                   session, url_for)
+from flask import (Blueprint, Response, abort, current_app, flash, g, redirect, render_template,
+                   request, session, url_for)
 from flask_wtf import FlaskForm
 from wtforms import HiddenField, PasswordField, StringField
 from wtforms.validators import DataRequired, Length
@@ -132,8 +134,8 @@ def load_user() -> None:
     name = session.get("user")
     if name:
         user = fleet().accounts.get_user(name)
-        if user is None or user.gen != session.get("gen"):
-            session.clear()  # removed, or password/roles changed since this login
+        if user is None or user.gen != session.get("gen") or not login_session_live(name):
+            session.clear()  # removed, password/roles changed, or logged out since this login
             return
         g.user = user
 
@@ -218,22 +220,13 @@ def login():  # type: ignore[no-untyped-def]
 
 @bp.route("/logout", methods=("POST",))
 def logout():  # type: ignore[no-untyped-def]
+    """End this login on the server too: its id is deleted, so a copy of the session
+    cookie (taken before the logout) no longer loads the user."""
     LogoutForm()  # CSRFProtect has already checked the token
+    fleet().accounts.close_web_session(session.get("sid"))
     session.clear()
     flash("Logged out.")
     return redirect(url_for("auth.login"))
-
-
-def _request_tokens() -> list[str]:
-    """Every Bokeh token the original request carries (autoload query, subprotocol)."""
-    tokens = []
-    uri = request.headers.get("X-Original-URI", "")
-    if uri:
-        tokens += parse_qs(urlsplit(uri).query).get("bokeh-token", [])
-    parts = [p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",")]
-    if len(parts) == 2 and parts[0] == "bokeh":
-        tokens.append(parts[1])
-    return tokens
 
 
 @bp.before_request
@@ -248,7 +241,7 @@ def embed_origin_binding():  # type: ignore[no-untyped-def]
 
     own = normalize_origin(request.host_url)
     sent = request.headers.get("Origin")
-    for token in _request_tokens():
+    for token in _request_tokens() or []:
         try:
             bound = get_token_payload(token).get("origin")
         except Exception:  # garbled: check() refuses it anyway
@@ -263,62 +256,96 @@ def embed_origin_binding():  # type: ignore[no-untyped-def]
     return None
 
 
-def _dashboard_from_request() -> tuple[str | None, bool]:
-    """(dashboard named by a signed, unexpired Bokeh token in the original request,
-    whether a token was present at all).  Looks at X-Original-URI's ``bokeh-token``
-    (autoload.js) and the websocket subprotocol header (``bokeh, <token>``)."""
-    token = None
+
+def login_session_live(name: str) -> bool:
+    """Whether the Flask session's server-side login id for ``name`` is still open
+    (refreshing its lifetime: it lasts as long as the sliding cookie)."""
+    ttl = int(current_app.permanent_session_lifetime.total_seconds())
+    return fleet().accounts.web_session_live(session.get("sid"), name, ttl)
+
+
+@bp.after_app_request
+def bind_login_session(resp: Response) -> Response:
+    """Give every login (whatever put the user into the Flask session) a server-side
+    id that logout can delete; sessions without one are not accepted (load_user)."""
+    name = session.get("user")
+    if name and not session.get("sid") and not g.get("sso"):
+        ttl = int(current_app.permanent_session_lifetime.total_seconds())
+        session["sid"] = fleet().accounts.open_web_session(name, ttl)
+    return resp
+
+
+def _request_tokens() -> list[str] | None:
+    """Every Bokeh token the original request carries: ``bokeh-token`` values of
+    X-Original-URI (autoload.js; a websocket URL may carry one too) and the websocket
+    subprotocol header (``bokeh, <token>``).  None if that header is not exactly one
+    ``bokeh, <token>`` pair (a second header or pair would be a second token)."""
+    tokens: list[str] = []
     uri = request.headers.get("X-Original-URI", "")
     if uri:
-        values = parse_qs(urlsplit(uri).query).get("bokeh-token")
-        if values:
-            token = values[-1]
-    if token is None:
-        proto = request.headers.get("Sec-WebSocket-Protocol", "")
-        parts = [p.strip() for p in proto.split(",")]
-        if len(parts) == 2 and parts[0] == "bokeh":
-            token = parts[1]
-    if token is None:
-        return None, False
+        tokens += parse_qs(urlsplit(uri).query, keep_blank_values=True).get("bokeh-token", [])
+    protos = [p for p in request.headers.getlist("Sec-WebSocket-Protocol") if p.strip()]
+    if len(protos) > 1:
+        return None
+    if protos:
+        parts = [p.strip() for p in protos[0].split(",")]
+        if len(parts) != 2 or parts[0] != "bokeh":
+            return None
+        tokens.append(parts[1])
+    return tokens
+
+
+def _token_payload(token: str) -> dict | None:
+    """The payload of a signed, unexpired Flask-minted Bokeh token naming a dashboard."""
     secret = fleet().settings.secret_key
     try:
         if not check_token_signature(token, secret_key=secret, signed=True):
-            return None, True
+            return None
         payload = get_token_payload(token)
     except Exception:  # malformed base64/JSON/zlib: just not a valid token
-        return None, True
+        return None
     dashboard = payload.get("dashboard")
     expiry = payload.get("session_expiry")
     if not isinstance(dashboard, str) or not DASHBOARD_RE.match(dashboard):
-        return None, True
+        return None
     if not isinstance(expiry, (int, float)) or expiry < time.time():
-        return None, True
-    g.token_user = payload.get("user")
-    return dashboard, True
+        return None
+    if not isinstance(payload.get("user"), str) or not payload["user"]:
+        return None
+    return payload
 
 
 @bp.route("/check")
 def check():  # type: ignore[no-untyped-def]
     """For nginx ``auth_request`` in front of ``/bokeh/``: 204 or 401, no templates.
 
-    Allowed: a logged-in user (session or SSO) who may view the dashboard named by
-    the request's Bokeh token, if it carries one; or, without a session (a page on
-    another intranet origin embedding through ``/embed/X.js``), a valid unexpired
-    Flask-minted token whose user may still view its dashboard.
+    A request may carry at most one Bokeh token (URL or websocket subprotocol, never
+    both: the instance uses the subprotocol one for websockets, so two could pair an
+    approved token with another).  With a token, the token's own user (the one the
+    instance shows the session to) must exist, still hold the roles the token names
+    and may view its dashboard; this also serves pages on other intranet origins that
+    embed through ``/embed/X.js`` without our cookie.  Without a token (BokehJS
+    static files), a logged-in user (session or SSO) is enough.
     """
     empty = Response(status=401)
     empty.headers["Cache-Control"] = "no-store"
-    dashboard, had_token = _dashboard_from_request()
+    tokens = _request_tokens()
+    if tokens is None or len(tokens) > 1:
+        return empty
     accounts = fleet().accounts
     user = g.user
-    if had_token and dashboard is None:
-        return empty  # a forged, garbled or expired token: never let it through
-    if user is None and dashboard is not None:
-        name = getattr(g, "token_user", None)
-        user = accounts.get_user(name) if isinstance(name, str) and name else None
+    if tokens:
+        payload = _token_payload(tokens[0])
+        if payload is None:
+            return empty  # a forged, garbled or expired token: never let it through
+        name = payload["user"]
+        user = g.user if g.user is not None and g.user.name == name else accounts.get_user(name)
+        roles = payload.get("roles")
+        if user is None or (roles is not None and user.effective_roles != User("", roles).effective_roles):
+            return empty  # removed, or roles changed since the token was minted
+        if not accounts.can_view(user, payload["dashboard"]):
+            return empty
     if user is None:
-        return empty
-    if dashboard is not None and not accounts.can_view(user, dashboard):
         return empty
     ok = Response(status=204)
     ok.headers["Cache-Control"] = "no-store"

@@ -125,11 +125,13 @@ def openapi_document() -> dict[str, Any]:
                                    "description": "seconds"}}
     www_auth = {"WWW-Authenticate": {"required": True, "schema": {"type": "string"}}}
     common_errors = {
-        "401": _error("missing, invalid or revoked token", www_auth),
+        "401": _error("missing, invalid, revoked or expired token", www_auth),
         "403": _error("the token (or the logged-in user) may not use this dashboard"),
         "404": _error("no such dashboard"),
-        "429": _error("too many failed authentications from this address", retry_after),
-        "503": _error("the command bus (Redis) is not reachable; retry", retry_after),
+        "429": _error("too many failed authentications from this address, or the token's publish "
+                      "rate (FLEET_API_PUBLISH_RATE) exceeded", retry_after),
+        "503": _error("the command bus (Redis) is not reachable, or full at its maxmemory; retry",
+                      retry_after),
     }
     figure = {"type": "object", "required": ["name", "kind", "data"],
               "properties": {"name": {"type": "string"},
