@@ -1,4 +1,7 @@
-// Fleet page status mark and re-authentication (runs in the browser, inside CustomJS).
+// Fleet page status mark and re-authentication.  A page script, not a CustomJS model:
+// the pages' Content-Security-Policy has no 'unsafe-eval', which CustomJS needs.  The
+// dashboard page loads it from /static/status.js and /embed/<name>.js appends it, so
+// embedded dashboards get it too.  It hooks every Bokeh document of the page.
 //
 // A small fixed mark shows "live", "reconnecting..." or "stale since HH:MM:SS".
 // When BokehJS gives up reconnecting, or its token has expired (a reconnect would be
@@ -80,3 +83,23 @@ function fleet_status(ev, kind) {
     show("reconnecting...", "#f9a825");
   }
 }
+
+(function () {
+  "use strict";
+  const w = window;
+  if (w.__fleet_status_hooked) return;
+  w.__fleet_status_hooked = true;
+  function hook(doc) {
+    if (doc.__fleet_hooked) return;
+    doc.__fleet_hooked = true;
+    doc.on_event("connection_lost", (_, ev) => fleet_status(ev, "lost"));
+    doc.on_event("client_reconnected", (_, ev) => fleet_status(ev, "reconnected"));
+    fleet_status({}, "ready");
+  }
+  function poll() {
+    const docs = (w.Bokeh && w.Bokeh.documents) || [];
+    for (const doc of docs) hook(doc);
+    setTimeout(poll, docs.length ? 1000 : 100);
+  }
+  poll();
+})();
