@@ -66,7 +66,7 @@ ALLOWED: frozenset[str] = frozenset({
     # tables with safe cell formatters, and text
     "DataTable", "TableColumn", "StringFormatter", "NumberFormatter", "DateFormatter",
     "BooleanFormatter", "ScientificFormatter", "StringEditor", "NumberEditor", "IntEditor",
-    "CheckboxEditor", "DateEditor", "SelectEditor", "PercentEditor", "TextEditor",
+    "CheckboxEditor", "DateEditor", "PercentEditor", "TextEditor",
     "Paragraph", "PreText", "Div",
 })
 
@@ -200,8 +200,9 @@ def reidentified(item: dict, prefix: str) -> dict:
     def walk(node: Any) -> Any:
         if isinstance(node, dict):
             out = {k: walk(v) for k, v in node.items() if k != "id"}
-            if "id" in node and isinstance(node["id"], str) and (
-                    node.get("type") == "object" or set(node) == {"id"}):
+            # definitions ({"type": "object", "id"...}) and references ({"id"} or
+            # {"type": "ref", "id"}), as bokeh.core.serialization.Deserializer reads them
+            if "id" in node and isinstance(node["id"], str) and node.get("type", "ref") in ("object", "ref"):
                 out["id"] = _new_id(mapping, prefix, node["id"])
             elif "id" in node:
                 out["id"] = node["id"]
