@@ -79,7 +79,15 @@ class Canary:
         self.server.server_close()
 
 
-CANARY = Canary()
+CANARY: Canary  # set by the canary fixture (no server is started just by importing this module)
+
+
+@pytest.fixture(scope="module")
+def canary():
+    global CANARY
+    CANARY = Canary()
+    yield CANARY
+    CANARY.close()
 
 
 def payloads(tag: str) -> list[str]:
@@ -127,7 +135,7 @@ def spec_commands() -> list[list[str]]:
          "data", j({"k": [p("factor", i) for i in range(4)], "v": [1, 2, 3, 4]})],
         ["op", "replace", "name", "table", "kind", "table", "title", p("table-title", 2),
          "data", j({p("table-column", 0): [p("cell", i) for i in range(3)], "n": [1, 2, 3]})],
-        ["op", "set", "name", "line", "tooltips", j([["set", p("set-tooltip", 0)], ["y", "y"]])],
+        ["op", "set", "name", "cols", "tooltips", j([["set", p("set-tooltip", 0)], [p("set-label", 2), "x"]])],
         ["op", "set", "name", "bars", "title", p("set-title", 3), "x_label", p("set-x-label", 0)],
         ["op", "stream", "name", "table", "data", j({p("table-column", 0): [p("streamed-cell", 1)], "n": [4]})],
         ["op", "patch", "name", "table", "patches", j({p("table-column", 0): [[0, p("patched-cell", 0)]]})],
@@ -213,7 +221,7 @@ def rejected_commands() -> dict[str, tuple[object, str]]:
 
 # --- the stack -------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def live():
+def live(canary):
     s = Stack(instances=1)
     try:
         s.start_healthy()
@@ -327,7 +335,7 @@ def test_hover_shows_tooltip_literals_as_text(live, published, browser):
         box = canvas.bounding_box()
         deadline = time.monotonic() + 15
         text = ""
-        while "set-tooltip" not in text:
+        while "tooltip-literal" not in text:
             assert time.monotonic() < deadline, f"no tooltip with the literal: {text[:300]!r}"
             for k in range(1, 12):
                 page.mouse.move(box["x"] + box["width"] * k / 12, box["y"] + box["height"] / 2)
@@ -335,7 +343,8 @@ def test_hover_shows_tooltip_literals_as_text(live, published, browser):
                 for (const el of root.querySelectorAll('*')) { if (el.shadowRoot) walk(el.shadowRoot); }
                 for (const el of root.querySelectorAll('[data-value]')) t += el.textContent + '\\n'; };
                 walk(document); return t; }""")
-        assert f'<img src="{CANARY.url}/img/set-tooltip"' in text
+        assert f'<img src="{CANARY.url}/img/tooltip-literal"' in text
+        assert "tooltip-data" in text  # a column value (a payload too), shown as text
     finally:
         ctx.close()
 
