@@ -47,8 +47,6 @@ class Settings:
     max_figure_rows: int = 1_000_000
     max_figures: int = 64
     max_columns: int = 64
-    # ``figure`` ops may carry models with script (CustomJS & co.) only when set.
-    allow_script: bool = False
     # Idempotency: how many recent command ids each dashboard remembers.
     idempotency_window: int = 10_000
     # Rejected-commands stream keeps about this many entries per dashboard.

@@ -92,10 +92,9 @@ def _model_json(with_script: bool) -> str:
     return json.dumps(json_item(fig))
 
 
-def test_figure_with_script_refused_unless_allowed():
+def test_figure_with_script_refused():
     exc = rejected({"op": "figure", "name": "p", "model": _model_json(True)})
-    assert "CustomJS" in exc.reason and "FLEET_ALLOW_SCRIPT" in exc.reason
-    assert parse({"op": "figure", "name": "p", "model": _model_json(True)}, Limits(allow_script=True)).model
+    assert "CustomJS" in exc.reason or "js_event_callbacks" in exc.reason  # no escape hatch any more
     assert parse({"op": "figure", "name": "p", "model": _model_json(False)}).op == "figure"
 
 

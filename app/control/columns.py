@@ -2,7 +2,8 @@
 
 A column is a 1-d numpy array, one of three kinds:
 
-* ``float64`` for numbers (JSON ints and floats, ``null`` -> NaN) and datetimes
+* ``float64`` for numbers (JSON ints and floats; ``null``, ``NaN`` and ``Infinity`` ->
+  NaN, so that every number a column holds can be written back as JSON) and datetimes
   (milliseconds since the epoch, which is what Bokeh's datetime axes use);
 * ``bool``;
 * ``object`` holding ``str`` for text.
@@ -77,12 +78,21 @@ def from_values(name: str, values: Any) -> np.ndarray:
             arr = np.array([math.nan if v is None else v for v in values], dtype=np.float64)
         except OverflowError:
             raise ColumnError(f"column {name!r}: number out of range") from None
-        return _frozen(arr)
+        return _frozen(_finite(arr))
     if kind == "bool":
         if any(v is None for v in values):
             raise ColumnError(f"column {name!r}: null in a boolean column")
         return _frozen(np.array(values, dtype=np.bool_))
     return _frozen(np.array(["" if v is None else v for v in values], dtype=object))
+
+
+def _finite(arr: np.ndarray) -> np.ndarray:
+    """``arr`` (float64, writeable) with +-Infinity replaced by NaN: a missing value,
+    ``null`` in JSON.  ``Infinity`` is not JSON, and a column must round-trip."""
+    inf = np.isinf(arr)
+    if inf.any():
+        arr[inf] = math.nan
+    return arr
 
 
 def _from_numpy(name: str, arr: np.ndarray) -> np.ndarray:
@@ -95,7 +105,7 @@ def _from_numpy(name: str, arr: np.ndarray) -> np.ndarray:
         ms[np.isnat(arr)] = math.nan
         return _frozen(ms)
     if np.issubdtype(arr.dtype, np.number):
-        return _frozen(arr.astype(np.float64))
+        return _frozen(_finite(arr.astype(np.float64)))
     if arr.dtype == object or arr.dtype.kind == "U":
         return from_values(name, [None if v is None else v for v in arr.tolist()])
     raise ColumnError(f"column {name!r}: unsupported dtype {arr.dtype}")
@@ -192,7 +202,7 @@ def datetime_ms(name: str, arr: np.ndarray) -> np.ndarray:
 def to_jsonable(arr: np.ndarray) -> list:
     """Column -> plain JSON list (NaN -> null), for people and HTTP answers."""
     if kind_of(arr) == "number":
-        return [None if math.isnan(v) else (int(v) if v.is_integer() and abs(v) < 2**53 else v) for v in arr.tolist()]
+        return [None if not math.isfinite(v) else (int(v) if v.is_integer() and abs(v) < 2**53 else v) for v in arr.tolist()]
     return arr.tolist()
 
 

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from app.control import columns as cols
+from app.control import models
 from app.control.columns import ColumnError, Columns
 
 VERSION = 1
@@ -34,13 +35,6 @@ NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:-]{0,63}\Z")
 COLUMN_RE = re.compile(r"^[^\x00-\x1f]{1,128}\Z")
 MAX_TEXT = 500
 MAX_ID = 200
-
-# Bokeh model types whose attributes can carry executable JavaScript or raw HTML.
-SCRIPT_MODEL_PREFIXES = ("CustomJS",)
-SCRIPT_MODELS = frozenset(
-    {"Div", "HTMLTemplateFormatter", "ImportedStyleSheet", "InlineStyleSheet",
-     "GlobalInlineStyleSheet", "GlobalImportedStyleSheet", "HTML", "CustomAction", "MathML"}
-)
 
 COMMON_FIELDS = {"op", "id", "ts"}
 OP_FIELDS: dict[str, set[str]] = {
@@ -80,11 +74,10 @@ class Limits:
     max_command_bytes: int = 16 * 1024 * 1024
     max_rows_per_command: int = 100_000
     max_columns: int = 64
-    allow_script: bool = False
 
     @classmethod
     def from_settings(cls, s: Any) -> "Limits":
-        return cls(s.max_command_bytes, s.max_rows_per_command, s.max_columns, s.allow_script)
+        return cls(s.max_command_bytes, s.max_rows_per_command, s.max_columns)
 
 
 @dataclass(frozen=True, eq=False)
@@ -260,7 +253,7 @@ def _patches(fields: Mapping[str, bytes], limits: Limits) -> dict[str, list[tupl
             if val is not None and not isinstance(val, (int, float, str, bool)):
                 raise Rejected(f"column {cname!r}: value at index {idx} is not a scalar", "patches")
             if isinstance(val, float) and not math.isfinite(val):
-                raise Rejected(f"column {cname!r}: value at index {idx} is not finite", "patches")
+                val = None  # NaN/Infinity: a missing number, like null (columns do the same)
             pairs.append((idx, val))
         total += len(pairs)
         out[str(cname)] = pairs
@@ -294,37 +287,19 @@ def _layout(fields: Mapping[str, bytes]) -> tuple[str, tuple[tuple[str, ...], ..
     return key, tuple(groups)
 
 
-def _model(fields: Mapping[str, bytes], limits: Limits) -> dict:
+def _model(fields: Mapping[str, bytes]) -> dict:
+    """A ``json_item`` whose models are all on the allow list (app.control.models)."""
     value = _json(fields, "model")
     if not isinstance(value, dict):
         raise Rejected("expected the JSON of bokeh.embed.json_item(figure)", "model")
     doc = value.get("doc")
     if not isinstance(doc, dict) or not isinstance(doc.get("roots"), list) or not doc["roots"]:
         raise Rejected("expected the JSON of bokeh.embed.json_item(figure): no doc.roots", "model")
-    if not limits.allow_script:
-        bad = _script_models(value)
-        if bad:
-            raise Rejected(
-                f"model type {bad} can run script or raw HTML in viewers' browsers; "
-                "refused unless FLEET_ALLOW_SCRIPT is set",
-                "model",
-            )
+    try:
+        models.check(value)
+    except models.ModelRefused as exc:
+        raise Rejected(str(exc), "model") from None
     return value
-
-
-def _script_models(node: Any) -> str | None:
-    stack = [node]
-    while stack:
-        cur = stack.pop()
-        if isinstance(cur, dict):
-            name = cur.get("name")
-            if cur.get("type") == "object" and isinstance(name, str):
-                if name in SCRIPT_MODELS or name.startswith(SCRIPT_MODEL_PREFIXES):
-                    return name
-            stack.extend(cur.values())
-        elif isinstance(cur, list):
-            stack.extend(cur)
-    return None
 
 
 def parse(fields: Mapping[Any, Any], limits: Limits = Limits()) -> Command:
@@ -397,7 +372,7 @@ def parse(fields: Mapping[Any, Any], limits: Limits = Limits()) -> Command:
     elif op == "layout":
         kw["layout_mode"], kw["layout"] = _layout(f)
     elif op == "figure":
-        kw["model"] = _model(f, limits)
+        kw["model"] = _model(f)
     return Command(**kw)
 
 

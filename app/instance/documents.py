@@ -18,7 +18,6 @@ from __future__ import annotations
 import html
 import logging
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 
 import numpy as np
 from bokeh.core.types import ID
@@ -27,13 +26,13 @@ from bokeh.document.events import ColumnsStreamedEvent
 from bokeh.models import (
     Column,
     ColumnDataSource,
-    CustomJS,
     DataTable,
     DateFormatter,
     Div,
     FactorRange,
     HoverTool,
     LayoutDOM,
+    Range,
     Row,
     TableColumn,
 )
@@ -41,6 +40,7 @@ from bokeh.palettes import Category10_10
 from bokeh.plotting import figure as bk_figure
 from bokeh.transform import dodge
 
+from app.control import models
 from app.control.protocol import Command
 from app.control.state import DashboardState, Figure
 from app.instance import pagestatus
@@ -50,7 +50,6 @@ log = logging.getLogger("fleet.instance.documents")
 PLOT_HEIGHT = 320
 TABLE_HEIGHT = 280
 TOOLS = "pan,wheel_zoom,box_zoom,reset,save"
-STATUS_JS = (Path(__file__).parent / "static" / "status.js").read_text()
 
 
 # --- figures -----------------------------------------------------------------------------
@@ -75,14 +74,17 @@ def _tooltips(fig: Figure) -> tuple[list[tuple[str, str]], dict[str, str]]:
     out, formatters = [], {}
     for label, column in pairs:
         if column in fig.data:
-            field = "@{%s}" % column.replace("}", "")
+            # BokehJS escapes the values it substitutes; braces would start a format
+            field = "@{%s}" % column.replace("}", "").replace("{", "")
             if fig.x_axis_type == "datetime" and column == fig.x:
                 formatters[field] = "datetime"
                 out.append((label, field + "{%F %T}"))
             else:
                 out.append((label, field))
-        else:  # a literal; "@"/"$" would be interpreted, so neutralise them
-            out.append((label, column.replace("@", "＠").replace("$", "＄")))
+        else:
+            # A literal.  BokehJS parses a tooltip value as HTML (labels are text), so
+            # escape it, and neutralise "@"/"$", which would be read as placeholders.
+            out.append((label, html.escape(column.replace("@", "＠").replace("$", "＄"))))
     return out, formatters
 
 
@@ -102,7 +104,7 @@ class FigureView:
         self.title_div: Div | None = None
         self.factors: list[str] | None = None
         if fig.kind == "model":
-            self.root = _model_root(fig)
+            self.root = _model_root(fig, f"{id_prefix or 'fleet'}:{fig.name}:{fig.version}:m")
         elif fig.kind == "table":
             self.root = self._table(fig)
         else:
@@ -238,14 +240,26 @@ class FigureView:
             self.plot.x_range.factors = factors
 
 
-def _model_root(fig: Figure) -> LayoutDOM:
-    """Rebuild an ``op=figure`` model tree from its ``json_item`` JSON."""
+def _model_root(fig: Figure, id_prefix: str) -> LayoutDOM:
+    """Rebuild an ``op=figure`` model tree from its ``json_item`` JSON.
+
+    The controller's model ids are replaced by ids under ``id_prefix``: its own
+    (``p1001``...) collide with this document's other models, and BokehJS would then
+    resolve references to the wrong models and render nothing at all.
+    """
     item = fig.model or {}
     try:
+        models.check(item)  # parse() did; a snapshot from an older version may hold anything
+        item = models.reidentified(item, id_prefix + ":")
         tmp = Document.from_json(item["doc"])
         root = tmp.get_model_by_id(item.get("root_id")) if item.get("root_id") else None
         root = root or tmp.roots[0]
+        if not isinstance(root, LayoutDOM):
+            raise ValueError(f"its root is a {type(root).__name__}, not a plot or a layout")
         tmp.remove_root(root)
+        for m in root.references():  # as for spec figures: a viewer's zoom stays in its browser
+            if isinstance(m, Range):
+                m.syncable = False
         return root
     except Exception as exc:  # parse() checked the shape; Bokeh may still refuse it
         log.warning("figure %s: cannot rebuild the Bokeh model: %s", fig.name, exc)
@@ -275,14 +289,12 @@ class DashboardDoc:
         self.state: DashboardState | None = None
 
     def install(self, state: DashboardState | None) -> None:
-        """First build: add the root and the browser-side status script."""
-        self.doc.config.notify_connection_status = False  # our status mark replaces it
+        """First build: add the root."""
+        # The page's status mark (app/web/static/status.js, a page script: no CustomJS,
+        # which would need 'unsafe-eval' in the pages' CSP) replaces Bokeh's own.
+        self.doc.config.notify_connection_status = False
         self.rebuild(state)
         self.doc.add_root(self.root)
-        args = {"dashboard": self.dashboard}
-        self.doc.js_on_event("document_ready", CustomJS(args=args, code=STATUS_JS + "\nfleet_status(cb_obj, 'ready');"))
-        self.doc.js_on_event("connection_lost", CustomJS(args=args, code=STATUS_JS + "\nfleet_status(cb_obj, 'lost');"))
-        self.doc.js_on_event("client_reconnected", CustomJS(args=args, code=STATUS_JS + "\nfleet_status(cb_obj, 'reconnected');"))
 
     def rebuild(self, state: DashboardState | None, generation: int | None = None) -> None:
         """Build every figure from ``state`` (first build, or after a resync)."""

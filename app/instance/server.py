@@ -48,7 +48,6 @@ from tornado.httpserver import HTTPServer
 from tornado.iostream import StreamClosedError
 from tornado.ioloop import IOLoop
 from tornado.netutil import bind_sockets
-from tornado.web import StaticFileHandler
 
 from app.bus.keys import Keys, check_dashboard_name
 from app.control import columns
@@ -61,7 +60,6 @@ from app.settings import Settings
 log = logging.getLogger("fleet.instance")
 
 APP_PATH = "/dashboard"
-STATIC_DIR = Path(__file__).parent / "static"
 
 
 class Refused(Exception):
@@ -266,7 +264,6 @@ class Instance:
             extra_patterns=[
                 (r"/healthz", HealthHandler, common),
                 (r"/metrics", MetricsHandler, common),
-                (r"/fleet/(.*)", StaticFileHandler, {"path": str(STATIC_DIR)}),
             ],
         )
         self.tornado.instance = self

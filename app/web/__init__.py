@@ -10,10 +10,11 @@ settings as ``test_config["FLEET_SETTINGS"]``.  Redis is reached only through
 from __future__ import annotations
 
 import datetime as dt
+import secrets
 from dataclasses import dataclass
 from typing import Any
 
-from flask import Flask, current_app, jsonify, render_template, request
+from flask import Flask, current_app, g, jsonify, render_template, request
 from flask_wtf.csrf import CSRFError, CSRFProtect
 from werkzeug.exceptions import HTTPException
 
@@ -77,12 +78,15 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(admin.bp)
     csrf.exempt(api.bp)  # bearer tokens, no cookies: nothing for a forged form to ride on
 
+    app.jinja_env.globals["csp_nonce"] = csp_nonce
+
     @app.after_request
     def security_headers(resp):  # type: ignore[no-untyped-def]
         resp.headers.setdefault("X-Content-Type-Options", "nosniff")
         resp.headers.setdefault("Referrer-Policy", "same-origin")
         if resp.mimetype == "text/html":
             resp.headers.setdefault("X-Frame-Options", "SAMEORIGIN")
+            resp.headers.setdefault("Content-Security-Policy", content_security_policy(g.get("csp_nonce")))
         return resp
 
     @app.errorhandler(CSRFError)
@@ -108,6 +112,30 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         return _error_response(exc.code, exc.description or exc.name)
 
     return app
+
+
+def csp_nonce() -> str:
+    """This response's CSP nonce (one per request) for our few inline scripts:
+    ``<script nonce="{{ csp_nonce() }}">``."""
+    if "csp_nonce" not in g:
+        g.csp_nonce = secrets.token_urlsafe(18)
+    return g.csp_nonce
+
+
+def content_security_policy(nonce: str | None) -> str:
+    """The CSP of every HTML page: scripts only from this origin, the response's nonce
+    (inline) and ``blob:`` (the dashboard loader runs Bokeh's autoload.js from a blob,
+    so the token-carrying URL is never a ``src``), never inline handlers or ``eval``
+    (no 'unsafe-inline'/'unsafe-eval': nothing a controller smuggles into a page can
+    run).  Styles need 'unsafe-inline': BokehJS styles its views with ``<style>``
+    elements and ``style`` attributes.  ``frame-ancestors 'self'`` matches
+    ``X-Frame-Options: SAMEORIGIN``; ``connect-src 'self'`` covers the websocket."""
+    script = "script-src 'self' blob:" + (f" 'nonce-{nonce}'" if nonce else "")
+    return "; ".join((
+        "default-src 'self'", script, "style-src 'self' 'unsafe-inline'",
+        "img-src 'self' data: blob:", "font-src 'self' data:", "connect-src 'self'",
+        "object-src 'none'", "base-uri 'none'", "frame-ancestors 'self'", "form-action 'self'",
+    ))
 
 
 def _error_response(code: int, message: str):  # type: ignore[no-untyped-def]

@@ -269,7 +269,10 @@ def get_state(name: str) -> Response:
         state, last_id = store.read_state(f.client, f.keys, name, f.settings)
     except registry.UnknownDashboard:
         raise ApiError(404, f"no dashboard {name!r}") from None
-    return jsonify({"dashboard": name, "last_id": last_id, "state": view(state)})
+    # allow_nan=False: the answer is JSON or an error, never NaN/Infinity (columns map
+    # those to null when a command is decoded; model trees holding them are rejected)
+    body = json.dumps({"dashboard": name, "last_id": last_id, "state": view(state)}, allow_nan=False)
+    return Response(body, mimetype="application/json")
 
 
 @bp.get("/dashboards/<name>/rejected")

@@ -154,10 +154,12 @@ def loader_js(src: str, elementid: str) -> str:
     )
 
 
-def autoload_tag(src: str, elementid: str) -> Markup:
-    """``<div>`` target + ``<script>`` for a page we render ourselves."""
+def autoload_tag(src: str, elementid: str, nonce: str = "") -> Markup:
+    """``<div>`` target + ``<script>`` for a page we render ourselves (``nonce``: the
+    page's CSP nonce, see app.web.content_security_policy)."""
     js = loader_js(src, elementid).replace("</", "<\\/")
-    return Markup(f'<div id="{elementid}" class="fleet-dashboard"></div>\n<script>{js}</script>')
+    attr = f' nonce="{nonce}"' if nonce else ""
+    return Markup(f'<div id="{elementid}" class="fleet-dashboard"></div>\n<script{attr}>{js}</script>')
 
 
 def new_route_value() -> str:

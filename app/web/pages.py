@@ -8,15 +8,18 @@ hashes on, so the autoload request and the websocket reach the same instance.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from flask import Blueprint, Response, abort, g, render_template, request, url_for
 
 from app.bus import registry
 from app.bus.keys import DASHBOARD_RE
-from app.web import embed, fleet
+from app.web import csp_nonce, embed, fleet
 from app.web.auth import LogoutForm, login_required
 
 bp = Blueprint("pages", __name__)
+# The status mark and re-authentication, appended to /embed/<name>.js (pages load it).
+STATUS_JS = (Path(__file__).parent / "static" / "status.js").read_text()
 
 
 def _route_cookie(resp: Response) -> Response:
@@ -62,7 +65,7 @@ def dashboard(name: str):  # type: ignore[no-untyped-def]
     src = embed.autoload_src(embed.app_url(s, request.host_url), minted.token, elementid)
     html = render_template(
         "dashboard.html", name=name, title=meta.get("title") or name,
-        tag=embed.autoload_tag(src, elementid), logout_form=LogoutForm(),
+        tag=embed.autoload_tag(src, elementid, csp_nonce()), logout_form=LogoutForm(),
     )
     return _route_cookie(Response(html, mimetype="text/html"))
 
@@ -116,6 +119,7 @@ def embed_js(name: str):  # type: ignore[no-untyped-def]
         "(function(){var me=document.currentScript;var d=document.createElement('div');"
         f"d.id={json.dumps(elementid)};d.className='fleet-dashboard';"
         "me.parentNode.insertBefore(d,me);})();\n" + embed.loader_js(src, elementid)
+        + "\n" + STATUS_JS
     )
     return _cors(_js(body))
 

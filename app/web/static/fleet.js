@@ -21,6 +21,11 @@ function fleetRefreshPanel(el) {
   setTimeout(tick, every);
 }
 
-/* Dashboard pages need nothing here: the status mark and the re-authentication
-   (reload with jitter once the site answers) come with the Bokeh document itself,
-   see app/instance/static/status.js, so embedded dashboards get them too. */
+/* The admin page's panel (no inline script: the pages' CSP allows none). */
+(function () {
+  var panel = document.getElementById('panel');
+  if (panel && panel.dataset.src) { fleetRefreshPanel(panel); }
+})();
+
+/* Dashboard pages: the status mark and the re-authentication (reload with jitter
+   once the site answers) are in status.js, which /embed/<name>.js appends too. */

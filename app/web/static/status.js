@@ -1,4 +1,7 @@
-// Fleet page status mark and re-authentication (runs in the browser, inside CustomJS).
+// Fleet page status mark and re-authentication.  A page script, not a CustomJS model:
+// the pages' Content-Security-Policy has no 'unsafe-eval', which CustomJS needs.  The
+// dashboard page loads it from /static/status.js and /embed/<name>.js appends it, so
+// embedded dashboards get it too.  It hooks every Bokeh document of the page.
 //
 // A small fixed mark (data-state live / quiet / stale / reconnecting) shows:
 //   "live · updated 3 s ago"      the instance is caught up and data arrived lately;
@@ -143,3 +146,23 @@ function fleet_status(ev, kind) {
     show("reconnecting", "reconnecting...", YELLOW);
   }
 }
+
+(function () {
+  "use strict";
+  const w = window;
+  if (w.__fleet_status_hooked) return;
+  w.__fleet_status_hooked = true;
+  function hook(doc) {
+    if (doc.__fleet_hooked) return;
+    doc.__fleet_hooked = true;
+    doc.on_event("connection_lost", (_, ev) => fleet_status(ev, "lost"));
+    doc.on_event("client_reconnected", (_, ev) => fleet_status(ev, "reconnected"));
+    fleet_status({}, "ready");
+  }
+  function poll() {
+    const docs = (w.Bokeh && w.Bokeh.documents) || [];
+    for (const doc of docs) hook(doc);
+    setTimeout(poll, docs.length ? 1000 : 100);
+  }
+  poll();
+})();
