@@ -32,7 +32,6 @@ import signal
 import socket
 from urllib.parse import urlsplit
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from bokeh.application import Application
