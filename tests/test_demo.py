@@ -18,13 +18,18 @@ from bokeh.models import ColumnDataSource, DataTable, Div, GlyphRenderer
 from app.bus import registry
 from app.client import Controller
 from app.stack import demo
-from tests.fixtures.bokeh import BokehClient, mint_token
+from app.bus.connection import sync_client
+from app.bus.keys import Keys
+from tests.fixtures.bokeh import BokehClient, allow_viewer, mint_token
 
 pytestmark = pytest.mark.xdist_group("demo")
 
 
 @pytest.fixture
 def demo_running(fleet_settings):
+    client = sync_client(fleet_settings)
+    allow_viewer(client, Keys(fleet_settings.key_prefix))  # the user of mint_token's tokens
+    client.close()
     stop = threading.Event()
     t = threading.Thread(target=demo.run, args=(fleet_settings,), kwargs={"interval": 0.05, "stop": stop})
     t.start()

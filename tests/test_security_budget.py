@@ -185,7 +185,8 @@ def test_api_publish_bytes_are_limited_per_token(make_app, fleet_bus):
 
 
 # --- Redis maxmemory and the alarm ------------------------------------------------------------
-SECRETS = {"REDIS_PASSWORD": "x" * 20, "SECRET_KEY": "y" * 40, "FLASK_SECRET": "z" * 40}
+SECRETS = {"REDIS_PASSWORD": "x" * 20, "SECRET_KEY": "y" * 40, "FLASK_SECRET": "z" * 40,
+           **{f"REDIS_PASSWORD_{r}": r.lower() * 8 for r in ("INSTANCE", "WEB", "COMPACTOR", "EVENTS", "DEMO")}}
 
 
 def test_redis_conf_caps_memory_with_noeviction(tmp_path):

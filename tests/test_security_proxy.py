@@ -128,7 +128,7 @@ def test_forwarded_proto_only_from_the_front_proxy(security_stack, front_proxy):
 
 def test_auth_check_is_not_reachable_from_outside(security_stack):
     c = SourceClient(security_stack.url)
-    _, sec = mint_token(security_stack.env["FLEET_SECRET_KEY"], "sec", user="admin1")
+    _, sec = mint_token(security_stack.env["FLEET_SECRET_KEY"], "sec", user="admin1", roles=("admin",))
     assert c.get("/auth/check")[0] == 404
     assert c.get(f"/auth/check?bokeh-token={sec}")[0] == 404
     c.login("bob", PASSWORDS["bob"])
@@ -178,7 +178,7 @@ def test_nginx_reload_does_not_keep_old_workers_for_open_websockets(security_sta
     conf = (security_stack.var / "nginx" / "nginx.conf").read_text()
     assert "worker_shutdown_timeout 10s;" in conf
     port = security_stack.settings.http_port
-    _, token = mint_token(security_stack.env["FLEET_SECRET_KEY"], "sec", user="admin1")
+    _, token = mint_token(security_stack.env["FLEET_SECRET_KEY"], "sec", user="admin1", roles=("admin",))
     sock = socket.create_connection(("127.0.0.1", port), timeout=30)
     try:
         key = base64.b64encode(os.urandom(16)).decode()

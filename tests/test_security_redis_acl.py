@@ -146,7 +146,9 @@ def test_default_user_is_off_and_only_web_and_admin_write_users(stack):
             assert nope(c.config_get, "*") and nope(c.acl_list) and nope(c.flushall)
         else:
             assert nope(c.hset, "fleet:users", "mallory", mallory), program
-            assert nope(c.hget, "fleet:users", "alice"), program
+            if program != "bokeh":  # instances read users/access to cut revoked sessions
+                assert nope(c.hget, "fleet:users", "alice"), program
+            assert nope(c.hset, "fleet:access", "*", "{}"), program
             assert nope(c.execute_command, "ACL", "SETUSER", "x", "on", "+@all", "~*"), program
     assert redis.Redis.from_url(stack.redis_url).hget("fleet:users", "mallory") is None
 
