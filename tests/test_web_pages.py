@@ -166,3 +166,26 @@ def test_scheme_from_trusted_proxy_only(make_app, users, fleet_bus):
         a.login("alice")
         r = a.client.get("/d/sales", headers={"X-Forwarded-Proto": "https"})
         assert autoload_src(r.data).startswith(f"{scheme}://localhost/bokeh/dashboard/autoload.js?")
+
+
+def test_embed_hint_only_for_page_builders_where_embedding_works(make_app):
+    """The developer-facing embed snippet: not for viewers, and not where no origin may
+    embed (FLEET_EMBED_ORIGINS empty: /embed/X.js would refuse every other page)."""
+    from tests.fixtures.web import PASSWORDS, ROLES, AuthActions
+
+    def page(user: str, origins: tuple[str, ...]) -> str:
+        app = make_app(embed_origins=origins)
+        fb = app.extensions["fleet"]
+        fb.client.flushdb()
+        registry.create_dashboard(fb.client, fb.keys, "sales", title="Sales")
+        fb.accounts.grant_access("sales", users=[user])
+        fb.accounts.add_user(user, PASSWORDS[user], [ROLES[user]])
+        c = app.test_client()
+        AuthActions(c).login(user)
+        r = c.get("/d/sales")
+        assert r.status_code == 200
+        return r.get_data(as_text=True)
+
+    assert "embed-hint" not in page("alice", ("http://wiki.corp",))   # a viewer
+    assert "embed-hint" not in page("carol", ())                      # nobody may embed
+    assert "/embed/sales.js" in page("carol", ("http://wiki.corp",))  # a controller, listed origin

@@ -66,6 +66,9 @@ def dashboard(name: str):  # type: ignore[no-untyped-def]
     html = render_template(
         "dashboard.html", name=name, title=meta.get("title") or name,
         tag=embed.autoload_tag(src, elementid, csp_nonce()), logout_form=LogoutForm(),
+        # the embed snippet only where it can work: origins listed, and for people who
+        # build pages (controllers, admins), not for every viewer
+        embed_hint=bool(s.embed_origins) and g.user.has_role("controller"),
     )
     return _route_cookie(Response(html, mimetype="text/html"))
 
