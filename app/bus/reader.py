@@ -360,10 +360,13 @@ class Reader:
             self.stats["rejected"] += 1
             log.warning("%s: %s %s rejected: %s", self.name, name, entry_id, reason)
             self._notify("on_rejected", name, entry_id, fields, reason)
-        if rejections and self.record_rejections:
-            await self._record(name, rejections)
+        if self.record_rejections and entries:
+            await self._record(name, rejections, entries[-1][0])
 
-    async def _record(self, name: str, rejections: list) -> None:
+    async def _record(self, name: str, rejections: list, last_id: bytes) -> None:
+        """Record rejections, then the last folded id in ``fleet:{d}:applied`` (in that
+        order, on one connection: a controller that sees its id applied also sees its
+        rejection, if any - see bokeh_fleet's ``wait_applied``)."""
         pipe = self._client.pipeline(transaction=False)
         for entry_id, fields, reason in rejections:
             copy: dict[Any, Any] = {}
@@ -375,6 +378,7 @@ class Reader:
             copy[b"_reason"] = reason.encode()
             pipe.xadd(self.keys.rejected(name), copy, id=entry_id,
                       maxlen=self.settings.rejected_maxlen, approximate=True)
+        pipe.set(self.keys.applied(name), last_id)
         for result in await pipe.execute(raise_on_error=False):
             if isinstance(result, Exception) and "equal or smaller" not in str(result):
                 log.warning("%s: could not record a rejection of %s: %s", self.name, name, result)

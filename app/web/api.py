@@ -23,7 +23,7 @@ from typing import Any
 from flask import Blueprint, Response, g, jsonify, request
 from werkzeug.exceptions import BadRequest
 
-from app.bus import publisher, registry, store
+from app.bus import applied, publisher, registry, store
 from app.bus.accounts import Token
 from app.bus.keys import DASHBOARD_RE
 from app.control.protocol import COMMON_FIELDS, OP_FIELDS, Limits, Rejected, parse
@@ -37,6 +37,10 @@ bp = Blueprint("api", __name__, url_prefix="/api/v1")
 MAX_BATCH = 10_000
 MAX_REJECTED = 1000
 COUNT_RE = re.compile(r"[0-9]{1,7}\Z")
+ARROW_STREAM = "application/vnd.apache.arrow.stream"
+ENTRY_ID_RE = re.compile(r"[0-9]{1,20}-[0-9]{1,20}\Z")
+WAIT_DEFAULT = 5.0
+WAIT_MAX = 30.0
 AUTH_FAIL_FACTOR = 5  # failed bearer attempts per address and window = login limit x this
 
 
@@ -188,15 +192,20 @@ def post_commands(name: str) -> tuple[Response, int]:
     tok = _bearer()
     _dashboard(name, tok)
     f = fleet()
-    if not request.is_json:
-        raise ApiError(400, "send a JSON body with Content-Type: application/json")
-    try:
-        body = request.get_json()  # raises 413 first if the body is too large
-    except BadRequest:
-        raise ApiError(400, "body is not valid JSON") from None
-    except RecursionError:
-        raise ApiError(400, "body is not valid JSON: nested too deeply") from None
-    batch, is_batch = _commands(body)
+    wait = _wait_seconds()
+    if request.mimetype == ARROW_STREAM:
+        batch, is_batch = [_arrow_command()], False
+    else:
+        if not request.is_json:
+            raise ApiError(400, "send a JSON body with Content-Type: application/json "
+                                f"(or an Arrow IPC stream as {ARROW_STREAM})")
+        try:
+            body = request.get_json()  # raises 413 first if the body is too large
+        except BadRequest:
+            raise ApiError(400, "body is not valid JSON") from None
+        except RecursionError:
+            raise ApiError(400, "body is not valid JSON: nested too deeply") from None
+        batch, is_batch = _commands(body)
     limits = Limits.from_settings(f.settings)
     for i, fields in enumerate(batch):
         try:
@@ -211,7 +220,58 @@ def post_commands(name: str) -> tuple[Response, int]:
         raise ApiError(404, f"no dashboard {name!r}") from None
     except Rejected as exc:  # cannot happen after the loop above, but never a 500
         raise ApiError(400, exc.reason, exc.field) from None
-    return jsonify({"dashboard": name, "ids": ids}), 202
+    if wait is None:
+        return jsonify({"dashboard": name, "ids": ids}), 202
+    status, reason, entry_id = applied.wait(f.client, f.keys, name, ids, wait)
+    if status == "rejected":
+        raise ApiError(422, f"the instances rejected command {entry_id}: {reason}",
+                       index=ids.index(entry_id) if is_batch else None)
+    if status == "pending":
+        raise ApiError(504, f"no instance applied command {entry_id} within {wait:g} s "
+                            "(it was published; see GET .../commands/<id>)")
+    return jsonify({"dashboard": name, "ids": ids, "applied": True}), 200
+
+
+def _wait_seconds() -> float | None:
+    """``?wait=1`` (with ``&timeout=S``, default 5, at most 30): wait until applied."""
+    if request.args.get("wait", "0") in ("0", "", "false"):
+        return None
+    raw = request.args.get("timeout", str(WAIT_DEFAULT))
+    try:
+        t = float(raw)
+    except ValueError:
+        t = -1.0
+    if not 0 < t <= WAIT_MAX:
+        raise ApiError(400, f"timeout must be a number of seconds from 0 to {WAIT_MAX}, got {raw[:40]!r}",
+                       "timeout")
+    return t
+
+
+def _arrow_command() -> dict[str, str | bytes]:
+    """An Arrow IPC stream body: the data of one command whose other fields are the
+    query parameters (``?op=stream&name=revenue``)."""
+    fields: dict[str, str | bytes] = {k: v for k, v in request.args.items() if k not in ("wait", "timeout")}
+    for k, v in fields.items():
+        _check_text(str(k), k)
+        _check_text(str(v), k)
+    if "op" not in fields:
+        raise ApiError(400, "with an Arrow body, give the op and other fields as query parameters "
+                            "(?op=stream&name=...)", "op")
+    fields["arrow"] = request.get_data(cache=False)
+    return fields
+
+
+@bp.get("/dashboards/<name>/commands/<entry_id>")
+def get_command(name: str, entry_id: str) -> Response:
+    """Whether the instances folded a published command: applied, rejected (with the
+    reason) or pending."""
+    tok = _optional_bearer()
+    _dashboard(name, tok)
+    if not ENTRY_ID_RE.match(entry_id):
+        raise ApiError(400, "not a stream id (like 1700000000000-0)", "id")
+    f = fleet()
+    status, reason = applied.status(f.client, f.keys, name, entry_id)
+    return jsonify({"dashboard": name, "id": entry_id, "status": status, "reason": reason})
 
 
 def _optional_bearer() -> Token | None:
