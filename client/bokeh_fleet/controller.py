@@ -342,7 +342,7 @@ class _Http:
             except ValueError:
                 err = {}
             msg = err.get("message") or f"HTTP {exc.code}"
-            if exc.code in (400, 404, 422):
+            if exc.code in (400, 403, 404, 422):  # the command, its dashboard or its token
                 raise Rejected(msg, err.get("field")) from None
             if exc.code == 504:
                 raise NotApplied(msg) from None
