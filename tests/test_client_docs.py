@@ -58,3 +58,46 @@ def test_client_encoding_is_what_the_server_decodes(data, expected):
 
     cmd = protocol.parse(wire.encode("stream", name="f", data=data))
     assert {k: to_jsonable(v) for k, v in cmd.data.items()} == expected
+
+
+def _ipc(table: pa.Table) -> bytes:
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as w:
+        w.write_table(table)
+    return sink.getvalue().to_pybytes()
+
+
+@pytest.mark.parametrize("array,expected", [
+    (pa.array([2**53 + 1], pa.int64()), [float(2**53)]),             # rounded to float64
+    (pa.array(["a", "b"]).dictionary_encode(), ["a", "b"]),
+    (pa.array(["a", None], pa.large_string()), ["a", ""]),
+    (pa.array([dt.datetime(2024, 1, 1, 9, tzinfo=dt.timezone(dt.timedelta(hours=2)))],
+              pa.timestamp("us", tz="+02:00")), [1704092400000]),     # 07:00 UTC
+    (pa.array([dt.datetime(2024, 1, 1, 9)], pa.timestamp("ns")), [1704099600000]),  # as written
+    (pa.array([dt.date(2024, 1, 1)], pa.date32()), [1704067200000]),
+    (pa.array([None], pa.null()), [None]),
+    (pa.array([__import__("decimal").Decimal("1.25")], pa.decimal128(5, 2)), "rejected"),
+    (pa.array([dt.time(9)], pa.time64("us")), "rejected"),
+    (pa.array([True, None]), "rejected"),
+    (pa.array([[1]]), "rejected"),
+])
+def test_documented_arrow_types_on_the_server(array, expected):
+    """The table 'Arrow types' of docs/protocol.md, as the instances' parser reads them."""
+    from app.control.columns import to_jsonable
+
+    fields = {"op": "stream", "name": "f", "arrow": _ipc(pa.table({"c": array}))}
+    if expected == "rejected":
+        with pytest.raises(protocol.Rejected):
+            protocol.parse(fields)
+    else:
+        assert to_jsonable(protocol.parse(fields).data["c"]) == expected
+
+
+def test_documented_time_zone_rule_for_iso_text():
+    from app.control.state import EMPTY, step
+
+    state = EMPTY
+    for f in ({"op": "replace", "name": "f", "kind": "line", "x_axis_type": "datetime",
+               "data": '{"t":["2024-01-01T09:00","2024-01-01T09:00+02:00"],"y":[1,2]}'},):
+        state, _ = step(state, protocol.parse(f))
+    assert list(state.figures["f"].data["t"]) == [1704099600000.0, 1704092400000.0]

@@ -193,8 +193,9 @@ def openapi_document() -> dict[str, Any]:
                 "summary": "Publish one command or a batch (validated, all or nothing)",
                 "description": (
                     "With ?wait=1 the answer comes once the instances have folded every command: "
-                    "200 if applied, 422 with the readers' reason if one was rejected, 504 if "
-                    "none applied it within timeout seconds (it stays published). "
+                    "200 if applied, 422 with the readers' reason if one was rejected, 202 with "
+                    "applied false and the first pending id if not folded within timeout seconds "
+                    "(it stays published). "
                     "An Arrow IPC stream body (Content-Type application/vnd.apache.arrow.stream) "
                     "is the data of one command whose other fields are query parameters, e.g. "
                     "?op=stream&name=revenue."),
@@ -202,7 +203,7 @@ def openapi_document() -> dict[str, Any]:
                                {"name": "wait", "in": "query", "schema": {"type": "string", "enum": ["0", "1"]},
                                 "description": "1: answer once the instances applied or rejected the commands"},
                                {"name": "timeout", "in": "query",
-                                "schema": {"type": "number", "exclusiveMinimum": 0, "maximum": 30,
+                                "schema": {"type": "number", "exclusiveMinimum": 0, "maximum": 10,
                                            "default": 5},
                                 "description": "seconds to wait with wait=1"}],
                 "requestBody": {"required": True, "content": {
@@ -220,13 +221,15 @@ def openapi_document() -> dict[str, Any]:
                                                      "type": "string", "pattern": ENTRY_ID_PATTERN}}}},
                                  "wait=1: published and applied by the instances"),
                     "422": _error("wait=1: the instances rejected a command (message has their reason)"),
-                    "504": _error("wait=1: published, but no instance applied it within timeout"),
                     "202": _json({"type": "object", "required": ["dashboard", "ids"],
                                   "additionalProperties": False,
                                   "properties": {"dashboard": {"type": "string"},
+                                                 "applied": {"const": False},
+                                                 "pending": {"type": "string", "pattern": ENTRY_ID_PATTERN},
                                                  "ids": {"type": "array", "minItems": 1, "items": {
                                                      "type": "string", "pattern": ENTRY_ID_PATTERN}}}},
-                                 "published; the stream ids in order"),
+                                 "published; the stream ids in order (with wait=1: not all folded "
+                                 "within timeout, pending = the first one not folded)"),
                     "400": _error("not JSON, a bad shape, or a command the validator rejects (see field)"),
                     "413": _error("body larger than FLEET_API_MAX_BODY_BYTES"),
                     **common_errors,

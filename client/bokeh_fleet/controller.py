@@ -344,8 +344,6 @@ class _Http:
             msg = err.get("message") or f"HTTP {exc.code}"
             if exc.code in (400, 403, 404, 422):  # the command, its dashboard or its token
                 raise Rejected(msg, err.get("field")) from None
-            if exc.code == 504:
-                raise NotApplied(msg) from None
             raise FleetError(f"{method} {path}: {exc.code} {msg}") from None
 
     def get(self, path: str) -> Dict[str, Any]:
@@ -358,10 +356,14 @@ class _Http:
             for k, v in fields.items():
                 obj[k] = base64.b64encode(v).decode("ascii") if isinstance(v, bytes) else v
             commands.append(obj)
-        q = f"?wait=1&timeout={timeout:g}" if wait else ""
+        q = f"?wait=1&timeout={min(timeout, 10):g}" if wait else ""
         body = json.dumps({"commands": commands}).encode()
-        return self.request("POST", f"/api/v1/dashboards/{dashboard}/commands{q}", body,
-                            timeout=timeout + 30)["ids"]
+        answer = self.request("POST", f"/api/v1/dashboards/{dashboard}/commands{q}", body,
+                              timeout=timeout + 30)
+        if wait and not answer.get("applied"):
+            raise NotApplied(f"no instance applied command {answer.get('pending')} of {dashboard!r} "
+                             f"within {timeout:g} s (it was published; are the instances running?)")
+        return answer["ids"]
 
     def wait(self, dashboard: str, entry_id: str, timeout: float) -> None:
         deadline = time.monotonic() + timeout
