@@ -1,0 +1,33 @@
+"""A controller's least-privilege ACL user (``fleetctl controllers add``) can do all that
+``bokeh_fleet.Controller(strict=True)`` needs: publish, learn applied/rejected, read back."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from app.bus.acl import add_controller
+from app.bus.keys import Keys
+from app.bus.registry import create_dashboard
+from bokeh_fleet import Controller, Rejected
+
+
+def test_controller_user_strict_mode(redis_server, start_instance):
+    admin = redis_server.client()
+    keys = Keys()
+    create_dashboard(admin, keys, "sales")
+    create_dashboard(admin, keys, "hr")
+    user, password, _how = add_controller(admin, keys, "feeder", ["sales"])
+    start_instance()
+    url = f"redis://{user}:{password}@127.0.0.1:{redis_server.port}/0"
+    with Controller(url, strict=True) as ctl:
+        ctl.replace("sales", "revenue", data={"t": [1, 2], "eur": [1.0, 2.0]})
+        t0 = time.monotonic()
+        with pytest.raises(Rejected, match="no figure 'revenu'"):
+            ctl.stream("sales", "revenu", {"t": [3], "eur": [3.0]})
+        assert time.monotonic() - t0 < 1.0
+        assert ctl.rejected("sales")[0]["reason"].startswith("name: no figure 'revenu'")
+        with pytest.raises(Exception, match="NOPERM|no permissions"):
+            ctl.replace("hr", "salaries", data={"t": [1], "eur": [1.0]})
+    assert admin.get(keys.applied("sales")) is not None
