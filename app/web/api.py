@@ -17,10 +17,11 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import os
 import re
 from typing import Any
 
-from flask import Blueprint, Response, g, jsonify, request
+from flask import Blueprint, Response, g, jsonify, request, send_from_directory
 from werkzeug.exceptions import BadRequest
 
 from app.bus import applied, publisher, registry, store
@@ -323,3 +324,53 @@ def list_dashboards() -> Response:
 @bp.get("/openapi.json")
 def openapi() -> Response:
     return jsonify(openapi_document())
+
+
+# --- Swagger UI at /api/v1/docs: the assets of the flask-swagger-ui package, served from our
+# origin (no CDN), started by our own static/swagger-init.js (no inline script), so the page
+# works under a strict CSP.
+DOCS_ASSETS = {"swagger-ui-bundle.js", "swagger-ui-standalone-preset.js", "swagger-ui.css",
+               "index.css", "favicon-32x32.png"}
+# the one <style> element Swagger UI 5 inserts (by hash; tests/test_client_swagger.py notices a change)
+SWAGGER_STYLE_HASH = "'sha256-RL3ie0nH+Lzz2YNqQN83mnU0J1ot4QL7b99vMdIX99w='"
+DOCS_CSP = ("default-src 'none'; script-src 'self'; style-src 'self' " + SWAGGER_STYLE_HASH + "; "
+            "img-src 'self' data:; "
+            "connect-src 'self'; font-src 'self'; base-uri 'none'; form-action 'none'; "
+            "frame-ancestors 'none'")
+DOCS_PAGE = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>Bokeh fleet controller API</title>
+<link rel="stylesheet" href="{base}/docs/swagger-ui.css">
+<link rel="stylesheet" href="{base}/docs/index.css">
+<link rel="icon" type="image/png" href="{base}/docs/favicon-32x32.png"></head>
+<body><div id="swagger-ui" data-spec="{base}/openapi.json"></div>
+<script src="{base}/docs/swagger-ui-bundle.js"></script>
+<script src="{base}/docs/swagger-ui-standalone-preset.js"></script>
+<script src="{base}/docs/swagger-init.js"></script>
+</body></html>
+"""
+
+
+def _swagger_dist() -> str:
+    import flask_swagger_ui
+
+    return os.path.join(os.path.dirname(flask_swagger_ui.__file__), "dist")
+
+
+@bp.get("/docs")
+def docs_page() -> Response:
+    """Swagger UI of this API (try it out with a bearer token)."""
+    resp = Response(DOCS_PAGE.format(base=request.script_root + bp.url_prefix), mimetype="text/html")
+    resp.headers["Content-Security-Policy"] = DOCS_CSP
+    return resp
+
+
+@bp.get("/docs/<asset>")
+def docs_asset(asset: str) -> Response:
+    if asset == "swagger-init.js":
+        resp = send_from_directory(os.path.join(os.path.dirname(__file__), "static"), asset)
+    elif asset in DOCS_ASSETS:
+        resp = send_from_directory(_swagger_dist(), asset)
+    else:
+        raise ApiError(404, f"no such file {asset[:60]!r}")
+    resp.headers["Content-Security-Policy"] = DOCS_CSP
+    return resp
