@@ -66,7 +66,7 @@ def stack(tmp_path_factory):
     log = open(tmp / "compactor.log", "ab")
     comp = subprocess.Popen([sys.executable, "-m", "app", "compactor"], cwd=ROOT, env=env,
                             stdout=log, stderr=subprocess.STDOUT)
-    yield py, server.url, tmp
+    yield py, server.url, tmp, inst
     comp.terminate()
     comp.wait(10)
     log.close()
@@ -81,7 +81,7 @@ def _run(py: Path, args: list[str], url: str, cwd: Path) -> subprocess.Completed
 
 
 def test_client_suite_in_py39_venv(stack):
-    py, url, tmp = stack
+    py, url, tmp, _inst = stack
     # cwd outside the checkout: the server's app/ package must not be importable
     shutil.copytree(ROOT / "client" / "tests", tmp / "ctests", dirs_exist_ok=True)
     r = _run(py, ["-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp / "ctests")], url, tmp)
@@ -90,9 +90,42 @@ def test_client_suite_in_py39_venv(stack):
 
 @pytest.mark.parametrize("name", ["pandas", "polars", "asyncio"])
 def test_docs_example_runs_as_written(stack, name):
-    py, url, tmp = stack
+    py, url, tmp, _inst = stack
     code = examples()[name]
     script = tmp / f"example_{name}.py"
     script.write_text(code)
     r = _run(py, [str(script)], url, tmp)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+
+
+def test_shapes_reach_a_browser_session(stack):
+    """After the suite: a real Bokeh session of ``ct`` holds the columns the client sent,
+    and the DataFrame with a DatetimeIndex is plotted on a datetime x axis."""
+    import asyncio
+
+    from bokeh.models import DatetimeAxis, Plot
+
+    from tests.fixtures.bokeh import BokehClient, mint_token
+
+    _py, _url, _tmp, inst = stack
+    state = {}
+
+    async def look():
+        c = await BokehClient(inst.ws_url, mint_token(inst.env["FLEET_SECRET_KEY"], "ct")[1]).connect(20)
+        try:
+            state["polars"] = c.data("polars")
+            state["index"] = c.data("df_datetime_index")
+            src = c.source("df_datetime_index")
+            plot = next(m for m in c.doc.models if isinstance(m, Plot)
+                        and any(getattr(r, "data_source", None) is src for r in m.renderers))
+            state["axis"] = [type(a).__name__ for a in plot.below]
+        finally:
+            await c.close()
+
+    if "ctests" not in {p.name for p in _tmp.iterdir()}:
+        pytest.skip("runs after test_client_suite_in_py39_venv")
+    asyncio.run(look())
+    assert state["polars"]["x"] == [1, 2] and state["polars"]["s"] == ["a", "b"]
+    assert state["polars"]["y"][0] == 0.5 and state["polars"]["y"][1] != state["polars"]["y"][1]  # NaN
+    assert list(state["index"]) == ["index", "y"] and list(state["index"]["y"]) == [1.0, 2.0, 3.0]
+    assert state["axis"] == [DatetimeAxis.__name__]

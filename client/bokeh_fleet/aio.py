@@ -13,7 +13,7 @@ from collections import OrderedDict
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from bokeh_fleet import wire
-from bokeh_fleet.controller import NotApplied, _Commands, _frame, _Http, _view
+from bokeh_fleet.controller import SNAPSHOT_WAIT, NotApplied, _Commands, _frame, _Http, _view
 from bokeh_fleet.wire import Fields, Rejected
 
 
@@ -175,10 +175,10 @@ class AsyncController(_Commands):
         if self._http is not None:
             return (await asyncio.to_thread(self._http.get, f"/api/v1/dashboards/{dashboard}/state"))["state"]
         keys = wire.keys(self.prefix, dashboard)
-        deadline = time.monotonic() + self.timeout
+        deadline = time.monotonic() + max(self.timeout, SNAPSHOT_WAIT)
+        last = await self.redis.xrevrange(keys["commands"], count=1)
         while True:
             raw = await self.redis.get(keys["snapshot"])
-            last = await self.redis.xrevrange(keys["commands"], count=1)
             snap = json.loads(raw) if raw else None
             if snap is not None and (not last or wire.id_tuple(snap["last_id"]) >= wire.id_tuple(last[0][0])):
                 return _view(snap["state"])

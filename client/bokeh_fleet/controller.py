@@ -26,6 +26,10 @@ from bokeh_fleet import wire
 from bokeh_fleet.wire import Fields, Rejected
 
 
+#: seconds ``state``/``frame`` wait at least for the compactor's snapshot (Redis mode)
+SNAPSHOT_WAIT = 15.0
+
+
 class NotApplied(TimeoutError):
     """No instance folded the command within the timeout (are the instances running?)."""
 
@@ -252,13 +256,14 @@ class Controller(_Commands):
         """The dashboard's current state as plain JSON (figures with columns as lists).
 
         Over HTTP this is the server's fold of snapshot + log.  Over Redis it is the
-        compactor's latest snapshot, waited for (up to ``timeout``) until it covers
-        every published command.
+        compactor's snapshot, waited for until it covers every command published
+        before the call (the compactor writes one every FLEET_SNAPSHOT_EVERY_SECONDS,
+        10 s by default; waits up to ``max(timeout, 15)`` s, then :class:`NotApplied`).
         """
         wire.check_dashboard(dashboard)
         if self._http is not None:
             return self._http.get(f"/api/v1/dashboards/{dashboard}/state")["state"]
-        return _snapshot_state(self.redis, self.prefix, dashboard, self.timeout)
+        return _snapshot_state(self.redis, self.prefix, dashboard, max(self.timeout, SNAPSHOT_WAIT))
 
     def frame(self, dashboard: str, name: str) -> Any:
         """Figure ``name``'s current data as a pandas DataFrame (needs pandas); a
@@ -286,9 +291,9 @@ class Controller(_Commands):
 def _snapshot_state(client: Any, prefix: str, dashboard: str, timeout: float) -> Dict[str, Any]:
     keys = wire.keys(prefix, dashboard)
     deadline = time.monotonic() + timeout
+    last = client.xrevrange(keys["commands"], count=1)  # what was published before this call
     while True:
         raw = client.get(keys["snapshot"])
-        last = client.xrevrange(keys["commands"], count=1)
         snap = json.loads(raw) if raw else None
         if snap is not None and (not last or wire.id_tuple(snap["last_id"]) >= wire.id_tuple(last[0][0])):
             return _view(snap["state"])
