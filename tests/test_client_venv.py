@@ -20,7 +20,8 @@ from app.bus.keys import Keys
 from app.bus.registry import create_dashboard
 from tests.fixtures.bokeh import fleet_environment
 
-pytestmark = pytest.mark.xdist_group("client_venv")
+# the first run builds the venv (pip, a few minutes); later runs take seconds
+pytestmark = [pytest.mark.xdist_group("client_venv"), pytest.mark.timeout(900)]
 
 ROOT = Path(__file__).resolve().parents[1]
 PY39 = Path(os.environ.get("FLEET_TEST_PY39", "/root/.pyenv/versions/3.9.18/bin/python3"))
