@@ -16,12 +16,9 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
-
-import numpy as np
 
 from app.control import columns as cols
 from app.control.columns import ColumnError, Columns
