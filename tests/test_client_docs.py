@@ -101,3 +101,10 @@ def test_documented_time_zone_rule_for_iso_text():
                "data": '{"t":["2024-01-01T09:00","2024-01-01T09:00+02:00"],"y":[1,2]}'},):
         state, _ = step(state, protocol.parse(f))
     assert list(state.figures["f"].data["t"]) == [1704099600000.0, 1704092400000.0]
+
+
+def test_layout_columns_keep_their_groups():
+    fields = wire.encode("layout", columns_layout=[["b", "a"], ["c"]])
+    assert json.loads(fields["columns"]) == [["b", "a"], ["c"]]
+    fields = wire.encode("layout", columns=[["b", "a"]])
+    assert protocol.parse(fields).layout == (("b", "a"),)

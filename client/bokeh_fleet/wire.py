@@ -126,7 +126,9 @@ def encode(op: str, **params: Any) -> Fields:
             enc = value if isinstance(value, _data.Encoded) else _data.encode_data(value)
             fields[enc.field] = enc.payload
         elif key in ("y", "columns") and not isinstance(value, str):
-            fields[key] = json.dumps([str(v) for v in value])
+            # column names; for a layout, ``columns`` may be its list of lists of figure names
+            fields[key] = json.dumps([v if isinstance(v, str) else [str(n) for n in v] if
+                                      isinstance(v, (list, tuple)) else str(v) for v in value])
         elif key in ("rows", "columns_layout"):
             fields["rows" if key == "rows" else "columns"] = json.dumps([[str(n) for n in g] for g in value])
         elif key in ("patches", "tooltips", "model"):
