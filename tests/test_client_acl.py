@@ -31,3 +31,21 @@ def test_controller_user_strict_mode(redis_server, start_instance):
         with pytest.raises(Exception, match="NOPERM|no permissions"):
             ctl.replace("hr", "salaries", data={"t": [1], "eur": [1.0]})
     assert admin.get(keys.applied("sales")) is not None
+
+
+def test_strict_mode_on_the_stack_with_role_acls(stack_factory):
+    """The instance runs as the ``instance`` ACL role (redis.acl.j2) and may set
+    ``fleet:{d}:applied``; a ``fleetctl controllers add`` user may read it."""
+    import redis
+
+    s = stack_factory(instances=1, programs={"web": False, "compactor": False, "nginx": False,
+                                              "demo": False, "events": False})
+    s.start(wait_for=("fleet:redis",))
+    s.wait_healthz(1)
+    admin = redis.Redis.from_url(s.redis_url)
+    create_dashboard(admin, Keys(), "sales")
+    url = s.fleetctl("controllers", "add", "--dashboard", "sales", "--name", "feed").stdout.strip()
+    with Controller(url, strict=True, timeout=20) as ctl:
+        ctl.replace("sales", "revenue", data={"t": [1, 2], "eur": [1.0, 2.0]})
+        with pytest.raises(Rejected, match="no figure 'revenu'"):
+            ctl.stream("sales", "revenu", {"t": [3], "eur": [3.0]})
