@@ -49,3 +49,26 @@ def test_strict_mode_on_the_stack_with_role_acls(stack_factory):
         ctl.replace("sales", "revenue", data={"t": [1, 2], "eur": [1.0, 2.0]})
         with pytest.raises(Rejected, match="no figure 'revenu'"):
             ctl.stream("sales", "revenu", {"t": [3], "eur": [3.0]})
+
+
+def test_applied_covers_commands_folded_into_the_snapshot(redis_server, start_instance):
+    """An instance that starts from a snapshot marks its ids applied (no entries after it)."""
+    from app.control import snapshot
+    from app.control.protocol import parse
+    from app.control.state import EMPTY, step
+
+    admin = redis_server.client()
+    keys = Keys()
+    create_dashboard(admin, keys, "sales")
+    admin.set(keys.epoch, "e1")
+    fields = {"op": "replace", "name": "f", "kind": "line", "data": '{"t":[1],"y":[2]}'}
+    eid = admin.xadd(keys.commands("sales"), fields).decode()
+    state, _ = step(EMPTY, parse(fields))
+    admin.set(keys.snapshot("sales"), snapshot.dumps(snapshot.Snapshot(state, eid, "e1")))
+    start_instance()
+    deadline = time.monotonic() + 10
+    while admin.get(keys.applied("sales")) != eid.encode():
+        assert time.monotonic() < deadline, admin.get(keys.applied("sales"))
+        time.sleep(0.02)
+    with Controller(redis_server.url) as ctl:
+        ctl.wait_applied(eid, 1, dashboard="sales")
