@@ -108,3 +108,20 @@ def test_layout_columns_keep_their_groups():
     assert json.loads(fields["columns"]) == [["b", "a"], ["c"]]
     fields = wire.encode("layout", columns=[["b", "a"]])
     assert protocol.parse(fields).layout == (("b", "a"),)
+
+
+def test_async_controller_has_the_same_methods():
+    import inspect
+
+    from bokeh_fleet import AsyncController, Controller
+
+    def public(cls):
+        return {n: inspect.signature(getattr(cls, n)) for n in dir(cls)
+                if not n.startswith("_") and callable(getattr(cls, n))}
+
+    sync, aio = public(Controller), public(AsyncController)
+    assert set(sync) == set(aio)
+    for name, sig in sync.items():
+        assert list(sig.parameters) == list(aio[name].parameters), name
+        if name not in ("http", "close"):
+            assert inspect.iscoroutinefunction(getattr(AsyncController, name)), name

@@ -126,6 +126,34 @@ class AsyncController(_Commands):
         """Change title / labels / rollover / tooltips."""
         return await self.send(dashboard, "set", id=id, name=name, **props)
 
+    async def figure(self, dashboard: str, name: str, fig: Any, *, title: Optional[str] = None,
+                     id: Optional[str] = None) -> str:
+        """Publish a whole Bokeh model (a ``json_item`` dict, or a model: needs bokeh)."""
+        model = fig
+        if not isinstance(fig, Mapping):
+            from bokeh.embed import json_item
+
+            model = json_item(fig)
+        return await self.send(dashboard, "figure", id=id, name=name, model=model, title=title)
+
+    async def create(self, dashboard: str, title: str = "") -> bool:
+        """Register a dashboard (admin URL only); False if it existed."""
+        import json
+
+        wire.check_dashboard(dashboard)
+        meta = json.dumps({"title": title or dashboard, "created": time.time()})
+        if not await self.redis.hsetnx(f"{self.prefix}:dashboards", dashboard, meta):
+            return False
+        await self.redis.xadd(f"{self.prefix}:registry", {"event": "created", "dashboard": dashboard},
+                              maxlen=1000, approximate=True)
+        return True
+
+    async def dashboards(self) -> List[str]:
+        """Names of the dashboards this controller may use."""
+        if self._http is not None:
+            return list((await asyncio.to_thread(self._http.get, "/api/v1/dashboards"))["dashboards"])
+        return sorted(k.decode() for k in await self.redis.hkeys(f"{self.prefix}:dashboards"))
+
     async def wait_applied(self, id: str, timeout: Optional[float] = None, *,
                            dashboard: Optional[str] = None) -> None:
         """Wait until the instances folded command ``id``; :class:`Rejected` with their
