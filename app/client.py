@@ -1,124 +1,73 @@
-"""The Python controller client: one method per op of wire protocol v1.
+"""The operator's Python controller: :class:`bokeh_fleet.Controller` plus the server's view.
 
-    from app.client import Controller
-    ctl = Controller("redis://127.0.0.1:6390/0")
-    ctl.create("sales")
-    ctl.replace("sales", "revenue", kind="line", data={"t": [1, 2], "eur": [10.0, 12.5]})
-    ctl.stream("sales", "revenue", {"t": [3], "eur": [11.0]})
-    ctl.stream("sales", "revenue", df)          # a pandas DataFrame travels as Arrow
-
-Commands are validated before they are published (``Rejected`` says what is wrong).
-Every method returns the stream id of the published entry.
+Controllers should use the client distribution (``pip install ./client``,
+``from bokeh_fleet import Controller``; docs/client.md): it needs neither Flask nor
+Bokeh.  This subclass is for code that runs beside the server (fleetctl, the demo,
+benches, tests): it is built from :class:`app.settings.Settings`, validates every
+command with the instances' own parser and limits before publishing, and reads
+the exact folded state (``state()`` -> :class:`DashboardState`, ``state_json()``).
 
 Least privilege: ``fleetctl controllers add --dashboard sales`` prints a Redis URL
-whose ACL user may XADD to ``sales`` only and read its keys (app/bus/acl.py); that
-is all ``replace``/``stream``/... and ``state``/``rejected`` of ``sales`` need.
+whose ACL user may XADD to ``sales`` only and read its keys (app/bus/acl.py).
 ``create``/``delete``/``dashboards`` are the operator's (admin URL).
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterable, Mapping
 from typing import Any
 
 from app.bus import registry
 from app.bus.connection import sync_client
 from app.bus.keys import Keys
-from app.bus.publisher import publish, publish_many
 from app.bus.store import read_rejected, read_state
 from app.control import snapshot
-from app.control.protocol import Limits, encode
+from app.control.protocol import Limits, Rejected, parse
 from app.control.state import DashboardState
 from app.settings import Settings, load
+from bokeh_fleet import Controller as _ClientController
+from bokeh_fleet.wire import Fields
+
+__all__ = ["Controller", "Rejected"]
 
 
-class Controller:
+class Controller(_ClientController):
+    """:class:`bokeh_fleet.Controller` configured from the fleet's settings."""
+
     def __init__(self, redis_url: str | None = None, *, settings: Settings | None = None,
-                 stamp: bool = True) -> None:
+                 stamp: bool = True, strict: bool = False, timeout: float = 5.0) -> None:
         self.settings = settings or (load(redis_url=redis_url) if redis_url else load())
+        super().__init__("", prefix=self.settings.key_prefix, strict=strict, timeout=timeout, stamp=stamp)
         self.keys = Keys(self.settings.key_prefix)
         self.redis = sync_client(self.settings)
         self.limits = Limits.from_settings(self.settings)
-        self.stamp = stamp  # add ts= (publish time, ms) for latency figures
 
-    def close(self) -> None:
-        self.redis.close()
-
-    def __enter__(self) -> "Controller":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    # --- dashboards ---------------------------------------------------------------------
-    def create(self, dashboard: str, title: str = "") -> bool:
-        return registry.create_dashboard(self.redis, self.keys, dashboard, title)
+    def _fields(self, op: str, cmd_id: str | None, params: dict[str, Any]) -> Fields:
+        fields = super()._fields(op, cmd_id, params)
+        parse(fields, self.limits)  # the instances' own validator and limits
+        return fields
 
     def delete(self, dashboard: str) -> bool:
+        """Unregister a dashboard and delete its keys (admin URL only)."""
         return registry.delete_dashboard(self.redis, self.keys, dashboard)
 
-    def dashboards(self) -> dict[str, dict]:
+    def dashboards(self) -> dict[str, dict]:  # type: ignore[override]
+        """Every registered dashboard with its metadata (admin URL only)."""
         return registry.list_dashboards(self.redis, self.keys)
 
-    def state(self, dashboard: str) -> DashboardState:
+    def state(self, dashboard: str) -> DashboardState:  # type: ignore[override]
+        """The exact folded state: snapshot + fold of the log after it."""
         return read_state(self.redis, self.keys, dashboard, self.settings)[0]
 
     def state_json(self, dashboard: str) -> dict[str, Any]:
+        """:meth:`state` as plain JSON (what ``GET .../state`` answers)."""
         return snapshot.view(self.state(dashboard))
 
+    def frame(self, dashboard: str, name: str) -> Any:
+        """Figure ``name``'s current data as a pandas DataFrame (exact fold)."""
+        from bokeh_fleet.controller import _frame
+
+        return _frame(self.state_json(dashboard), dashboard, name)
+
     def rejected(self, dashboard: str, count: int = 100) -> list[dict]:
+        """Newest first: ``{"id", "reason", "fields"}`` of rejected commands."""
         return read_rejected(self.redis, self.keys, dashboard, count)
-
-    # --- ops -------------------------------------------------------------------------------
-    def send(self, dashboard: str, op: str, *, id: str | None = None, **params: Any) -> str:
-        """Publish any op with keyword fields (see docs/protocol.md)."""
-        return publish(self.redis, self.keys, dashboard, self._fields(op, id, params), self.limits)
-
-    def send_many(self, dashboard: str, commands: Iterable[tuple[str, Mapping[str, Any]]]) -> list[str]:
-        """Publish several ``(op, params)`` at once, atomically, in order."""
-        batch = [self._fields(op, p.get("id"), {k: v for k, v in p.items() if k != "id"})
-                 for op, p in commands]
-        return publish_many(self.redis, self.keys, dashboard, batch, self.limits)
-
-    def _fields(self, op: str, cmd_id: str | None, params: dict[str, Any]) -> dict:
-        if self.stamp:
-            params.setdefault("ts", f"{time.time() * 1000:.3f}")
-        return encode(op, cmd_id=cmd_id, **params)
-
-    def replace(self, dashboard: str, name: str, *, kind: str = "line", data: Any = None,
-                columns: list[str] | None = None, x: str | None = None, y: Any = None,
-                title: str | None = None, x_label: str | None = None, y_label: str | None = None,
-                x_axis_type: str | None = None, rollover: int | None = None,
-                tooltips: Any = None, id: str | None = None) -> str:
-        return self.send(dashboard, "replace", id=id, name=name, kind=kind, data=data, columns=columns,
-                         x=x, y=y, title=title, x_label=x_label, y_label=y_label,
-                         x_axis_type=x_axis_type, rollover=rollover, tooltips=tooltips)
-
-    def stream(self, dashboard: str, name: str, data: Any, *, rollover: int | None = None,
-               id: str | None = None) -> str:
-        return self.send(dashboard, "stream", id=id, name=name, data=data, rollover=rollover)
-
-    def patch(self, dashboard: str, name: str, patches: Mapping[str, list], *, id: str | None = None) -> str:
-        return self.send(dashboard, "patch", id=id, name=name,
-                         patches={k: [list(p) for p in v] for k, v in patches.items()})
-
-    def clear(self, dashboard: str, name: str | None = None, *, id: str | None = None) -> str:
-        return self.send(dashboard, "clear", id=id, name=name)
-
-    def remove(self, dashboard: str, name: str, *, id: str | None = None) -> str:
-        return self.send(dashboard, "remove", id=id, name=name)
-
-    def layout(self, dashboard: str, rows: list[list[str]] | None = None, *,
-               columns: list[list[str]] | None = None, id: str | None = None) -> str:
-        return self.send(dashboard, "layout", id=id, rows=rows, columns_layout=columns)
-
-    def set(self, dashboard: str, name: str | None = None, *, id: str | None = None, **props: Any) -> str:
-        return self.send(dashboard, "set", id=id, name=name, **props)
-
-    def figure(self, dashboard: str, name: str, fig: Any, *, title: str | None = None,
-               id: str | None = None) -> str:
-        """Publish a whole Bokeh model (e.g. from bokeh.plotting.figure)."""
-        from bokeh.embed import json_item  # controllers may use Bokeh; the fold does not
-
-        return self.send(dashboard, "figure", id=id, name=name, model=json_item(fig), title=title)

@@ -60,11 +60,12 @@ ensure_venv() {
     log "creating venv $VENV with $py"
     "$py" -m venv "$VENV"
   fi
-  want="$(cat "$ROOT/pyproject.toml" | sha1sum | cut -c1-12)-$extras"
+  want="$(cat "$ROOT/pyproject.toml" "$ROOT/client/pyproject.toml" | sha1sum | cut -c1-12)-$extras"
   stamp="$VENV/.fleet-installed"
   if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     log "installing Python packages into $VENV"
-    "$VENV/bin/pip" install -q --disable-pip-version-check -e "$ROOT${extras:+[$extras]}"
+    # the client distribution (bokeh_fleet, the wire format) first: the project requires it
+    "$VENV/bin/pip" install -q --disable-pip-version-check -e "$ROOT/client" -e "$ROOT${extras:+[$extras]}"
     echo "$want" > "$stamp"
   fi
 }

@@ -174,7 +174,8 @@ def cases(api_schema, method: str, path: str):
                 for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE))
     if method == "POST":  # the body is what matters here; one branch negates the path too
         valid = st.sampled_from(VALID_BODIES).flatmap(
-            lambda body: op.as_strategy(path_parameters={"name": DASHBOARD}, body=body))
+            lambda body: op.as_strategy(path_parameters={"name": DASHBOARD}, body=body,
+                                      media_type="application/json"))
         return st.one_of(pos, pos, neg, valid, op.as_strategy(GenerationMode.NEGATIVE))
     return st.one_of(pos, neg, *[op.as_strategy(mode) for mode in GenerationMode])
 

@@ -90,7 +90,7 @@ class Compactor:
             log.info("compactor %s: leading", self.owner)
             self.leader = True
             self._written.clear()
-            self.reader = Reader(self.settings, NullListener(), name="compactor")
+            self.reader = Reader(self.settings, NullListener(), mark_applied=False, name="compactor")
             self.reader.start()
         else:
             return

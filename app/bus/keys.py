@@ -36,6 +36,10 @@ class Keys:
         """Stream of rejected entries: original fields + ``_id`` + ``_reason``."""
         return f"{self.prefix}:{{{dashboard}}}:rejected"
 
+    def applied(self, dashboard: str) -> str:
+        """String: the last command id an instance's reader folded (rejected or not)."""
+        return f"{self.prefix}:{{{dashboard}}}:applied"
+
     def snapshot(self, dashboard: str) -> str:
         """JSON snapshot written by the compactor: state, last id, epoch."""
         return f"{self.prefix}:{{{dashboard}}}:snapshot"

@@ -79,13 +79,16 @@ class HistoryLost(Exception):
 
 class Reader:
     def __init__(self, settings: Settings, listener: Listener | None = None, *,
-                 record_rejections: bool = True, name: str = "reader") -> None:
+                 record_rejections: bool = True, mark_applied: bool = True,
+                 name: str = "reader") -> None:
         self.settings = settings
         self.keys = Keys(settings.key_prefix)
         self.listener: Listener = listener or NullListener()
         self.limits = Limits.from_settings(settings)
         self.fold_cfg = FoldConfig.from_settings(settings)
         self.record_rejections = record_rejections
+        # fleet:{d}:applied means "an instance folded it": the compactor's reader does not set it
+        self.mark_applied = mark_applied
         self.name = name
         self.feeds: dict[str, Feed] = {}
         self.epoch: str | None = None
@@ -224,6 +227,8 @@ class Reader:
                       "what remains (run the compactor to avoid this)", self.name, name, exc)
         await self._catch_up(name, notify=False)
         feed = self.feeds[name]
+        if self.mark_applied and feed.last_id != "0-0":  # ids folded into the snapshot count too
+            await self._record(name, [], feed.last_id.encode())
         log.info("%s: dashboard %s loaded (snapshot %s, now at %s, %d figures)", self.name, name,
                  s.last_id, feed.last_id, len(feed.state.figures))
         self._notify("on_reset", name, feed.state, feed.last_id)
@@ -363,10 +368,14 @@ class Reader:
             self.stats["rejected"] += 1
             log.warning("%s: %s %s rejected: %s", self.name, name, entry_id, reason)
             self._notify("on_rejected", name, entry_id, fields, reason)
-        if rejections and self.record_rejections:
-            await self._record(name, rejections)
+        if (rejections and self.record_rejections) or (self.mark_applied and entries):
+            await self._record(name, rejections if self.record_rejections else [],
+                               entries[-1][0] if self.mark_applied else None)
 
-    async def _record(self, name: str, rejections: list) -> None:
+    async def _record(self, name: str, rejections: list, last_id: bytes | None) -> None:
+        """Record rejections, then the last folded id in ``fleet:{d}:applied`` (in that
+        order, on one connection: a controller that sees its id applied also sees its
+        rejection, if any - see bokeh_fleet's ``wait_applied``)."""
         pipe = self._client.pipeline(transaction=False)
         for entry_id, fields, reason in rejections:
             copy: dict[Any, Any] = {}
@@ -383,6 +392,8 @@ class Reader:
             copy[b"_reason"] = reason.encode()
             pipe.xadd(self.keys.rejected(name), copy, id=entry_id,
                       maxlen=self.settings.rejected_maxlen, approximate=True)
+        if last_id is not None:
+            pipe.set(self.keys.applied(name), last_id)
         for result in await pipe.execute(raise_on_error=False):
             if isinstance(result, Exception) and "equal or smaller" not in str(result):
                 log.warning("%s: could not record a rejection of %s: %s", self.name, name, result)

@@ -35,7 +35,7 @@ def delete_dashboard(client: redis.Redis, keys: Keys, name: str) -> bool:
     """Unregister ``name`` and delete its streams and snapshot."""
     if not client.hdel(keys.dashboards, name):
         return False
-    client.delete(keys.commands(name), keys.snapshot(name), keys.rejected(name))
+    client.delete(keys.commands(name), keys.snapshot(name), keys.rejected(name), keys.applied(name))
     client.xadd(keys.registry_events, {"event": "deleted", "dashboard": name}, maxlen=1000, approximate=True)
     return True
 

@@ -16,57 +16,19 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
-
-import numpy as np
 
 from app.control import columns as cols
 from app.control import models
 from app.control.columns import ColumnError, Columns
 
-VERSION = 1
-OPS = ("replace", "stream", "patch", "clear", "remove", "layout", "set", "figure")
-KINDS = ("line", "scatter", "bar", "area", "step", "table")
-AXIS_TYPES = ("number", "datetime", "categorical")
-NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:-]{0,63}\Z")
-COLUMN_RE = re.compile(r"^[^\x00-\x1f]{1,128}\Z")
-MAX_TEXT = 500
-MAX_ID = 200
-
-COMMON_FIELDS = {"op", "id", "ts"}
-OP_FIELDS: dict[str, set[str]] = {
-    "replace": {"name", "kind", "title", "x_label", "y_label", "x_axis_type", "x", "y",
-                "columns", "data", "arrow", "rollover", "tooltips"},
-    "stream": {"name", "data", "arrow", "rollover"},
-    "patch": {"name", "patches"},
-    "clear": {"name"},
-    "remove": {"name"},
-    "layout": {"rows", "columns"},
-    "set": {"name", "title", "x_label", "y_label", "rollover", "tooltips"},
-    "figure": {"name", "model", "title"},
-}
-REQUIRED: dict[str, set[str]] = {
-    "replace": {"name", "kind"},
-    "stream": {"name"},
-    "patch": {"name", "patches"},
-    "remove": {"name"},
-    "figure": {"name", "model"},
-}
-
-
-class Rejected(Exception):
-    """A command that cannot be applied; ``reason`` is meant for an operator."""
-
-    def __init__(self, reason: str, field: str | None = None) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.field = field
-
-    def __str__(self) -> str:
-        return f"{self.field}: {self.reason}" if self.field else self.reason
+# The wire tables are the client package's, so controllers and readers cannot drift.
+from bokeh_fleet import wire  # noqa: E402
+from bokeh_fleet.wire import (  # noqa: E402,F401
+    AXIS_TYPES, COLUMN_RE, COMMON_FIELDS, KINDS, MAX_ID, MAX_TEXT, NAME_RE, OP_FIELDS, OPS, REQUIRED,
+    VERSION, Rejected)
 
 
 @dataclass(frozen=True)
@@ -398,37 +360,13 @@ def _check_replace(kw: dict[str, Any]) -> None:
         raise Rejected("a plot needs at least two columns (x and y)", "columns")
 
 
-def _scalar(v: Any) -> str:
-    return v if isinstance(v, str) else json.dumps(v)
-
-
 def encode(op: str, **params: Any) -> dict[str, bytes | str]:
     """Build stream fields for ``op`` from Python values (inverse of :func:`parse`).
 
-    ``data`` may be a dict of lists/numpy arrays or a pandas DataFrame; numpy and
-    pandas data travel as Arrow IPC bytes (typed and compact), plain lists as JSON.
-    Every result is checked with :func:`parse` so a client fails before publishing.
+    The client's encoder (:func:`bokeh_fleet.wire.encode`: dicts of lists/arrays,
+    DataFrames, Arrow tables), then :func:`parse`, so a bad command fails before it
+    is published.
     """
-    fields: dict[str, bytes | str] = {"op": op}
-    for key, value in params.items():
-        if value is None:
-            continue
-        if key == "data":
-            if hasattr(value, "columns") and hasattr(value, "to_dict"):
-                fields["arrow"] = cols.encode_arrow(value)
-            elif isinstance(value, Mapping) and any(isinstance(v, np.ndarray) for v in value.values()):
-                fields["arrow"] = cols.encode_arrow(value)
-            else:
-                fields["data"] = json.dumps({k: list(v) for k, v in value.items()}, allow_nan=False)
-        elif key in ("y", "columns") and not isinstance(value, str):
-            fields[key] = json.dumps(list(value))
-        elif key in ("rows", "columns_layout"):
-            fields["rows" if key == "rows" else "columns"] = json.dumps([list(g) for g in value])
-        elif key in ("patches", "tooltips", "model"):
-            fields[key] = json.dumps(value, allow_nan=False)
-        elif key == "cmd_id":
-            fields["id"] = str(value)
-        else:
-            fields[key] = _scalar(value)
+    fields = wire.encode(op, **params)
     parse(fields)
     return fields

@@ -19,13 +19,14 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import os
 import re
 from typing import Any
 
-from flask import Blueprint, Response, g, jsonify, request
+from flask import Blueprint, Response, g, jsonify, request, send_from_directory
 from werkzeug.exceptions import BadRequest
 
-from app.bus import buckets, publisher, registry, store
+from app.bus import applied, buckets, publisher, registry, store
 from app.bus.accounts import Token
 from app.bus.connection import ResponseError
 from app.bus.keys import DASHBOARD_RE
@@ -40,6 +41,10 @@ bp = Blueprint("api", __name__, url_prefix="/api/v1")
 MAX_BATCH = 10_000
 MAX_REJECTED = 1000
 COUNT_RE = re.compile(r"[0-9]{1,7}\Z")
+ARROW_STREAM = "application/vnd.apache.arrow.stream"
+ENTRY_ID_RE = re.compile(r"[0-9]{1,20}-[0-9]{1,20}\Z")
+WAIT_DEFAULT = 5.0
+WAIT_MAX = 10.0
 AUTH_FAIL_FACTOR = 5  # failed bearer attempts per address and window = login limit x this
 
 
@@ -224,15 +229,20 @@ def post_commands(name: str) -> tuple[Response, int]:
     tok = _bearer()
     _dashboard(name, tok)
     f = fleet()
-    if not request.is_json:
-        raise ApiError(400, "send a JSON body with Content-Type: application/json")
-    try:
-        body = request.get_json()  # raises 413 first if the body is too large
-    except BadRequest:
-        raise ApiError(400, "body is not valid JSON") from None
-    except RecursionError:
-        raise ApiError(400, "body is not valid JSON: nested too deeply") from None
-    batch, is_batch = _commands(body)
+    wait = _wait_seconds()
+    if request.mimetype == ARROW_STREAM:
+        batch, is_batch = [_arrow_command()], False
+    else:
+        if not request.is_json:
+            raise ApiError(400, "send a JSON body with Content-Type: application/json "
+                                f"(or an Arrow IPC stream as {ARROW_STREAM})")
+        try:
+            body = request.get_json()  # raises 413 first if the body is too large
+        except BadRequest:
+            raise ApiError(400, "body is not valid JSON") from None
+        except RecursionError:
+            raise ApiError(400, "body is not valid JSON: nested too deeply") from None
+        batch, is_batch = _commands(body)
     limits = Limits.from_settings(f.settings)
     for i, fields in enumerate(batch):
         try:
@@ -250,7 +260,58 @@ def post_commands(name: str) -> tuple[Response, int]:
         raise ApiError(400, exc.reason, exc.field) from None
     except ResponseError as exc:
         raise _redis_full(exc) from None
-    return jsonify({"dashboard": name, "ids": ids}), 202
+    if wait is None:
+        return jsonify({"dashboard": name, "ids": ids}), 202
+    status, reason, entry_id = applied.wait(f.client, f.keys, name, ids, wait)
+    if status == "rejected":
+        raise ApiError(422, f"the instances rejected command {entry_id}: {reason}",
+                       index=ids.index(entry_id) if is_batch else None)
+    if status == "pending":  # published, not folded yet: accepted, as without wait
+        return jsonify({"dashboard": name, "ids": ids, "applied": False,
+                        "pending": entry_id}), 202
+    return jsonify({"dashboard": name, "ids": ids, "applied": True}), 200
+
+
+def _wait_seconds() -> float | None:
+    """``?wait=1`` (with ``&timeout=S``, default 5, at most 10): wait until applied."""
+    if request.args.get("wait", "0") in ("0", "", "false"):
+        return None
+    raw = request.args.get("timeout", str(WAIT_DEFAULT))
+    try:
+        t = float(raw)
+    except ValueError:
+        t = -1.0
+    if not 0 < t <= WAIT_MAX:
+        raise ApiError(400, f"timeout must be a number of seconds from 0 to {WAIT_MAX}, got {raw[:40]!r}",
+                       "timeout")
+    return t
+
+
+def _arrow_command() -> dict[str, str | bytes]:
+    """An Arrow IPC stream body: the data of one command whose other fields are the
+    query parameters (``?op=stream&name=revenue``)."""
+    fields: dict[str, str | bytes] = {k: v for k, v in request.args.items() if k not in ("wait", "timeout")}
+    for k, v in fields.items():
+        _check_text(str(k), k)
+        _check_text(str(v), k)
+    if "op" not in fields:
+        raise ApiError(400, "with an Arrow body, give the op and other fields as query parameters "
+                            "(?op=stream&name=...)", "op")
+    fields["arrow"] = request.get_data(cache=False)
+    return fields
+
+
+@bp.get("/dashboards/<name>/commands/<entry_id>")
+def get_command(name: str, entry_id: str) -> Response:
+    """Whether the instances folded a published command: applied, rejected (with the
+    reason) or pending."""
+    tok = _optional_bearer()
+    _dashboard(name, tok)
+    if not ENTRY_ID_RE.match(entry_id) or max(map(int, entry_id.split("-"))) >= 2**64:
+        raise ApiError(400, "not a stream id (like 1700000000000-0)", "id")
+    f = fleet()
+    status, reason = applied.status(f.client, f.keys, name, entry_id)
+    return jsonify({"dashboard": name, "id": entry_id, "status": status, "reason": reason})
 
 
 def _optional_bearer() -> Token | None:
@@ -305,3 +366,53 @@ def list_dashboards() -> Response:
 @bp.get("/openapi.json")
 def openapi() -> Response:
     return jsonify(openapi_document())
+
+
+# --- Swagger UI at /api/v1/docs: the assets of the flask-swagger-ui package, served from our
+# origin (no CDN), started by our own static/swagger-init.js (no inline script), so the page
+# works under a strict CSP.
+DOCS_ASSETS = {"swagger-ui-bundle.js", "swagger-ui-standalone-preset.js", "swagger-ui.css",
+               "index.css", "favicon-32x32.png"}
+# the one <style> element Swagger UI 5 inserts (by hash; tests/test_client_swagger.py notices a change)
+SWAGGER_STYLE_HASH = "'sha256-RL3ie0nH+Lzz2YNqQN83mnU0J1ot4QL7b99vMdIX99w='"
+DOCS_CSP = ("default-src 'none'; script-src 'self'; style-src 'self' " + SWAGGER_STYLE_HASH + "; "
+            "img-src 'self' data:; "
+            "connect-src 'self'; font-src 'self'; base-uri 'none'; form-action 'none'; "
+            "frame-ancestors 'none'")
+DOCS_PAGE = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>Bokeh fleet controller API</title>
+<link rel="stylesheet" href="{base}/docs/swagger-ui.css">
+<link rel="stylesheet" href="{base}/docs/index.css">
+<link rel="icon" type="image/png" href="{base}/docs/favicon-32x32.png"></head>
+<body><div id="swagger-ui" data-spec="{base}/openapi.json"></div>
+<script src="{base}/docs/swagger-ui-bundle.js"></script>
+<script src="{base}/docs/swagger-ui-standalone-preset.js"></script>
+<script src="{base}/docs/swagger-init.js"></script>
+</body></html>
+"""
+
+
+def _swagger_dist() -> str:
+    import flask_swagger_ui
+
+    return os.path.join(os.path.dirname(flask_swagger_ui.__file__), "dist")
+
+
+@bp.get("/docs")
+def docs_page() -> Response:
+    """Swagger UI of this API (try it out with a bearer token)."""
+    resp = Response(DOCS_PAGE.format(base=request.script_root + bp.url_prefix), mimetype="text/html")
+    resp.headers["Content-Security-Policy"] = DOCS_CSP
+    return resp
+
+
+@bp.get("/docs/<asset>")
+def docs_asset(asset: str) -> Response:
+    if asset == "swagger-init.js":
+        resp = send_from_directory(os.path.join(os.path.dirname(__file__), "static"), asset)
+    elif asset in DOCS_ASSETS:
+        resp = send_from_directory(_swagger_dist(), asset)
+    else:
+        raise ApiError(404, f"no such file {asset[:60]!r}")
+    resp.headers["Content-Security-Policy"] = DOCS_CSP
+    return resp

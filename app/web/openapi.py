@@ -13,9 +13,9 @@ from typing import Any
 from app.control.protocol import (AXIS_TYPES, COMMON_FIELDS, KINDS, MAX_ID, MAX_TEXT, OP_FIELDS, OPS,
                                   REQUIRED)
 
-NAME_PATTERN = "^[A-Za-z0-9_][A-Za-z0-9_.:-]{0,63}$"  # app.control.protocol.NAME_RE
+NAME_PATTERN = "^[A-Za-z0-9_][A-Za-z0-9_.:-]{0,63}$"  # bokeh_fleet.wire.NAME_RE
 DASHBOARD_PATTERN = "^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"  # app.bus.keys.DASHBOARD_RE
-ENTRY_ID_PATTERN = "^[0-9]+-[0-9]+$"
+ENTRY_ID_PATTERN = "^[0-9]{1,20}-[0-9]{1,20}$"
 MAX_ROLLOVER = 10_000_000
 
 _text = {"type": "string", "maxLength": MAX_TEXT}
@@ -193,21 +193,66 @@ def openapi_document() -> dict[str, Any]:
                     **{k: v for k, v in common_errors.items() if k in ("401", "429", "503")}}}},
             "/dashboards/{name}/commands": {"post": {
                 "summary": "Publish one command or a batch (validated, all or nothing)",
-                "parameters": [name_param],
-                "requestBody": {"required": True, "content": {"application/json": {"schema": {
-                    "oneOf": [{"$ref": "#/components/schemas/Command"},
-                              {"$ref": "#/components/schemas/Batch"}]}}}},
+                "description": (
+                    "With ?wait=1 the answer comes once the instances have folded every command: "
+                    "200 if applied, 422 with the readers' reason if one was rejected, 202 with "
+                    "applied false and the first pending id if not folded within timeout seconds "
+                    "(it stays published). "
+                    "An Arrow IPC stream body (Content-Type application/vnd.apache.arrow.stream) "
+                    "is the data of one command whose other fields are query parameters, e.g. "
+                    "?op=stream&name=revenue."),
+                "parameters": [name_param,
+                               {"name": "wait", "in": "query", "schema": {"type": "string", "enum": ["0", "1"]},
+                                "description": "1: answer once the instances applied or rejected the commands"},
+                               {"name": "timeout", "in": "query",
+                                "schema": {"type": "number", "exclusiveMinimum": 0, "maximum": 10,
+                                           "default": 5},
+                                "description": "seconds to wait with wait=1"}],
+                "requestBody": {"required": True, "content": {
+                    "application/json": {"schema": {
+                        "oneOf": [{"$ref": "#/components/schemas/Command"},
+                                  {"$ref": "#/components/schemas/Batch"}]}},
+                    "application/vnd.apache.arrow.stream": {"schema": {
+                        "type": "string", "contentMediaType": "application/vnd.apache.arrow.stream"}}}},
                 "responses": {
+                    "200": _json({"type": "object", "required": ["dashboard", "ids", "applied"],
+                                  "additionalProperties": False,
+                                  "properties": {"dashboard": {"type": "string"},
+                                                 "applied": {"const": True},
+                                                 "ids": {"type": "array", "minItems": 1, "items": {
+                                                     "type": "string", "pattern": ENTRY_ID_PATTERN}}}},
+                                 "wait=1: published and applied by the instances"),
+                    "422": _error("wait=1: the instances rejected a command (message has their reason)"),
                     "202": _json({"type": "object", "required": ["dashboard", "ids"],
                                   "additionalProperties": False,
                                   "properties": {"dashboard": {"type": "string"},
+                                                 "applied": {"const": False},
+                                                 "pending": {"type": "string", "pattern": ENTRY_ID_PATTERN},
                                                  "ids": {"type": "array", "minItems": 1, "items": {
                                                      "type": "string", "pattern": ENTRY_ID_PATTERN}}}},
-                                 "published; the stream ids in order"),
+                                 "published; the stream ids in order (with wait=1: not all folded "
+                                 "within timeout, pending = the first one not folded)"),
                     "400": _error("not JSON, a bad shape, or a command the validator rejects (see field)"),
                     "413": _error("body larger than FLEET_API_MAX_BODY_BYTES"),
                     **common_errors,
                 }}},
+            "/dashboards/{name}/commands/{id}": {"get": {
+                "summary": "Whether the instances applied, rejected (with the reason) or not yet "
+                           "folded a published command",
+                "security": [bearer, session],
+                "parameters": [name_param, {"name": "id", "in": "path", "required": True,
+                                            "schema": {"type": "string", "pattern": ENTRY_ID_PATTERN}}],
+                "responses": {
+                    "200": _json({"type": "object", "required": ["dashboard", "id", "status", "reason"],
+                                  "additionalProperties": False,
+                                  "properties": {"dashboard": {"type": "string"},
+                                                 "id": {"type": "string", "pattern": ENTRY_ID_PATTERN},
+                                                 "status": {"type": "string",
+                                                            "enum": ["applied", "rejected", "pending"]},
+                                                 "reason": {"type": "string"}}},
+                                 "the command's status"),
+                    "400": _error("not a stream id"),
+                    **common_errors}}},
             "/dashboards/{name}/state": {"get": {
                 "summary": "Current folded state (snapshot + log tail) as plain JSON",
                 "security": [bearer, session],
