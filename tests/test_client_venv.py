@@ -1,6 +1,6 @@
 """The controller client on its own: a Python 3.9 venv holding only ``./client[arrow]``,
 pandas, polars and pytest runs client/tests against a real Redis, Bokeh instance
-and compactor started here; and the docs/client.md examples run exactly as written.
+and compactor started here; and the README's controller examples run exactly as written.
 
 The venv is built once under var/client-venv-py39 (a few minutes, then cached).
 """
@@ -45,8 +45,8 @@ def _client_venv() -> Path:
 
 
 def examples() -> dict[str, str]:
-    """The ```python blocks of docs/client.md preceded by ``<!-- example: NAME -->``."""
-    text = (ROOT / "docs" / "client.md").read_text()
+    """The ```python blocks of README.md (controller guide) preceded by ``<!-- example: NAME -->``."""
+    text = (ROOT / "README.md").read_text()
     return dict(re.findall(r"<!-- example: (\w+) -->\s*```python\n(.*?)```", text, re.S))
 
 
