@@ -15,6 +15,8 @@ def cmd_render(args, cfg: Settings) -> int:
     from app.stack import render
 
     var_dir = Path(args.out) if args.out else None
+    if args.prometheus is not None:
+        return _render_prometheus(args.prometheus, cfg, var_dir)
     try:
         ctx, written = render.render_site(cfg, var_dir=var_dir)
     except render.RenderError as exc:
@@ -30,6 +32,55 @@ def cmd_render(args, cfg: Settings) -> int:
               f"{ctx['upstream'][0].rsplit(':', 1)[1]}..{ctx['upstream'][-1].rsplit(':', 1)[1]}",
               file=sys.stderr)
     return 0
+
+
+def _render_prometheus(target: str, cfg: Settings, var_dir: Path | None) -> int:
+    """Only the Prometheus file_sd list, from the same context as every other config:
+    into ``target`` ('' = var/prometheus/targets.json, '-' = stdout)."""
+    from app.cli import CliError
+    from app.stack import render
+
+    vd = var_dir or cfg.var_dir
+    vd = vd if vd.is_absolute() else render.ROOT / vd
+    try:
+        ctx = render.build_context(cfg, render.ensure_secrets(vd / "secrets.env"), var_dir=vd)
+    except render.RenderError as exc:
+        raise CliError(str(exc)) from None
+    text = render.prometheus_targets(ctx)
+    if target == "-":
+        sys.stdout.write(text)
+        return 0
+    path = Path(target) if target else Path(ctx["var_dir"]) / render.PROMETHEUS_OUTPUT
+    try:
+        render._write(path, text, 0o644)
+    except OSError as exc:
+        raise CliError(f"cannot write {path}: {exc.strerror or exc}") from None
+    print(path)
+    return 0
+
+
+def cmd_grant(args, cfg: Settings) -> int:
+    """POSIX ACLs for the programs' user on the code it runs (what ``fleetctl render``
+    does as root); ``--check``: exit 1 and list what is missing, change nothing."""
+    import os
+
+    from app.cli import CliError
+    from app.stack import render
+
+    if os.geteuid() != 0:
+        raise CliError("fleetctl grant changes ACLs for another user: run it as root")
+    venv = Path(args.venv or sys.prefix).absolute()
+    ctx = {"run_as": args.user, "root": str(Path(args.root or render.ROOT).absolute()), "venv": str(venv),
+           "var_dir": str(Path(args.var_dir or cfg.var_dir).absolute()),
+           "bokeh_static": str(args.bokeh_static or render._bokeh_static_in(venv))}
+    try:
+        render.ensure_system_user(args.user)
+        changes = render.grant_run_user(ctx, dry_run=args.check)
+    except render.RenderError as exc:
+        raise CliError(str(exc)) from None
+    for line in changes:
+        print(("missing " if args.check else "granted ") + line)
+    return 1 if args.check and changes else 0
 
 
 def cmd_secrets(args, cfg: Settings) -> int:
@@ -118,7 +169,20 @@ def register(sub) -> None:
                        "from FLEET_INSTANCES & co. (environment only)")
     p.add_argument("--out", help="var directory to render into (default: $FLEET_VAR_DIR or var/)")
     p.add_argument("--json", action="store_true", help="print the template context (without secrets)")
+    p.add_argument("--prometheus", nargs="?", const="", default=None, metavar="FILE",
+                   help="only write the Prometheus file_sd target list (JSON) of every instance "
+                   "and the site, into FILE ('-' = stdout; default var/prometheus/targets.json)")
     p.set_defaults(handler=cmd_render, reads_site=False)  # it writes the site's env file
+
+    p = sub.add_parser("grant", help="as root: give the programs' user read access (POSIX ACLs) "
+                       "to the checkout, venv, Python and BokehJS (Salt's hosts; render does it too)")
+    p.add_argument("--user", required=True, help="the programs' user (pillar fleet:user)")
+    p.add_argument("--root", help="code checkout (default: this one)")
+    p.add_argument("--venv", help="the programs' venv (default: this Python's)")
+    p.add_argument("--var-dir", help="the site's var/ (only made traversable, never readable)")
+    p.add_argument("--bokeh-static", help="BokehJS directory nginx serves (default: the venv's)")
+    p.add_argument("--check", action="store_true", help="change nothing; exit 1 if access is missing")
+    p.set_defaults(handler=cmd_grant, reads_site=False)
 
     p = sub.add_parser("secrets", help="generate missing secrets into var/secrets.env (mode 0600)")
     p.add_argument("--out", help="var directory (default: $FLEET_VAR_DIR or var/)")
