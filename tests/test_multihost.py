@@ -14,7 +14,9 @@ changes nothing.  Skipped where network namespaces cannot be created.
 from __future__ import annotations
 
 import json
+import hashlib
 import os
+import pwd
 import shutil
 import signal
 import statistics
@@ -215,6 +217,20 @@ class Fleet:
                 out.append(f"== {host}/{f.name}\n" + "\n".join(lines))
         return "\n".join(out)
 
+    def uids(self, host: str, needle: str) -> list[int]:
+        """Real uids of the processes in ``host`` whose command line contains ``needle``."""
+        out = []
+        for pid in subprocess.run([IP, "netns", "pids", self.net.ns(host)], capture_output=True,
+                                  text=True).stdout.split():
+            try:
+                cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+                status = Path(f"/proc/{pid}/status").read_text()
+            except OSError:
+                continue
+            if needle in cmd:
+                out.append(int(next(ln for ln in status.splitlines() if ln.startswith("Uid:")).split()[1]))
+        return out
+
     def stop(self) -> None:
         for host in ROLES:
             conf = self.base / host / "supervisord.conf"
@@ -311,6 +327,11 @@ def test_every_process_binds_its_host_address_not_loopback(fleet):
     programs = (fleet.var("bokeh1") / "supervisor" / "fleet.conf").read_text()
     assert f"@{ADDR['redis']}:{REDIS_PORT}/0" in programs and "127.0.0.1:6390" not in programs
     assert "user=fleet" in programs  # the programs run unprivileged, as with fleetctl render
+    fleet_uid = pwd.getpwnam("fleet").pw_uid
+    for host, program in (("redis", "redis-server"), ("bokeh1", "fleetctl instance"), ("web", "gunicorn"),
+                          ("web", "nginx: worker")):
+        uids = fleet.uids(host, program)
+        assert uids and set(uids) == {fleet_uid}, (host, program, uids)
     nginx = (fleet.var("web") / "nginx" / "nginx.conf").read_text()
     assert f"server {ADDR['bokeh1']}:{BASE + 1} " in nginx and f"server {ADDR['bokeh2']}:{BASE + 1} " in nginx
 
@@ -356,6 +377,19 @@ def test_browser_on_another_host_sees_xadd_from_the_controller_host_on_both_boke
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(wrapper), args=CHROMIUM_ARGS, headless=True)
         try:
+            # the web app believes nginx (on the web host's address, not loopback): a
+            # failed login is counted against the browser's address, not nginx's
+            ctx = browser.new_context()
+            contexts.append(ctx)
+            page = ctx.new_page()
+            page.goto(base + "/auth/login")
+            page.fill("input[name=username]", USER)
+            page.fill("input[name=password]", "wrong-password")
+            page.click("button[type=submit], input[type=submit]")
+            page.wait_for_selector("text=Wrong user name", timeout=30000)
+            bucket = lambda addr: "fleet:ratelimit:login-addr:" + hashlib.sha256(addr.encode()).hexdigest()[:32]
+            assert fleet.redis_cli("EXISTS", bucket(ADDR["ctl"])) == "1"
+            assert fleet.redis_cli("EXISTS", bucket(ADDR["web"])) == "0"
             for _ in range(12):  # the fleet_route cookie picks the host: open until both serve
                 before = {h: fleet.sessions(h, "mh") for h in ("bokeh1", "bokeh2")}
                 ctx, page = _new_page(browser, base)
