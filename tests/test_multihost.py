@@ -349,6 +349,34 @@ def test_prometheus_scrapes_from_another_host_only_if_allowed(fleet):
     assert targets[1]["targets"] == [f"{ADDR['web']}:{HTTP_PORT}"]
 
 
+# Redis round trips over raw RESP (no client library): p50/p99 in ms, for the figures.
+RTT_SNIPPET = r"""
+import socket, sys, time
+host, port, user, pw = sys.argv[1:5]
+s = socket.create_connection((host, int(port)))
+s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+def cmd(*a):
+    s.sendall(("*%d\r\n" % len(a) + "".join("$%d\r\n%s\r\n" % (len(x), x) for x in a)).encode())
+    return s.recv(4096)
+assert cmd("AUTH", user, pw).startswith(b"+OK")
+t = []
+for _ in range(2000):
+    t0 = time.perf_counter(); assert cmd("PING") == b"+PONG\r\n"; t.append(time.perf_counter() - t0)
+t.sort()
+print("%.3f %.3f" % (t[len(t) // 2] * 1e3, t[int(len(t) * 0.99)] * 1e3))
+"""
+
+
+def test_redis_answers_across_the_bridge(fleet):
+    """The controller host reaches Redis on the Redis host's address (ACL user admin);
+    records the round trip across the bridge against the same from the Redis host."""
+    args = (ADDR["redis"], str(REDIS_PORT), "admin", SECRETS["redis_password"])
+    for host in ("ctl", "redis"):
+        res = fleet.net.run(host, sys.executable, "-c", RTT_SNIPPET, *args)
+        assert res.returncode == 0, res.stderr
+        FIGURES[f"redis_ping_ms_p50_p99_from_{host}"] = [float(v) for v in res.stdout.split()]
+
+
 def _new_page(browser, base: str):
     ctx = browser.new_context()
     page = ctx.new_page()
