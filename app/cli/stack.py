@@ -15,6 +15,10 @@ def cmd_render(args, cfg: Settings) -> int:
     from app.stack import render
 
     var_dir = Path(args.out) if args.out else None
+    if args.check and not args.grant:
+        raise CliError("--check goes with --grant")
+    if args.grant:
+        return _render_grant(cfg, args.check)
     if args.prometheus is not None:
         return _render_prometheus(args.prometheus, cfg, var_dir)
     try:
@@ -59,28 +63,34 @@ def _render_prometheus(target: str, cfg: Settings, var_dir: Path | None) -> int:
     return 0
 
 
-def cmd_grant(args, cfg: Settings) -> int:
-    """POSIX ACLs for the programs' user on the code it runs (what ``fleetctl render``
-    does as root); ``--check``: exit 1 and list what is missing, change nothing."""
+def _render_grant(cfg: Settings, check: bool) -> int:
+    """Only the programs' user's access (``FLEET_RUN_USER``, as root): POSIX ACLs on the
+    checkout, venv, Python and BokehJS this fleetctl runs from, as a full render gives
+    them.  ``check``: change nothing, list what is missing, exit 1 if anything is.
+    Salt's hosts run this (``--check`` as the state's ``unless``)."""
     import os
 
     from app.cli import CliError
     from app.stack import render
 
     if os.geteuid() != 0:
-        raise CliError("fleetctl grant changes ACLs for another user: run it as root")
-    venv = Path(args.venv or sys.prefix).absolute()
-    ctx = {"run_as": args.user, "root": str(Path(args.root or render.ROOT).absolute()), "venv": str(venv),
-           "var_dir": str(Path(args.var_dir or cfg.var_dir).absolute()),
-           "bokeh_static": str(args.bokeh_static or render._bokeh_static_in(venv))}
+        raise CliError("fleetctl render --grant changes ACLs for FLEET_RUN_USER: run it as root")
+    user = render.run_user(cfg)
+    if not user:
+        raise CliError("FLEET_RUN_USER is empty or root: no user to grant access to")
+    venv = Path(sys.prefix).absolute()
+    vd = cfg.var_dir if cfg.var_dir.is_absolute() else render.ROOT / cfg.var_dir
+    ctx = {"run_as": user, "root": str(render.ROOT), "venv": str(venv), "var_dir": str(vd.absolute()),
+           "bokeh_static": str(render._bokeh_static_in(venv))}
     try:
-        render.ensure_system_user(args.user)
-        changes = render.grant_run_user(ctx, dry_run=args.check)
-    except render.RenderError as exc:
-        raise CliError(str(exc)) from None
+        if not check:
+            render.ensure_system_user(user)
+        changes = render.grant_run_user(ctx, dry_run=check)
+    except (render.RenderError, KeyError) as exc:
+        raise CliError(f"cannot grant access to {user!r}: {exc}") from None
     for line in changes:
-        print(("missing " if args.check else "granted ") + line)
-    return 1 if args.check and changes else 0
+        print(("missing " if check else "granted ") + line)
+    return 1 if check and changes else 0
 
 
 def cmd_secrets(args, cfg: Settings) -> int:
@@ -172,17 +182,13 @@ def register(sub) -> None:
     p.add_argument("--prometheus", nargs="?", const="", default=None, metavar="FILE",
                    help="only write the Prometheus file_sd target list (JSON) of every instance "
                    "and the site, into FILE ('-' = stdout; default var/prometheus/targets.json)")
+    p.add_argument("--grant", action="store_true",
+                   help="as root, only give FLEET_RUN_USER read access (POSIX ACLs) to the checkout, "
+                   "venv, Python and BokehJS of this fleetctl (what Salt's hosts run)")
+    p.add_argument("--check", action="store_true",
+                   help="with --grant: change nothing, list what is missing, exit 1 if anything is")
     p.set_defaults(handler=cmd_render, reads_site=False)  # it writes the site's env file
 
-    p = sub.add_parser("grant", help="as root: give the programs' user read access (POSIX ACLs) "
-                       "to the checkout, venv, Python and BokehJS (Salt's hosts; render does it too)")
-    p.add_argument("--user", required=True, help="the programs' user (pillar fleet:user)")
-    p.add_argument("--root", help="code checkout (default: this one)")
-    p.add_argument("--venv", help="the programs' venv (default: this Python's)")
-    p.add_argument("--var-dir", help="the site's var/ (only made traversable, never readable)")
-    p.add_argument("--bokeh-static", help="BokehJS directory nginx serves (default: the venv's)")
-    p.add_argument("--check", action="store_true", help="change nothing; exit 1 if access is missing")
-    p.set_defaults(handler=cmd_grant, reads_site=False)
 
     p = sub.add_parser("secrets", help="generate missing secrets into var/secrets.env (mode 0600)")
     p.add_argument("--out", help="var directory (default: $FLEET_VAR_DIR or var/)")

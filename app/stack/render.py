@@ -438,7 +438,7 @@ def prepare_dirs(ctx: dict[str, Any]) -> None:
 
 def grant_run_user(ctx: dict[str, Any], *, dry_run: bool = False) -> list[str]:
     """As root: give ``run_as`` (and nginx's workers) the access the programs need
-    (``fleetctl grant`` does the same for Salt's hosts)."""
+    (``fleetctl render --grant`` does only this, for Salt's hosts)."""
     if os.geteuid() != 0 or not ctx["run_as"]:
         return []
     trees = [Path(ctx["root"]), Path(ctx["venv"]), Path(sys.base_prefix), Path(ctx["bokeh_static"])]

@@ -47,8 +47,8 @@ fleet-var:
     access to the code it runs (checkout, venv, Python, BokehJS for nginx's workers)
     with POSIX ACLs, only where it lacks it (`--check` first: nothing to do, no change). #}
 {%- if fleet.user %}
-{%- set grant = ctx.venv ~ '/bin/fleetctl grant --user ' ~ fleet.user ~ ' --root ' ~ ctx.root ~ ' --venv ' ~ ctx.venv
-    ~ ' --var-dir ' ~ ctx.var_dir ~ ' --bokeh-static ' ~ ctx.bokeh_static %}
+{%- set grant = 'env FLEET_RUN_USER=' ~ fleet.user ~ ' FLEET_VAR_DIR=' ~ ctx.var_dir ~ ' '
+    ~ ctx.venv ~ '/bin/fleetctl render --grant' %}
 fleet-run-user-access:
   pkg.installed:
     - name: acl
