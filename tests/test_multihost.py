@@ -332,6 +332,11 @@ def test_every_process_binds_its_host_address_not_loopback(fleet):
                           ("web", "nginx: worker")):
         uids = fleet.uids(host, program)
         assert uids and set(uids) == {fleet_uid}, (host, program, uids)
+    # one heartbeat per instance, although both hosts share a hostname and a port
+    fleet.wait("both heartbeats", lambda: len(fleet.redis_cli("KEYS", "fleet:instance:*").split()) == 2 or
+               fleet.redis_cli("KEYS", "fleet:instance:*"), 30)
+    beats = fleet.redis_cli("KEYS", "fleet:instance:*").split()
+    assert {":".join(b.split(":")[-2:]) for b in beats} == {f"{ADDR[h]}:{BASE + 1}" for h in ("bokeh1", "bokeh2")}
     nginx = (fleet.var("web") / "nginx" / "nginx.conf").read_text()
     assert f"server {ADDR['bokeh1']}:{BASE + 1} " in nginx and f"server {ADDR['bokeh2']}:{BASE + 1} " in nginx
 
