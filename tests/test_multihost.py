@@ -139,6 +139,7 @@ class Fleet:
         self.net = net
         self.salt_call = ensure_salt_venv()
         self.apply_seconds: dict[str, list[float]] = {}
+        self.first: dict[str, dict] = {}  # the first apply's state results, per host
         for host, role in ROLES.items():
             d = base / "salt" / host
             (d / "pillar").mkdir(parents=True)
@@ -255,15 +256,13 @@ def fleet():
     try:
         net.create()
         f = Fleet(base, net)
-        first = f.apply_all()
-        bad = {h: _failed(r) for h, r in first.items() if _failed(r)}
+        f.first = f.apply_all()
+        bad = {h: _failed(r) for h, r in f.first.items() if _failed(r)}
         assert not bad, f"{bad}\n{f.logs()}"
-        f.first = first
-        for host in ("bokeh1", "bokeh2"):
-            url = f"http://{ADDR[host]}:{BASE + 1}/healthz"
-            f.wait(f"{host} /healthz from ctl", lambda u=url: f.http("ctl", u)[0] == 200 or f.http("ctl", u))
-        site = f"http://{ADDR['web']}:{HTTP_PORT}/auth/login"
-        f.wait("the site from ctl", lambda: f.http("ctl", site)[0] == 200 or f.http("ctl", site)[0])
+        urls = [f"http://{ADDR[h]}:{BASE + 1}/healthz" for h in ("bokeh1", "bokeh2")]
+        urls.append(f"http://{ADDR['web']}:{HTTP_PORT}/auth/login")
+        for url in urls:  # from the controller host, across the bridge
+            f.wait(url, lambda u=url: (lambda st: st == 200 or st)(f.http("ctl", u)[0]))
         f.fleetctl("dashboard", "create", "mh")
         f.fleetctl("users", "add", USER, "--role", "viewer", "--password-stdin", input=PASSWORD + "\n")
         f.fleetctl("access", "grant", "--dashboard", "mh", "--user", USER)
