@@ -340,6 +340,14 @@ def test_every_process_binds_its_host_address_not_loopback(fleet):
     assert f"server {ADDR['bokeh1']}:{BASE + 1} " in nginx and f"server {ADDR['bokeh2']}:{BASE + 1} " in nginx
 
 
+def test_fleetctl_health_on_each_host(fleet):
+    """An operator on any host: its supervisord, its own instances, the site."""
+    for host in ROLES:
+        res = fleet.net.run(host, str(Path(sys.prefix) / "bin" / "fleetctl"), "--site", str(fleet.base / host),
+                            "health", "--wait", "30", timeout=60, cwd=fleet.base)
+        assert res.returncode == 0 and res.stdout.strip().endswith("healthy"), (host, res.stdout, res.stderr)
+
+
 def test_prometheus_scrapes_from_another_host_only_if_allowed(fleet):
     for host in ("bokeh1", "bokeh2"):
         url = f"http://{ADDR[host]}:{BASE + 1}/metrics"
