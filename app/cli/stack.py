@@ -189,7 +189,6 @@ def register(sub) -> None:
                    help="with --grant: change nothing, list what is missing, exit 1 if anything is")
     p.set_defaults(handler=cmd_render, reads_site=False)  # it writes the site's env file
 
-
     p = sub.add_parser("secrets", help="generate missing secrets into var/secrets.env (mode 0600)")
     p.add_argument("--out", help="var directory (default: $FLEET_VAR_DIR or var/)")
     p.add_argument("--get", metavar="NAME", help="print one secret, e.g. DEMO_PASSWORD")
