@@ -73,6 +73,10 @@ class Settings:
     keep_alive_ms: int = 37_000
     allowed_origins: tuple[str, ...] = ("127.0.0.1:8080", "localhost:8080")
     heartbeat_seconds: float = 2.0
+    # Peers (addresses/CIDRs) besides loopback and the instance's own host that may read
+    # an instance's /metrics and /healthz: the Prometheus server(s) on another host.
+    # Empty = local peers only; others get 403.  Checked on the TCP peer, never headers.
+    metrics_allow: tuple[str, ...] = ()
     instance_id: str = ""  # defaults to host:port at start-up
     # Page status mark: each instance tells its pages how fresh their data is, checking
     # every page_status_seconds; data older than page_quiet_seconds shows as "quiet"

@@ -15,6 +15,12 @@ def cmd_render(args, cfg: Settings) -> int:
     from app.stack import render
 
     var_dir = Path(args.out) if args.out else None
+    if args.check and not args.grant:
+        raise CliError("--check goes with --grant")
+    if args.grant:
+        return _render_grant(cfg, args.check)
+    if args.prometheus is not None:
+        return _render_prometheus(args.prometheus, cfg, var_dir)
     try:
         ctx, written = render.render_site(cfg, var_dir=var_dir)
     except render.RenderError as exc:
@@ -30,6 +36,61 @@ def cmd_render(args, cfg: Settings) -> int:
               f"{ctx['upstream'][0].rsplit(':', 1)[1]}..{ctx['upstream'][-1].rsplit(':', 1)[1]}",
               file=sys.stderr)
     return 0
+
+
+def _render_prometheus(target: str, cfg: Settings, var_dir: Path | None) -> int:
+    """Only the Prometheus file_sd list, from the same context as every other config:
+    into ``target`` ('' = var/prometheus/targets.json, '-' = stdout)."""
+    from app.cli import CliError
+    from app.stack import render
+
+    vd = var_dir or cfg.var_dir
+    vd = vd if vd.is_absolute() else render.ROOT / vd
+    try:
+        ctx = render.build_context(cfg, render.ensure_secrets(vd / "secrets.env"), var_dir=vd)
+    except render.RenderError as exc:
+        raise CliError(str(exc)) from None
+    text = render.prometheus_targets(ctx)
+    if target == "-":
+        sys.stdout.write(text)
+        return 0
+    path = Path(target) if target else Path(ctx["var_dir"]) / render.PROMETHEUS_OUTPUT
+    try:
+        render._write(path, text, 0o644)
+    except OSError as exc:
+        raise CliError(f"cannot write {path}: {exc.strerror or exc}") from None
+    print(path)
+    return 0
+
+
+def _render_grant(cfg: Settings, check: bool) -> int:
+    """Only the programs' user's access (``FLEET_RUN_USER``, as root): POSIX ACLs on the
+    checkout, venv, Python and BokehJS this fleetctl runs from, as a full render gives
+    them.  ``check``: change nothing, list what is missing, exit 1 if anything is.
+    Salt's hosts run this (``--check`` as the state's ``unless``)."""
+    import os
+
+    from app.cli import CliError
+    from app.stack import render
+
+    if os.geteuid() != 0:
+        raise CliError("fleetctl render --grant changes ACLs for FLEET_RUN_USER: run it as root")
+    user = render.run_user(cfg)
+    if not user:
+        raise CliError("FLEET_RUN_USER is empty or root: no user to grant access to")
+    venv = Path(sys.prefix).absolute()
+    vd = cfg.var_dir if cfg.var_dir.is_absolute() else render.ROOT / cfg.var_dir
+    ctx = {"run_as": user, "root": str(render.ROOT), "venv": str(venv), "var_dir": str(vd.absolute()),
+           "bokeh_static": str(render._bokeh_static_in(venv))}
+    try:
+        if not check:
+            render.ensure_system_user(user)
+        changes = render.grant_run_user(ctx, dry_run=check)
+    except (render.RenderError, KeyError) as exc:
+        raise CliError(f"cannot grant access to {user!r}: {exc}") from None
+    for line in changes:
+        print(("missing " if check else "granted ") + line)
+    return 1 if check and changes else 0
 
 
 def cmd_secrets(args, cfg: Settings) -> int:
@@ -118,6 +179,14 @@ def register(sub) -> None:
                        "from FLEET_INSTANCES & co. (environment only)")
     p.add_argument("--out", help="var directory to render into (default: $FLEET_VAR_DIR or var/)")
     p.add_argument("--json", action="store_true", help="print the template context (without secrets)")
+    p.add_argument("--prometheus", nargs="?", const="", default=None, metavar="FILE",
+                   help="only write the Prometheus file_sd target list (JSON) of every instance "
+                   "and the site, into FILE ('-' = stdout; default var/prometheus/targets.json)")
+    p.add_argument("--grant", action="store_true",
+                   help="as root, only give FLEET_RUN_USER read access (POSIX ACLs) to the checkout, "
+                   "venv, Python and BokehJS of this fleetctl (what Salt's hosts run)")
+    p.add_argument("--check", action="store_true",
+                   help="with --grant: change nothing, list what is missing, exit 1 if anything is")
     p.set_defaults(handler=cmd_render, reads_site=False)  # it writes the site's env file
 
     p = sub.add_parser("secrets", help="generate missing secrets into var/secrets.env (mode 0600)")

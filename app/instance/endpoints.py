@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import ipaddress
 import os
 import resource
 from typing import TYPE_CHECKING, Any
@@ -23,12 +25,55 @@ def rss_bytes() -> int:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
+@functools.lru_cache(maxsize=8)
+def _networks(items: tuple[str, ...]) -> tuple[Any, ...]:
+    return tuple(ipaddress.ip_network(i.strip(), strict=False) for i in items if i.strip())
+
+
+def peer_allowed(peer: str | None, local: str | None, allow: tuple[str, ...]) -> bool:
+    """Whether TCP peer ``peer`` may read /metrics and /healthz: loopback, this host
+    itself (the peer is the address it connected to: a health check on the bridge
+    address), or an address in ``allow`` (FLEET_METRICS_ALLOW, e.g. Prometheus)."""
+    if not peer:
+        return True  # a unix socket: local by definition
+    try:
+        ip = ipaddress.ip_address(peer.split("%", 1)[0])
+    except ValueError:
+        return False
+    if getattr(ip, "ipv4_mapped", None):
+        ip = ip.ipv4_mapped  # type: ignore[union-attr]
+    if ip.is_loopback or (local and peer == local):
+        return True
+    return any(ip in net for net in _networks(tuple(allow)))
+
+
+def _addresses(handler: RequestHandler) -> tuple[str | None, str | None]:
+    """(TCP peer, local address) of the request's connection: the real socket, never
+    X-Real-IP/X-Forwarded-For (the instance's HTTPServer applies those to remote_ip)."""
+    conn = handler.request.connection
+    addr = getattr(getattr(conn, "context", None), "address", None)
+    peer = addr[0] if isinstance(addr, tuple) and addr else None
+    local = None
+    try:
+        local = conn.stream.socket.getsockname()[0]  # type: ignore[union-attr]
+    except (AttributeError, OSError, TypeError, IndexError):
+        pass
+    return peer, local
+
+
 class _Base(RequestHandler):
     def initialize(self, instance: "Instance") -> None:
         self.instance = instance
 
     def set_default_headers(self) -> None:
         self.set_header("Cache-Control", "no-store")
+
+    def prepare(self) -> None:
+        peer, local = _addresses(self)
+        if not peer_allowed(peer, local, self.instance.settings.metrics_allow):
+            self.set_status(403)
+            self.set_header("Content-Type", "text/plain; charset=utf-8")
+            self.finish("forbidden: this peer is not in FLEET_METRICS_ALLOW\n")
 
 
 class HealthHandler(_Base):

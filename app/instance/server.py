@@ -213,7 +213,10 @@ class Instance:
         self.settings = settings
         self.port = port
         self.host = host
-        self.instance_id = settings.instance_id or f"{socket.gethostname()}:{port}"
+        # host:port; with a specific bind address the address too (several "hosts" may
+        # share one hostname, e.g. network namespaces: ids must not collide)
+        where = port if host in ("", "0.0.0.0", "::", "127.0.0.1", "::1", "localhost") else f"{host}:{port}"
+        self.instance_id = settings.instance_id or f"{socket.gethostname()}:{where}"
         self.keys = Keys(settings.key_prefix)
         self.fanout = Fanout(self.state_of)
         self._reader_factory = reader_factory or _bus_reader

@@ -13,7 +13,11 @@ tree links to them), so the variable names here are a contract with ``salt/``:
 ``web_*``, ``nginx_*``, ``bokeh_static``, ``run_as`` (unprivileged user of the
 programs and nginx workers, '' = supervisord's own user), ``key_prefix``,
 ``redis_users`` (ACL user -> sha256 of its password), ``redis_urls`` (program ->
-its own Redis URL), ``redis_acl_keep`` (runtime ACL lines kept: controllers).
+its own Redis URL), ``redis_acl_keep`` (runtime ACL lines kept: controllers),
+``web_address`` (where other hosts reach nginx: the site's address in the
+Prometheus target list).  Bind addresses are never assumed: ``bokeh_host``,
+``web_host``, ``http_host`` and ``redis_bind`` are what the processes listen on, and
+every URL a program gets names the address it must connect to.
 """
 
 from __future__ import annotations
@@ -46,6 +50,9 @@ OUTPUTS = {
     "redis.conf.j2": "redis/redis.conf",
     "redis.acl.j2": "redis/users.acl",
 }
+#: the Prometheus file_sd target list (``fleetctl render --prometheus``), relative to var_dir
+PROMETHEUS_TEMPLATE = "prometheus.json.j2"
+PROMETHEUS_OUTPUT = "prometheus/targets.json"
 #: program -> its Redis ACL user (managed Redis only; rules in templates/redis.acl.j2)
 REDIS_ROLES = {"bokeh": "instance", "web": "web", "compactor": "compactor",
                "events": "events", "demo": "demo"}
@@ -263,8 +270,29 @@ def build_context(
         "client_max_body_size": s.api_max_body_bytes,
         "log_maxbytes": "20MB",
         "log_backups": 5,
+        "web_address": _web_address(s),
         **_proxy_context(s),
     }
+
+
+WILDCARDS = ("", "0.0.0.0", "::")
+
+
+def _web_address(s: Settings) -> str:
+    """Where other hosts (Prometheus, browsers) reach nginx: its bind address, or the
+    machine's name when nginx listens on every address."""
+    if s.http_host not in WILDCARDS:
+        return s.http_host
+    import socket
+
+    return socket.getfqdn()
+
+
+def prometheus_targets(ctx: dict[str, Any]) -> str:
+    """The Prometheus file_sd target list (JSON) of every Bokeh instance in ``ctx``'s
+    upstream (scrape ``/metrics``) and of the site (``fleet_role="web"``: for a
+    blackbox probe, it has no /metrics).  Salt renders the same template."""
+    return render_text(PROMETHEUS_TEMPLATE, ctx)
 
 
 def _proxy_context(s: Settings) -> dict[str, Any]:
@@ -348,21 +376,23 @@ def _setfacl(*args: str) -> None:
 
 
 def grant_access(user: str, trees: list[Path], skip: tuple[Path, ...] = (),
-                 traverse: tuple[Path, ...] = ()) -> list[str]:
+                 traverse: tuple[Path, ...] = (), *, dry_run: bool = False) -> list[str]:
     """Let ``user`` reach and read ``trees`` (checkout, venv, the Python prefix, BokehJS).
 
     Only what it lacks, as POSIX ACL entries, never by opening modes to everyone:
     ``u:USER:x`` on each ancestor directory it cannot traverse (e.g. /root, 0700) and,
     when a tree itself is unreadable to it, ``u:USER:rX`` on that tree (``skip``: the
     site's var/, whose secrets stay with their owner; ``traverse``: directories it
-    only needs to reach).  Returns what was changed.
+    only needs to reach).  Returns what was changed (``dry_run``: what would be;
+    Salt's ``unless`` check, so a second apply changes nothing).
     """
+    setfacl = (lambda *a: None) if dry_run else _setfacl
     changed: list[str] = []
     for tree in [*trees, *traverse]:
         tree = tree.absolute()
         for d in [*reversed(tree.parents), tree]:
             if d.is_dir() and not _as_user_ok(user, "-x", str(d)):
-                _setfacl("-m", f"u:{user}:x", str(d))
+                setfacl("-m", f"u:{user}:x", str(d))
                 changed.append(f"u:{user}:x {d}")
         if tree in traverse:
             continue
@@ -372,9 +402,9 @@ def grant_access(user: str, trees: list[Path], skip: tuple[Path, ...] = (),
             continue
         tops = [tree] if not tree.is_dir() else [c for c in tree.iterdir()
                                                   if c.resolve() not in skip and c.name != ".git"]
-        _setfacl("-m", f"u:{user}:rX", str(tree))
+        setfacl("-m", f"u:{user}:rX", str(tree))
         for top in tops:
-            _setfacl("-R", "-m", f"u:{user}:rX", str(top))
+            setfacl("-R", "-m", f"u:{user}:rX", str(top))
         changed.append(f"u:{user}:rX -R {tree}")
     return changed
 
@@ -415,14 +445,16 @@ def prepare_dirs(ctx: dict[str, Any]) -> None:
             os.chown(d, pw.pw_uid, pw.pw_gid)
 
 
-def grant_run_user(ctx: dict[str, Any]) -> list[str]:
-    """As root: give ``run_as`` (and nginx's workers) the access the programs need."""
+def grant_run_user(ctx: dict[str, Any], *, dry_run: bool = False) -> list[str]:
+    """As root: give ``run_as`` (and nginx's workers) the access the programs need
+    (``fleetctl render --grant`` does only this, for Salt's hosts)."""
     if os.geteuid() != 0 or not ctx["run_as"]:
         return []
     trees = [Path(ctx["root"]), Path(ctx["venv"]), Path(sys.base_prefix), Path(ctx["bokeh_static"])]
     var = Path(ctx["var_dir"])
     # var/ itself is 0711 (traverse only), but its ancestors may not be traversable
-    return grant_access(ctx["run_as"], trees, skip=(var.resolve(),), traverse=(var.absolute(),))
+    return grant_access(ctx["run_as"], trees, skip=(var.resolve(),), traverse=(var.absolute(),),
+                        dry_run=dry_run)
 
 
 def render_all(ctx: dict[str, Any]) -> dict[str, Path]:

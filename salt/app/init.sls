@@ -3,11 +3,13 @@
 {%- set ctx = fleet.ctx %}
 
 {%- if fleet.user %}
+{#- As `fleetctl render` creates it (app/stack/render.py ensure_system_user): no home,
+    so hosts sharing /etc/passwd with different sites never fight over it. #}
 fleet-user:
   user.present:
     - name: {{ fleet.user }}
     - system: True
-    - home: {{ fleet.site }}
+    - home: /nonexistent
     - createhome: False
     - shell: /usr/sbin/nologin
 {%- endif %}
@@ -39,6 +41,25 @@ fleet-var:
     - user: {{ fleet.user }}
     - require:
       - user: fleet-user
+{%- endif %}
+
+{#- The programs run as fleet.user: like `fleetctl render` as root, give it read
+    access to the code it runs (checkout, venv, Python, BokehJS for nginx's workers)
+    with POSIX ACLs, only where it lacks it (`--check` first: nothing to do, no change). #}
+{%- if fleet.user %}
+{%- set grant = 'env FLEET_RUN_USER=' ~ fleet.user ~ ' FLEET_VAR_DIR=' ~ ctx.var_dir ~ ' '
+    ~ ctx.venv ~ '/bin/fleetctl render --grant' %}
+fleet-run-user-access:
+  pkg.installed:
+    - name: acl
+  cmd.run:
+    - name: {{ grant }}
+    - unless: {{ grant }} --check
+    - require:
+      - pkg: fleet-run-user-access
+      - user: fleet-user
+      - cmd: fleet-venv
+      - file: fleet-var
 {%- endif %}
 
 {%- for sub in ('log', 'run', 'supervisor') %}

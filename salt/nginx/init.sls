@@ -33,6 +33,19 @@ fleet-nginx-conf:
       - pkg: nginx-package
       - file: fleet-var
 
+{#- Prometheus file_sd list of every instance of every Bokeh host (from the pillar's
+    bokeh_hosts) and the site: what `fleetctl render --prometheus` writes on one host. #}
+fleet-prometheus-targets:
+  file.managed:
+    - name: {{ ctx.var_dir }}/prometheus/targets.json
+    - source: salt://nginx/templates/prometheus.json.j2
+    - template: jinja
+    - mode: '0644'
+    - makedirs: True
+    - context: {{ ctx | json }}
+    - require:
+      - file: fleet-var
+
 fleet-nginx-check:
   cmd.run:
     - name: {{ ctx.nginx_bin }} -t -e stderr -p {{ ctx.var_dir }}/nginx/ -c {{ ctx.var_dir }}/nginx/nginx.conf

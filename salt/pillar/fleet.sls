@@ -23,16 +23,22 @@ fleet:
   # Several hosts: grains `roles: [web]`, `[bokeh]`, `[redis]` on the minions.
   # The web host's nginx upstream lists every Bokeh host's instances; each Bokeh
   # host runs the number given in its entry (matched by minion id).
+  # Nothing falls back to 127.0.0.1: see docs/scaling.md (who connects to what).
   redis_host: 10.0.0.30      # what web and Bokeh hosts connect to
-  redis_bind: 10.0.0.30      # what the redis host listens on (firewall it!)
+  redis_bind: 10.0.0.30      # what the redis host listens on (default redis_host; firewall it!)
   bokeh_hosts:
     - id: bokeh1
-      address: 10.0.0.21
+      address: 10.0.0.21     # what nginx and Prometheus connect to
       instances: 4
+      # bind: 0.0.0.0        # what the instances listen on (default: address)
     - id: bokeh2
       address: 10.0.0.22
       instances: 4
   allowed_origins: [dashboards.example.internal:8080]
+  # web_address: dashboards.example.internal   # the site's name (default http_host)
+  # trusted_proxies: [10.0.0.20]   # nginx's address as gunicorn sees it (default web_host
+  #                                # when that is not loopback)
+  metrics_allow: [10.0.0.5/32]     # Prometheus: may read every instance's /metrics, /healthz
   # Trusted-header SSO (docs/web.md): nginx passes sso_header on only from the
   # authenticating proxy's addresses and strips it from everyone else.
   # sso_header: X-Remote-User

@@ -8,6 +8,17 @@ redis-package:
   pkg.installed:
     - name: redis-server
 
+{#- var/redis holds users.acl, which `ACL SAVE` (redis-server, as fleet.user) replaces. #}
+fleet-redis-dir:
+  file.directory:
+    - name: {{ ctx.var_dir }}/redis
+    - mode: '0700'
+{%- if fleet.user %}
+    - user: {{ fleet.user }}
+{%- endif %}
+    - require:
+      - file: fleet-var
+
 fleet-redis-data:
   file.directory:
     - name: {{ ctx.var_dir }}/redis/data
@@ -17,7 +28,7 @@ fleet-redis-data:
     - user: {{ fleet.user }}
 {%- endif %}
     - require:
-      - file: fleet-var
+      - file: fleet-redis-dir
 
 fleet-redis-conf:
   file.managed:

@@ -6,6 +6,13 @@
 {%- set ctl = ctx.venv ~ '/bin/supervisorctl -c ' ~ conf %}
 include:
   - app
+{#- supervisord starts its programs at once: their configs must be in place first. #}
+{%- if ctx.programs.redis %}
+  - redis
+{%- endif %}
+{%- if ctx.programs.nginx %}
+  - nginx
+{%- endif %}
 
 fleet-supervisord-conf:
   file.managed:
@@ -54,6 +61,19 @@ fleet-supervisord-running:
       - file: fleet-supervisord-conf
       - file: fleet-supervisor-programs
       - cmd: fleet-venv
+{%- if ctx.programs.redis %}
+      - file: fleet-redis-conf
+      - file: fleet-redis-acl
+{%- endif %}
+{%- if ctx.programs.nginx %}
+      - file: fleet-nginx-conf
+{%- for name in ('client_body', 'proxy', 'fastcgi', 'uwsgi', 'scgi') %}
+      - file: fleet-nginx-tmp-{{ name }}
+{%- endfor %}
+{%- endif %}
+{%- if fleet.user %}
+      - cmd: fleet-run-user-access
+{%- endif %}
 
 fleet-supervisor-update:
   cmd.run:
