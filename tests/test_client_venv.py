@@ -63,6 +63,9 @@ def stack(tmp_path_factory):
     client = server.client()
     for d in ("ct", "sales"):
         create_dashboard(client, Keys(), d)
+    from tests.fixtures.bokeh import allow_viewer
+
+    allow_viewer(client, Keys())  # the user of mint_token's tokens
     inst = InstanceProc(env, free_port(), tmp / "instance.log").start()
     log = open(tmp / "compactor.log", "ab")
     comp = subprocess.Popen([sys.executable, "-m", "app", "compactor"], cwd=ROOT, env=env,
