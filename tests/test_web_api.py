@@ -262,3 +262,17 @@ def test_openapi_commands_match_the_validator(client):
         assert s["additionalProperties"] is False
         assert set(s["properties"]) == OP_FIELDS[op] | COMMON_FIELDS
         assert set(s["required"]) == {"op"} | REQUIRED.get(op, set())
+
+
+def test_wait_and_timeout_are_checked_even_without_wait(client, fleet_bus, setup):
+    """Found by schemathesis: ?timeout=<garbage> without wait=1 was silently ignored and
+    the command published. A mistyped parameter is a 400 and publishes nothing."""
+    url = URL.format("sales")
+    stream = fleet_bus.keys.commands("sales")
+    for qs in ({"timeout": "soon"}, {"timeout": "0"}, {"timeout": "11"}, {"wait": "yes"},
+               {"wait": "2"}, [("timeout", "1"), ("timeout", "2")], [("wait", "1"), ("wait", "0")]):
+        e = err(client.post(url, json=REPLACE, headers=setup["h"], query_string=qs), 400)
+        assert e["field"] in ("wait", "timeout"), (qs, e)
+    assert fleet_bus.client.xlen(stream) == 0
+    assert client.post(url, json=REPLACE, headers=setup["h"],
+                       query_string={"wait": "0", "timeout": "2"}).status_code == 202

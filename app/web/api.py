@@ -274,8 +274,14 @@ def post_commands(name: str) -> tuple[Response, int]:
 
 def _wait_seconds() -> float | None:
     """``?wait=1`` (with ``&timeout=S``, default 5, at most 10): wait until applied."""
-    if request.args.get("wait", "0") in ("0", "", "false"):
-        return None
+    # Both are checked whenever they are given (once each), also without wait=1: a
+    # mistyped parameter is an error, not silently ignored.
+    for name in ("wait", "timeout"):
+        if len(request.args.getlist(name)) > 1:
+            raise ApiError(400, f"give {name} at most once", name)
+    wait = request.args.get("wait", "0")
+    if wait not in ("0", "1"):
+        raise ApiError(400, f"wait must be 0 or 1, got {wait[:40]!r}", "wait")
     raw = request.args.get("timeout", str(WAIT_DEFAULT))
     try:
         t = float(raw)
@@ -284,7 +290,7 @@ def _wait_seconds() -> float | None:
     if not 0 < t <= WAIT_MAX:
         raise ApiError(400, f"timeout must be a number of seconds from 0 to {WAIT_MAX}, got {raw[:40]!r}",
                        "timeout")
-    return t
+    return t if wait == "1" else None
 
 
 def _arrow_command() -> dict[str, str | bytes]:
