@@ -8,7 +8,13 @@
     ctl.stream("sales", "revenue", df)          # a pandas DataFrame travels as Arrow
 
 Commands are validated before they are published (``Rejected`` says what is wrong).
-Every method returns the stream id of the published entry.
+Every method returns the stream id of the published entry.  What that
+acknowledgement guarantees follows ``FLEET_REDIS_DURABILITY`` (settings): with
+``everysec`` the command is in Redis's memory and on its disk within about a second;
+with ``always`` it was on disk before the reply; with ``replica`` at least one replica
+has it, or ``app.bus.publisher.NotDurable`` is raised (send again with the same
+``id=``: a repeated command id is applied once).  With ``FLEET_REDIS_SENTINELS`` set
+the controller finds the master through Sentinel and follows a failover.
 
 Least privilege: ``fleetctl controllers add --dashboard sales`` prints a Redis URL
 whose ACL user may XADD to ``sales`` only and read its keys (app/bus/acl.py); that
@@ -73,13 +79,15 @@ class Controller:
     # --- ops -------------------------------------------------------------------------------
     def send(self, dashboard: str, op: str, *, id: str | None = None, **params: Any) -> str:
         """Publish any op with keyword fields (see docs/protocol.md)."""
-        return publish(self.redis, self.keys, dashboard, self._fields(op, id, params), self.limits)
+        return publish(self.redis, self.keys, dashboard, self._fields(op, id, params), self.limits,
+                       durability=self.settings.redis_durability, wait_ms=self.settings.redis_wait_ms)
 
     def send_many(self, dashboard: str, commands: Iterable[tuple[str, Mapping[str, Any]]]) -> list[str]:
         """Publish several ``(op, params)`` at once, atomically, in order."""
         batch = [self._fields(op, p.get("id"), {k: v for k, v in p.items() if k != "id"})
                  for op, p in commands]
-        return publish_many(self.redis, self.keys, dashboard, batch, self.limits)
+        return publish_many(self.redis, self.keys, dashboard, batch, self.limits,
+                            durability=self.settings.redis_durability, wait_ms=self.settings.redis_wait_ms)
 
     def _fields(self, op: str, cmd_id: str | None, params: dict[str, Any]) -> dict:
         if self.stamp:
