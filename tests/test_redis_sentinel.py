@@ -1,0 +1,114 @@
+"""Redis Sentinel: clients find the master, follow a failover, and acks can mean "on a replica".
+
+Real redis-server master + replica + three sentinels on free loopback ports
+(tests/fixtures/redis.py ``sentinel_set``).  The master is SIGKILLed; a publisher
+through app.bus and an in-process instance reader keep going on the promoted
+replica, and no command acknowledged in ``replica`` durability mode is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import time
+
+import pytest
+
+from app.bus import registry
+from app.bus.connection import CONNECTION_ERRORS, ResponseError, replica_client, sync_client
+from app.bus.keys import Keys
+from app.bus.publisher import NotDurable, publish
+from app.bus.reader import Reader
+from app.bus.store import read_state
+from app.settings import Settings, SettingsError, load
+
+KEYS = Keys("fleet")
+LINE = {"op": "replace", "name": "p", "kind": "line", "data": '{"t":[0],"y":[0]}'}
+
+
+def point(i: int) -> dict:
+    return {"op": "stream", "name": "p", "id": f"c{i}", "data": json.dumps({"t": [i], "y": [i]})}
+
+
+def settings_for(ss, **kw) -> Settings:
+    # the URL's host:port point nowhere: the sentinels must be asked
+    return Settings(redis_url="redis://127.0.0.1:1/0", redis_sentinels=ss.addresses,
+                    redis_master=ss.name, block_ms=200, **kw)
+
+
+def test_settings_parse_sentinels_and_reject_bad_values():
+    s = load(env={"FLEET_REDIS_SENTINELS": "10.0.0.1:26379, 10.0.0.2:26379",
+                  "FLEET_REDIS_MASTER": "m", "FLEET_REDIS_DURABILITY": "replica"})
+    assert s.redis_sentinels == ("10.0.0.1:26379", "10.0.0.2:26379") and s.redis_master == "m"
+    with pytest.raises(SettingsError, match="FLEET_REDIS_DURABILITY"):
+        load(env={"FLEET_REDIS_DURABILITY": "sometimes"})
+    with pytest.raises(SettingsError, match="FLEET_REDIS_SENTINELS"):
+        load(env={"FLEET_REDIS_SENTINELS": "nohostport"})
+
+
+def test_replica_durability_ack_means_on_the_replica(sentinel_set):
+    ss = sentinel_set
+    settings = settings_for(ss, redis_durability="replica", redis_wait_ms=300)
+    c = sync_client(settings)
+    registry.create_dashboard(c, KEYS, "d")
+    replica = next(n for n in ss.nodes if n.port != ss.master_port())
+    rc = replica_client(settings, "127.0.0.1", replica.port)
+    eid = publish(c, KEYS, "d", LINE, durability="replica", wait_ms=300)
+    assert rc.xrange(KEYS.commands("d"), min=eid, max=eid), "acknowledged but not on the replica"
+    # a replica that cannot confirm: the publish must not be acknowledged
+    os.kill(replica.proc.pid, signal.SIGSTOP)
+    try:
+        with pytest.raises(NotDurable, match="no replica confirmed"):
+            publish(c, KEYS, "d", point(1), durability="replica", wait_ms=300)
+    finally:
+        os.kill(replica.proc.pid, signal.SIGCONT)
+    c.close()
+    rc.close()
+
+
+def test_publisher_and_reader_follow_a_failover_without_losing_acked_commands(sentinel_set):
+    ss = sentinel_set
+    settings = settings_for(ss)
+    c = sync_client(settings)
+    registry.create_dashboard(c, KEYS, "d")
+    publish(c, KEYS, "d", LINE)
+    old_master = ss.node(ss.master_port())
+    acked: list[str] = []
+
+    async def main():
+        reader = Reader(settings)
+        reader.start()
+        await reader.wait_caught_up(30)
+        for i in range(1, 21):  # acknowledged only once on the replica
+            publish(c, KEYS, "d", point(i), durability="replica", wait_ms=2000)
+            acked.append(f"c{i}")
+        old_master.kill()  # SIGKILL the master
+        i, deadline = 21, time.monotonic() + 60
+        while i <= 40:  # the publisher retries until the sentinels promoted the replica
+            assert time.monotonic() < deadline, "no new master within 60 s"
+            try:
+                publish(c, KEYS, "d", point(i))
+                acked.append(f"c{i}")
+                i += 1
+            except (*CONNECTION_ERRORS, ResponseError):  # master down / READONLY meanwhile
+                await asyncio.sleep(0.2)
+        while True:
+            feed = reader.feeds.get("d")
+            if feed is not None and feed.state.figures["p"].length == 41 and reader.caught_up.is_set():
+                break
+            assert time.monotonic() < deadline, "the reader did not follow the failover"
+            await asyncio.sleep(0.05)
+        got = reader.feeds["d"].state
+        await reader.stop()
+        return got
+
+    got = asyncio.run(asyncio.wait_for(main(), 120))
+    assert ss.master_port() != old_master.port
+    fold, _ = read_state(c, KEYS, "d", settings)
+    ids = [e[1][b"id"].decode() for e in c.xrange(KEYS.commands("d")) if b"id" in e[1]]
+    assert sorted(ids, key=lambda s: int(s[1:])) == acked, "every acked command exactly once"
+    assert list(fold.figures["p"].data["t"]) == list(range(41))
+    assert list(got.figures["p"].data["t"]) == list(range(41)), "the reader's state equals the fold"
+    c.close()
