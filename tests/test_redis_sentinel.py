@@ -12,9 +12,12 @@ import asyncio
 import json
 import os
 import signal
+import socket
+import subprocess
 import time
 
 import pytest
+import redis
 
 from app.bus import registry
 from app.bus.connection import CONNECTION_ERRORS, ResponseError, replica_client, sync_client
@@ -22,7 +25,10 @@ from app.bus.keys import Keys
 from app.bus.publisher import NotDurable, publish
 from app.bus.reader import Reader
 from app.bus.store import read_state
-from app.settings import Settings, SettingsError, load
+from app.settings import Settings, SettingsError, load, read_env_file
+from app.stack import render
+from tests.fixtures.ports import free_port, wait_port
+from tests.fixtures.redis import redis_server_binary
 
 KEYS = Keys("fleet")
 LINE = {"op": "replace", "name": "p", "kind": "line", "data": '{"t":[0],"y":[0]}'}
@@ -112,3 +118,71 @@ def test_publisher_and_reader_follow_a_failover_without_losing_acked_commands(se
     assert list(fold.figures["p"].data["t"]) == list(range(41))
     assert list(got.figures["p"].data["t"]) == list(range(41)), "the reader's state equals the fold"
     c.close()
+
+
+def _free_base() -> int:
+    """A redis_port whose replica (+1) and sentinel (+20000..+20002) ports are free too."""
+    for _ in range(50):
+        base = free_port()
+        if base + 20002 > 65535:
+            continue
+        try:
+            for p in (base, base + 1, base + 20000, base + 20001, base + 20002):
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", p))
+        except OSError:
+            continue
+        return base
+    raise RuntimeError("no free port range")
+
+
+def test_rendered_local_set_fails_over_with_acl_users(tmp_path):
+    """FLEET_REDIS_MODE=sentinel renders a master, a replica and three sentinels that
+    authenticate with their own ACL users and passwords, and fail over on SIGKILL."""
+    base = _free_base()
+    ctx, _ = render.render_site(Settings(redis_mode="sentinel", redis_port=base, run_user="",
+                                         redis_durability="replica"), var_dir=tmp_path / "var")
+    red = tmp_path / "var" / "redis"
+    confs = [[str(red / "redis.conf")], [str(red / "redis-replica.conf")]]
+    confs += [[str(red / f"sentinel-{i}" / "sentinel.conf"), "--sentinel"] for i in (1, 2, 3)]
+    procs = [subprocess.Popen([redis_server_binary(), *c], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL) for c in confs]
+    try:
+        for p in (base, base + 1, base + 20000, base + 20001, base + 20002):
+            wait_port(p)
+        settings = load(env=read_env_file(tmp_path / "var" / "fleet.env"))
+        assert settings.redis_sentinels and settings.redis_sentinel_password
+        c = sync_client(settings)
+        deadline = time.monotonic() + 30
+        while True:  # replica in sync (min-replicas-to-write 1) and sentinels acquainted
+            try:
+                registry.create_dashboard(c, KEYS, "d")
+                eid = publish(c, KEYS, "d", LINE, durability="replica", wait_ms=500)
+                break
+            except (NotDurable, ResponseError, *CONNECTION_ERRORS):
+                assert time.monotonic() < deadline, "the rendered set never accepted a durable write"
+                time.sleep(0.2)
+        for port in (base + 20000, base + 20001, base + 20002):  # sentinels acquainted
+            sc = redis.Redis(port=port, password=settings.redis_sentinel_password)
+            while not (sc.execute_command("SENTINEL", "REPLICAS", "fleet")
+                       and len(sc.execute_command("SENTINEL", "SENTINELS", "fleet")) >= 2):
+                assert time.monotonic() < deadline, "the sentinels did not find the replica and each other"
+                time.sleep(0.2)
+            sc.close()
+        procs[0].kill()  # SIGKILL the master
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if c.xrange(KEYS.commands("d"), min=eid, max=eid):
+                    break
+            except (ResponseError, *CONNECTION_ERRORS):
+                pass
+            assert time.monotonic() < deadline, "no failover to the replica within 60 s"
+            time.sleep(0.2)
+        assert c.connection_pool.get_master_address()[1] == base + 1
+        c.close()
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.terminate()
+                p.wait(10)
