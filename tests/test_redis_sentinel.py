@@ -12,7 +12,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import subprocess
 import time
 
@@ -27,8 +26,8 @@ from app.bus.reader import Reader
 from app.bus.store import read_state
 from app.settings import Settings, SettingsError, load, read_env_file
 from app.stack import render
-from tests.fixtures.ports import free_port, wait_port
-from tests.fixtures.redis import redis_server_binary
+from tests.fixtures.ports import wait_port
+from tests.fixtures.redis import free_ha_base, redis_server_binary
 
 KEYS = Keys("fleet")
 LINE = {"op": "replace", "name": "p", "kind": "line", "data": '{"t":[0],"y":[0]}'}
@@ -120,26 +119,10 @@ def test_publisher_and_reader_follow_a_failover_without_losing_acked_commands(se
     c.close()
 
 
-def _free_base() -> int:
-    """A redis_port whose replica (+1) and sentinel (+20000..+20002) ports are free too."""
-    for _ in range(50):
-        base = free_port()
-        if base + 20002 > 65535:
-            continue
-        try:
-            for p in (base, base + 1, base + 20000, base + 20001, base + 20002):
-                with socket.socket() as s:
-                    s.bind(("127.0.0.1", p))
-        except OSError:
-            continue
-        return base
-    raise RuntimeError("no free port range")
-
-
 def test_rendered_local_set_fails_over_with_acl_users(tmp_path):
     """FLEET_REDIS_MODE=sentinel renders a master, a replica and three sentinels that
     authenticate with their own ACL users and passwords, and fail over on SIGKILL."""
-    base = _free_base()
+    base = free_ha_base()
     ctx, _ = render.render_site(Settings(redis_mode="sentinel", redis_port=base, run_user="",
                                          redis_durability="replica"), var_dir=tmp_path / "var")
     red = tmp_path / "var" / "redis"
@@ -186,3 +169,40 @@ def test_rendered_local_set_fails_over_with_acl_users(tmp_path):
             if p.poll() is None:
                 p.terminate()
                 p.wait(10)
+
+
+@pytest.mark.parametrize("node", ["replica", "sentinel"])
+def test_salt_redis_role_is_a_replica_or_a_sentinel(tmp_path, node):
+    """salt roles.redis with fleet:redis_ha: the node's states and template context."""
+    from tests.test_stack_salt import SECRETS, Minion, _pillar
+
+    secrets = {**SECRETS, "redis_password_replica": "r-pw", "redis_password_sentinel": "s-pw",
+               "sentinel_password": "sentinel-pw"}
+    m = Minion(tmp_path / "salt", _pillar(
+        tmp_path, roles=["redis"], redis_host="10.0.0.31", redis_node=node, sentinel_port=26390,
+        redis_durability="replica", secrets=secrets,
+        redis_ha={"master_host": "10.0.0.30", "master_port": 6390,
+                  "sentinels": ["10.0.0.41:26390", "10.0.0.42:26390", "10.0.0.43:26390"]}))
+    states = m.call("state.show_sls", "roles.redis")
+
+    def ctx_of(state_id):
+        return next(a["context"] for a in next(iter(v for k, v in states[state_id].items() if k != "__sls__"))
+                    if isinstance(a, dict) and "context" in a)
+
+    prog = ctx_of("fleet-supervisor-programs")
+    assert prog["env"]["FLEET_REDIS_SENTINELS"] == "10.0.0.41:26390,10.0.0.42:26390,10.0.0.43:26390"
+    assert prog["env"]["FLEET_REDIS_SENTINEL_PASSWORD"] == "sentinel-pw"
+    assert prog["env"]["FLEET_REDIS_DURABILITY"] == "replica"
+    if node == "replica":
+        assert "fleet-sentinel-conf" not in states
+        conf = ctx_of("fleet-redis-conf")
+        assert conf["redis_replicaof"] == "10.0.0.30 6390" and conf["redis_ha"]["min_replicas"] == 1
+        assert {"replica", "sentinel"} <= set(conf["redis_users"])
+        assert prog["programs"]["redis"] is True and prog["programs"]["sentinel"] is False
+    else:
+        assert "fleet-redis-conf" not in states
+        conf = ctx_of("fleet-sentinel-conf")
+        assert conf["sentinel_port"] == 26390 and conf["redis_ha"]["master_host"] == "10.0.0.30"
+        assert prog["programs"]["redis"] is False and prog["programs"]["sentinel"] is True
+        text = render.render_text("sentinel.conf.j2", conf)  # what Salt writes, rendered here
+        assert "sentinel monitor fleet 10.0.0.30 6390 2" in text and "requirepass sentinel-pw" in text

@@ -109,6 +109,7 @@ def _ha_context(settings: Settings, secrets: dict[str, str]) -> dict[str, Any]:
         return {}
     return {
         "master_name": settings.redis_master,
+        "master_host": "127.0.0.1",
         "master_port": settings.redis_port,
         "replica_port": settings.redis_port + REPLICA_PORT_OFFSET,
         "sentinel_ports": sentinel_ports(settings),
