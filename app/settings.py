@@ -158,11 +158,13 @@ class Settings:
         from urllib.parse import urlsplit, urlunsplit
 
         u = urlsplit(self.redis_url)
+        via = (f" (master {self.redis_master!r} via sentinels {','.join(self.redis_sentinels)})"
+               if self.redis_sentinels else "")
         if u.password is None:
-            return self.redis_url
+            return self.redis_url + via
         host = u.hostname or ""
         netloc = f"{u.username or ''}:***@{host}" + (f":{u.port}" if u.port else "")
-        return urlunsplit(u._replace(netloc=netloc))
+        return urlunsplit(u._replace(netloc=netloc)) + via
 
     def bokeh_port(self, n: int) -> int:
         """Port of instance number ``n`` (1-based, as supervisord numbers them)."""
