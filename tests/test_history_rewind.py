@@ -177,3 +177,22 @@ def test_instance_sessions_equal_the_fold_after_crash_rollback(tmp_path, start_i
     while inst.metrics().get("fleet_history_rewinds_total") != 1:
         assert time.monotonic() < deadline, "fleet_history_rewinds_total is not 1"
         time.sleep(0.1)
+
+
+def test_admin_page_shows_history_rewinds(client, auth, fleet_bus, web_settings):
+    """Instances report their rewinds in the heartbeat; the admin page sums and shows them."""
+    from app.bus.connection import async_client
+    from app.bus.heartbeat import write_heartbeat
+
+    async def beat():
+        c = async_client(web_settings)
+        for n, rewinds in (("bokeh_01", 2), ("bokeh_02", 1)):
+            await write_heartbeat(c, fleet_bus.keys, n, {"sessions": 0, "history_rewinds": rewinds}, 30)
+        await c.aclose()
+
+    auth.login("root")
+    assert 'id="history-rewinds"' not in client.get("/admin/panel").get_data(as_text=True)
+    asyncio.run(beat())
+    assert client.get("/admin/status.json").get_json()["history_rewinds"] == 3
+    panel = client.get("/admin/panel").get_data(as_text=True)
+    assert 'id="history-rewinds"' in panel and "went backwards 3 time" in panel
