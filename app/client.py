@@ -7,6 +7,14 @@ benches, tests): it is built from :class:`app.settings.Settings`, validates ever
 command with the instances' own parser and limits before publishing, and reads
 the exact folded state (``state()`` -> :class:`DashboardState`, ``state_json()``).
 
+What an acknowledgement (the returned stream id) guarantees follows
+``FLEET_REDIS_DURABILITY``: with ``everysec`` the command is in Redis's memory and on
+its disk within about a second; with ``always`` it was on disk before the reply; with
+``replica`` at least one replica has it (``WAIT``), or
+:class:`app.bus.publisher.NotDurable` is raised (send again with the same ``id=``: a
+repeated command id is applied once).  With ``FLEET_REDIS_SENTINELS`` set the
+controller finds the master through Sentinel and follows a failover.
+
 Least privilege: ``fleetctl controllers add --dashboard sales`` prints a Redis URL
 whose ACL user may XADD to ``sales`` only and read its keys (app/bus/acl.py).
 ``create``/``delete``/``dashboards`` are the operator's (admin URL).
@@ -19,6 +27,7 @@ from typing import Any
 from app.bus import registry
 from app.bus.connection import sync_client
 from app.bus.keys import Keys
+from app.bus.publisher import publish_many
 from app.bus.store import read_rejected, read_state
 from app.control import snapshot
 from app.control.protocol import Limits, Rejected, parse
@@ -71,3 +80,20 @@ class Controller(_ClientController):
     def rejected(self, dashboard: str, count: int = 100) -> list[dict]:
         """Newest first: ``{"id", "reason", "fields"}`` of rejected commands."""
         return read_rejected(self.redis, self.keys, dashboard, count)
+
+    def _publish(self, dashboard: str, batch: list[Fields]) -> list[str]:
+        """Publish through :mod:`app.bus.publisher`, honouring ``FLEET_REDIS_DURABILITY``
+        (``replica``: WAIT for a replica after the XADDs, else :class:`NotDurable`)."""
+        if self._http is not None:
+            return super()._publish(dashboard, batch)
+        try:
+            ids = publish_many(self.redis, self.keys, dashboard, batch, self.limits,
+                               durability=self.settings.redis_durability,
+                               wait_ms=self.settings.redis_wait_ms)
+        except registry.UnknownDashboard as exc:
+            raise Rejected(str(exc), "dashboard") from None
+        self._remember(dashboard, ids)
+        if self.strict:
+            for i in ids:
+                self.wait_applied(i, self.timeout, dashboard=dashboard)
+        return ids

@@ -34,10 +34,28 @@ class SettingsError(ValueError):
     """A ``FLEET_*`` variable is missing or cannot be parsed; the message names it."""
 
 
+#: FLEET_REDIS_DURABILITY values, weakest first
+DURABILITY_MODES = ("everysec", "always", "replica")
+
+
 @dataclass(frozen=True)
 class Settings:
     # --- Redis / command log -------------------------------------------------------
     redis_url: str = "redis://127.0.0.1:6390/0"
+    # Redis HA: with sentinels set (host:port,...), every client asks them for the
+    # master named redis_master (the user/password/db still come from redis_url, its
+    # host:port is ignored) and follows a failover by itself.
+    redis_sentinels: tuple[str, ...] = ()
+    redis_master: str = "fleet"
+    redis_sentinel_password: str = ""  # the sentinels' own requirepass ('' = none)
+    # What an acknowledged publish guarantees: "everysec" (in Redis's memory, on disk
+    # within ~1 s), "always" (Redis runs appendfsync always: on disk before the reply),
+    # "replica" (WAIT: on at least one replica before the reply, else the publish fails).
+    redis_durability: str = "everysec"
+    redis_wait_ms: int = 1000  # how long a "replica" publish waits for a replica's ack
+    # deploy/run: "single" (one redis-server) or "sentinel" (master + replica + 3
+    # sentinels on loopback: ports redis_port, redis_port+1, redis_port+20000..20002).
+    redis_mode: str = "single"
     key_prefix: str = "fleet"
     # XREAD BLOCK window; the socket timeout is derived from it (redis-py 8 pitfall).
     block_ms: int = 1000
@@ -143,17 +161,30 @@ class Settings:
     # Print the traceback behind an error message (like ``fleetctl --debug``).
     debug: bool = False
 
+    def __post_init__(self) -> None:
+        if self.redis_durability not in DURABILITY_MODES:
+            raise SettingsError(f"FLEET_REDIS_DURABILITY={self.redis_durability!r}: use one of "
+                                f"{', '.join(DURABILITY_MODES)}")
+        if self.redis_mode not in ("single", "sentinel"):
+            raise SettingsError(f"FLEET_REDIS_MODE={self.redis_mode!r}: use single or sentinel")
+        for hp in self.redis_sentinels:
+            host, _, port = hp.rpartition(":")
+            if not host or not port.isdigit():
+                raise SettingsError(f"FLEET_REDIS_SENTINELS: {hp!r} is not host:port")
+
     @property
     def redis_url_redacted(self) -> str:
         """``redis_url`` with any password replaced by ``***``, for logs and messages."""
         from urllib.parse import urlsplit, urlunsplit
 
         u = urlsplit(self.redis_url)
+        via = (f" (master {self.redis_master!r} via sentinels {','.join(self.redis_sentinels)})"
+               if self.redis_sentinels else "")
         if u.password is None:
-            return self.redis_url
+            return self.redis_url + via
         host = u.hostname or ""
         netloc = f"{u.username or ''}:***@{host}" + (f":{u.port}" if u.port else "")
-        return urlunsplit(u._replace(netloc=netloc))
+        return urlunsplit(u._replace(netloc=netloc)) + via
 
     def bokeh_port(self, n: int) -> int:
         """Port of instance number ``n`` (1-based, as supervisord numbers them)."""

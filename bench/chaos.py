@@ -13,8 +13,13 @@ signed tokens (spread over the instances by the ``fleet_route`` cookie).  Then, 
   ``replace``/``stream``/``patch`` of a second figure;
 * a fault thread, from a seeded RNG, injects at random times: SIGKILL of an
   instance, a graceful ``supervisorctl restart`` of Redis, SIGKILL of the compactor,
-  ``CLIENT KILL TYPE normal|pubsub``, and an nginx reload (SIGHUP or
-  ``nginx -s reload``);
+  ``CLIENT KILL TYPE normal|pubsub``, an nginx reload (SIGHUP or
+  ``nginx -s reload``), SIGKILL of a gunicorn worker, SIGSTOP of the compactor
+  (past its lock's TTL, then SIGCONT); with ``--redis-mode sentinel`` SIGKILL of
+  the Redis master (kept down until the sentinels promoted the replica); with
+  ``--crash`` a simulated machine crash of the lone Redis (its data directory rolled
+  back to a copy taken ~1.5 s earlier while it is down: commands acknowledged in
+  that window may be lost with ``everysec``, nothing else, and no session diverges);
 * sessions whose websocket drops reconnect like a BokehJS page reload (a new
   session with a fresh token).
 
@@ -60,17 +65,25 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 
-from app.bus.connection import CONNECTION_ERRORS, sync_client  # noqa: E402
+from app.bus.connection import CONNECTION_ERRORS, ResponseError, sync_client  # noqa: E402
+from app.bus.publisher import NotDurable  # noqa: E402
 from app.bus.keys import Keys  # noqa: E402
 from app.bus.store import read_state  # noqa: E402
 from app.client import Controller  # noqa: E402
 from app.control.state import DashboardState  # noqa: E402
 from tests.fixtures.bokeh import BokehClient, mint_token  # noqa: E402
+from tests.fixtures.redis import free_ha_base  # noqa: E402
 from tests.fixtures.stack import Stack  # noqa: E402
 
 FAULTS = ("kill_instance", "restart_redis", "kill_compactor", "client_kill_normal",
-          "client_kill_pubsub", "nginx_reload")
+          "client_kill_pubsub", "nginx_reload", "kill_web_worker", "stop_compactor")
+HA_FAULTS = ("kill_redis_master",)  # --redis-mode sentinel only
+CRASH_FAULTS = ("crash_redis",)  # --crash only: loses the newest acknowledged commands
+ALL_FAULTS = FAULTS + HA_FAULTS + CRASH_FAULTS
 USER, PASSWORD = "chaos", "chaos-password-1"
+# Redis replies a publisher retries with the same id: no replica yet (replica durability),
+# a demoted master, a master the sentinels consider down
+RETRYABLE_REPLIES = ("NOREPLICAS", "READONLY", "MASTERDOWN", "LOADING")
 ROLLOVER = 1_000_000  # no seq ever rolls out: the final state must hold every acked seq
 
 
@@ -91,6 +104,15 @@ class Config:
     keep_logs: Path | None = None
     snapshot_every_commands: int = 300  # compact and trim often during the run
     snapshot_every_seconds: float = 3.0
+    redis_mode: str = "single"  # "sentinel": master + replica + 3 sentinels (HA_FAULTS)
+    durability: str = "everysec"  # FLEET_REDIS_DURABILITY of the stack and the controllers
+    crash: bool = False  # add CRASH_FAULTS to the random faults
+    compactor_lock_ttl_ms: int = 4000  # stop_compactor holds it stopped past this
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        return FAULTS + (HA_FAULTS if self.redis_mode == "sentinel" else ()) + (
+            CRASH_FAULTS if self.crash else ())
 
 
 @dataclass
@@ -128,13 +150,16 @@ class Report:
         lines = [f"chaos run: {self.wall_seconds:.0f} s wall, seed {self.config['seed']}, "
                  f"{self.config['instances']} instances, {os.cpu_count()} cores", "",
                  "faults injected:"]
-        for t in FAULTS:
+        for t in [k for k in ALL_FAULTS if k in FAULTS or self.fault_counts.get(k)]:
             lines.append(f"  {t:<20} {self.fault_counts.get(t, 0):>5}")
         lines.append(f"  {'total':<20} {sum(self.fault_counts.values()):>5}")
         not_injected = [f for f in self.faults if _not_injected(f)]
         if not_injected:
             lines.append(f"  (+{len(not_injected)} skipped or failed: "
                          + "; ".join(f"{f['type']}: {f['detail']}" for f in not_injected[:5]) + ")")
+        lost = sum(f.get("lost_in_crash", 0) for f in self.fold.values())
+        if lost:
+            lines.append(f"acknowledged commands lost in simulated machine crashes (allowed): {lost}")
         lines += ["", f"{'dashboard':<10} {'acked':>7} {'other':>6} {'in fold':>8} {'missing':>8} "
                   f"{'dup':>5} {'extra':>6} {'in doubt':>9}  fold digest"]
         for d, f in self.fold.items():
@@ -159,6 +184,20 @@ class Report:
         lines += ["", "RESULT: " + ("OK" if self.ok else f"FAILED ({len(self.failures)} problems)")]
         lines += [f"  - {f}" for f in self.failures[:40]]
         return "\n".join(lines)
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def _sigcont(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGCONT)
+    except ProcessLookupError:
+        pass
 
 
 def _not_injected(fault: dict) -> bool:
@@ -252,6 +291,9 @@ class Chaos:
         self.stack: Stack | None = None
         self.lock = threading.Lock()
         self.acked: dict[str, list[int]] = {d: [] for d in self.names}
+        self.ack_time: dict[str, dict[int, float]] = {d: {} for d in self.names}
+        # (start, end) monotonic windows whose acknowledged commands a crash may have lost
+        self.loss_windows: list[tuple[float, float]] = []
         self.in_doubt: dict[str, list[int]] = {d: [] for d in self.names}
         self.other_acked: Counter[str] = Counter()
         self.stop_publishing = threading.Event()
@@ -268,7 +310,10 @@ class Chaos:
         cfg = self.cfg
         self.stack = Stack(instances=cfg.instances,
                            snapshot_every_commands=cfg.snapshot_every_commands,
-                           snapshot_every_seconds=cfg.snapshot_every_seconds)
+                           snapshot_every_seconds=cfg.snapshot_every_seconds,
+                           redis_mode=cfg.redis_mode, redis_durability=cfg.durability,
+                           redis_port=free_ha_base() if cfg.redis_mode == "sentinel" else None,
+                           compactor_lock_ttl_ms=cfg.compactor_lock_ttl_ms)
         self.log(f"starting stack in {self.stack.dir} (http {self.stack.settings.http_port}, "
                  f"redis {self.stack.settings.redis_port}, bokeh {self.stack.bokeh_port(1)}..)")
         self.stack.start_healthy()
@@ -304,7 +349,9 @@ class Chaos:
             try:
                 fn()
                 return True
-            except CONNECTION_ERRORS as exc:
+            except (*CONNECTION_ERRORS, NotDurable, ResponseError) as exc:
+                if isinstance(exc, ResponseError) and not any(r in str(exc) for r in RETRYABLE_REPLIES):
+                    raise
                 with self.lock:
                     self.report.retries += 1
                 if give_up is None and self.stop_publishing.is_set():
@@ -327,6 +374,7 @@ class Chaos:
                     dashboard, "p", {"seq": [float(seq)], "y": [seq * 0.5]}, id=cid))
                 with self.lock:
                     (self.acked if ok else self.in_doubt)[dashboard].append(seq)
+                    self.ack_time[dashboard][seq] = time.monotonic()
                 nxt += period
                 time.sleep(max(0.0, nxt - time.monotonic()))
                 if time.monotonic() - nxt > 1.0:
@@ -413,7 +461,88 @@ class Chaos:
             res = subprocess.run([s.ctx["nginx_bin"], "-e", "stderr", "-p", f"{s.var}/nginx/", "-c", str(conf),
                                   "-s", "reload"], capture_output=True, text=True, timeout=30)
             return f"nginx -s reload -> rc {res.returncode} {res.stderr.strip()[:120]}"
+        if kind == "kill_web_worker":
+            pid = s.pid("fleet:web")
+            workers = _children(pid) if pid else []
+            if not workers:
+                return "skipped: no gunicorn worker running"
+            victim = self.rng.choice(workers)
+            os.kill(victim, signal.SIGKILL)
+            return f"SIGKILL gunicorn worker pid {victim} (master {pid})"
+        if kind == "stop_compactor":
+            pid = s.pid("fleet:compactor")
+            if not pid:
+                return "skipped: compactor not running"
+            c = sync_client(self.settings)
+            try:
+                held = c.get(Keys(self.settings.key_prefix).compactor_lock) is not None
+            finally:
+                c.close()
+            pause = self.cfg.compactor_lock_ttl_ms / 1000 + 2
+            os.kill(pid, signal.SIGSTOP)
+            timer = threading.Timer(pause, _sigcont, (pid,))
+            timer.daemon = True
+            timer.start()
+            return f"SIGSTOP compactor pid {pid} for {pause:.1f}s (lock held: {held})"
+        if kind == "kill_redis_master":
+            return self._kill_redis_master()
+        if kind == "crash_redis":
+            return self._crash_redis()
         raise ValueError(kind)
+
+    def _kill_redis_master(self) -> str:
+        """SIGKILL the master and keep it down until the sentinels promoted the replica."""
+        s = self.stack
+        ha = s.ctx.get("redis_ha")
+        if not ha:
+            return "skipped: not a sentinel stack"
+        c = sync_client(self.settings)
+        try:
+            _, port = c.connection_pool.get_master_address()
+            program = "fleet:redis" if port == ha["master_port"] else "fleet:redis_replica"
+            pid = s.pid(program)
+            if not pid:
+                return f"skipped: {program} not running"
+            os.kill(pid, signal.SIGKILL)
+            s.ctl("stop", program, timeout=60)  # no restart by supervisord meanwhile
+            deadline = time.monotonic() + 60
+            new = port
+            while new == port and time.monotonic() < deadline:
+                time.sleep(0.2)
+                try:
+                    new = c.connection_pool.get_master_address()[1]
+                except CONNECTION_ERRORS:
+                    pass
+            took = 60 - (deadline - time.monotonic())
+        finally:
+            c.close()
+        s.ctl("start", program, timeout=60)  # rejoins as a replica of the new master
+        if new == port:
+            raise RuntimeError(f"no failover within 60 s after SIGKILL of {program}")
+        return f"SIGKILL {program} (master :{port}) pid {pid}; new master :{new} after {took:.1f}s"
+
+    def _crash_redis(self) -> str:
+        """A machine crash of the lone Redis: the data dir goes back to an earlier copy."""
+        s = self.stack
+        if s.ctx.get("redis_ha"):
+            return "skipped: a sentinel stack"
+        data = s.var / "redis" / "data"
+        backup = s.var / "redis" / "crash-copy"
+        shutil.rmtree(backup, ignore_errors=True)
+        start = time.monotonic()
+        subprocess.run(["cp", "-a", str(data), str(backup)], check=True)  # keeps the owner
+        time.sleep(1.5)  # what fsync everysec (and the page cache) had not yet made durable
+        res = s.ctl("stop", "fleet:redis", timeout=60)
+        end = time.monotonic()
+        self.loss_windows.append((start, end))
+        shutil.rmtree(data)
+        subprocess.run(["cp", "-a", str(backup), str(data)], check=True)
+        shutil.rmtree(backup, ignore_errors=True)
+        res2 = s.ctl("start", "fleet:redis", timeout=60)
+        if res2.returncode != 0:
+            raise RuntimeError(f"supervisorctl start fleet:redis: {res2.stdout} {res2.stderr}")
+        return (f"data dir rolled back by {end - start:.1f}s while down "
+                f"({res.stdout.strip()}; {res2.stdout.strip()})")
 
     def fault_loop(self, until: float) -> None:
         plan: list[tuple[float, str]] = []
@@ -429,7 +558,7 @@ class Chaos:
             else:
                 at = time.monotonic() + min(self.rng.expovariate(1.0 / self.cfg.fault_every),
                                             3 * self.cfg.fault_every)
-                kind = self.rng.choice(FAULTS)
+                kind = self.rng.choice(self.cfg.kinds)
             if at >= until or self.stop_faults.wait(max(0.0, at - time.monotonic())):
                 return
             t = time.monotonic() - self.t0
@@ -479,6 +608,9 @@ class Chaos:
 
         programs = ["fleet:redis", "fleet:compactor", "fleet:nginx", "fleet:web"] + [
             f"fleet:bokeh_{n:02d}" for n in range(1, self.cfg.instances + 1)]
+        if self.stack.ctx.get("redis_ha"):
+            programs += ["fleet:redis_replica"] + [
+                f"fleet:sentinel_{n}" for n in range(1, len(self.stack.ctx["redis_ha"]["sentinel_ports"]) + 1)]
         self.stack.wait_running(*programs, timeout=self.cfg.settle)
         problems = health.wait_healthy(self.settings, self.cfg.settle)
         if problems:
@@ -498,12 +630,17 @@ class Chaos:
                 acked, doubt = set(self.acked[d]), set(self.in_doubt[d])
                 dups = sorted(s for s, c in counts.items() if c > 1)
                 missing = sorted(acked - set(counts))
+                # a simulated machine crash may lose what was acknowledged in its window
+                lost = [q for q in missing if any(a <= self.ack_time[d].get(q, -1) <= b
+                                                   for a, b in self.loss_windows)]
+                missing = [q for q in missing if q not in set(lost)]
                 extra = sorted(set(counts) - acked - doubt)
                 ys = state.figures["p"].data["y"]
                 bad_y = sum(1 for s, y in zip(seqs, ys) if y != s * 0.5)
                 digests[d] = data_digest(state_data(state))
                 self.fold_data[d] = state_data(state)
                 self.report.fold[d] = {"present": len(seqs), "missing": len(missing), "duplicates": len(dups),
+                                       "lost_in_crash": len(lost),
                                        "extra": len(extra), "bad_y": bad_y, "last_id": last_id,
                                        "applied": state.applied, "digest": digests[d],
                                        "figures": sorted(state.figures)}
@@ -637,7 +774,8 @@ class Chaos:
         wanted = {"fleet_reader_reconnects_total": "reader_reconnects",
                   "fleet_reader_duplicates_total": "duplicate_ids_skipped",
                   "fleet_resyncs_total": "resyncs", "fleet_delivery_errors_total": "delivery_errors",
-                  "fleet_reader_listener_errors_total": "listener_errors"}
+                  "fleet_reader_listener_errors_total": "listener_errors",
+                  "fleet_history_rewinds_total": "history_rewinds"}
         for n in range(1, self.cfg.instances + 1):
             text = ""
             try:
@@ -778,7 +916,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fault-every", type=float, default=d.fault_every, help="mean seconds between faults")
     ap.add_argument("--faults", default=None,
                     help=f"fixed comma-separated fault order, spread evenly over the run, instead of random "
-                         f"(types: {', '.join(FAULTS)}; 'all' = each once)")
+                         f"(types: {', '.join(ALL_FAULTS)}; 'all' = each of the mode's once)")
+    ap.add_argument("--redis-mode", choices=("single", "sentinel"), default=d.redis_mode,
+                    help="sentinel: master + replica + 3 sentinels, adds the kill_redis_master fault")
+    ap.add_argument("--durability", choices=("everysec", "always", "replica"), default=d.durability,
+                    help="FLEET_REDIS_DURABILITY of the stack and the controllers")
+    ap.add_argument("--crash", action="store_true",
+                    help="add crash_redis (data dir rolled back; loses the newest acked commands)")
     ap.add_argument("--seed", type=int, default=d.seed, help="RNG seed for the fault schedule")
     ap.add_argument("--fresh", type=int, default=d.fresh,
                     help="fresh sessions per instance and dashboard opened after the chaos")
@@ -788,13 +932,15 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     schedule = None
     if a.faults:
-        schedule = FAULTS if a.faults == "all" else tuple(x.strip() for x in a.faults.split(",") if x.strip())
-        unknown = set(schedule) - set(FAULTS)
+        kinds = Config(redis_mode=a.redis_mode, crash=a.crash).kinds
+        schedule = kinds if a.faults == "all" else tuple(x.strip() for x in a.faults.split(",") if x.strip())
+        unknown = set(schedule) - set(ALL_FAULTS)
         if unknown:
             ap.error(f"unknown fault types: {sorted(unknown)}")
     cfg = Config(seconds=a.seconds, instances=a.instances, dashboards=a.dashboards, sessions=a.sessions,
                  controllers=a.controllers, rate=a.rate, other_rate=a.other_rate, fault_every=a.fault_every, seed=a.seed,
-                 schedule=schedule, fresh=a.fresh, settle=a.settle, keep_logs=a.keep_logs)
+                 schedule=schedule, fresh=a.fresh, settle=a.settle, keep_logs=a.keep_logs,
+                 redis_mode=a.redis_mode, durability=a.durability, crash=a.crash)
     report = run(cfg)
     print()
     print(report.summary())

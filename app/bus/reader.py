@@ -14,7 +14,14 @@ Robustness:
   ids, so nothing is lost or applied twice;
 * lost history (Redis restarted empty, stream deleted or trimmed past this
   reader's position): detected via the epoch key and ``XINFO STREAM`` after every
-  read, and answered with a resync from the snapshot plus ``on_reset``.
+  read, and answered with a resync from the snapshot plus ``on_reset``;
+* history that went backwards (an older AOF/RDB restored, a promoted replica that
+  lacked the tail, a machine crash with ``appendfsync everysec``): on every resume the
+  stream must still hold the entry this reader applied last.  It is gone when the
+  stream now ends before it (``last-generated-id``) or - once new commands were
+  added on top of the shorter history - when it is simply missing although the
+  stream was not trimmed past it.  Either way every session is resynced from the
+  fold Redis now holds, and ``stats["history_rewinds"]`` counts it (/metrics, admin).
 """
 
 from __future__ import annotations
@@ -75,6 +82,28 @@ class Feed:
 
 class HistoryLost(Exception):
     """Entries after our position are gone; resync from the snapshot."""
+
+
+class HistoryRewound(HistoryLost):
+    """Redis's history ends before (or no longer holds) the entry we applied last."""
+
+
+def missing_last_entry(last_id: str, info: dict | None, present: bool) -> str | None:
+    """Why the stream went backwards behind a reader at ``last_id``, or None.
+
+    ``present``: whether the stream still holds the entry ``last_id``.  An entry may be
+    missing legitimately only when it was never there (``0-0``) or the stream was
+    trimmed past it (its first entry is after it, or it is empty); otherwise Redis lost
+    the tail we applied and possibly took new entries on top of the shorter history.
+    """
+    if present or last_id == "0-0" or info is None:
+        return None
+    info = {(k.decode() if isinstance(k, bytes) else k): v for k, v in info.items()}
+    first = _first_id(info)
+    if first is None or first > id_tuple(last_id):
+        return None
+    return (f"stream went backwards: our last applied entry {last_id} is gone "
+            f"(history now ends at {_info_id(info, 'last-generated-id')} or was rewritten after it)")
 
 
 class Reader:
@@ -144,7 +173,10 @@ class Reader:
         while not self._stopping:
             try:
                 if self._client is None:
-                    self._client = async_client(self.settings, client_name=f"fleet-{self.name}")
+                    # no silent reconnect-and-retry: every lost connection comes back
+                    # through _sync, which checks the history before reading on
+                    self._client = async_client(self.settings, client_name=f"fleet-{self.name}",
+                                                retries=0)
                 await self._sync()
                 attempt = 0
                 while not self._stopping:
@@ -177,7 +209,8 @@ class Reader:
             raw = await c.get(self.keys.epoch)
         epoch = raw.decode()
         changed = self.epoch is not None and epoch != self.epoch
-        if changed:
+        if changed:  # Redis lost everything (or another data set): history went backwards
+            self.stats["history_rewinds"] += 1
             log.error("%s: Redis epoch changed (%s -> %s): data was lost; resyncing every dashboard",
                       self.name, self.epoch, epoch)
         self.epoch = epoch
@@ -200,7 +233,7 @@ class Reader:
                 try:
                     await self._check_history(name)
                 except HistoryLost as exc:
-                    await self._resync(name, str(exc))
+                    await self._resync(name, str(exc), isinstance(exc, HistoryRewound))
                 else:
                     await self._catch_up(name)
         self.last_ok = time.monotonic()
@@ -233,8 +266,10 @@ class Reader:
                  s.last_id, feed.last_id, len(feed.state.figures))
         self._notify("on_reset", name, feed.state, feed.last_id)
 
-    async def _resync(self, name: str, why: str) -> None:
+    async def _resync(self, name: str, why: str, rewound: bool = False) -> None:
         self.stats["resyncs"] += 1
+        if rewound:
+            self.stats["history_rewinds"] += 1
         log.warning("%s: dashboard %s: %s; resyncing from snapshot", self.name, name, why)
         await self._load(name)
 
@@ -251,11 +286,17 @@ class Reader:
 
     async def _check_history(self, name: str) -> None:
         """Raise HistoryLost if entries after our position were deleted or rewound."""
+        key = self.keys.commands(name)
         try:
-            info = await self._client.xinfo_stream(self.keys.commands(name))
+            info = await self._client.xinfo_stream(key)
         except ResponseError:  # no such key
             info = None
         self._judge(name, info)
+        last_id = self.feeds[name].last_id
+        if info is not None and last_id != "0-0":
+            present = bool(await self._client.xrange(key, min=last_id, max=last_id, count=1))
+            if why := missing_last_entry(last_id, info, present):
+                raise HistoryRewound(why)
 
     def _judge(self, name: str, info: dict | None) -> None:
         """Compare ``XINFO STREAM`` (None: no such stream) with our position."""
@@ -268,12 +309,14 @@ class Reader:
         added = info.get("entries-added")
         if added is not None:
             if feed.entries_added is not None and int(added) < feed.entries_added:
-                raise HistoryLost("stream was deleted and recreated")
+                # deleted and recreated, or an older copy of it (a rewind): history went back
+                raise HistoryRewound(f"stream was deleted and recreated or rewound (entries added: "
+                                     f"{int(added)}, we saw {feed.entries_added})")
             feed.entries_added = int(added)
         mine = id_tuple(feed.last_id)
         last_gen = _info_id(info, "last-generated-id")
         if last_gen is not None and last_gen < mine:
-            raise HistoryLost(f"stream rewound: last generated id {last_gen} is behind our {feed.last_id}")
+            raise HistoryRewound(f"stream rewound: last generated id {last_gen} is behind our {feed.last_id}")
         deleted = _info_id(info, "max-deleted-entry-id")  # XDEL
         if deleted is not None and deleted > mine:
             raise HistoryLost(f"entries after {feed.last_id} were deleted (max deleted {deleted})")
@@ -321,7 +364,7 @@ class Reader:
             try:
                 self._judge(name, None if isinstance(info, Exception) else info)
             except HistoryLost as exc:
-                await self._resync(name, str(exc))
+                await self._resync(name, str(exc), isinstance(exc, HistoryRewound))
                 continue
             if name in batches:
                 entries = batches[name]

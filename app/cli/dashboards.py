@@ -105,7 +105,8 @@ def cmd_publish(args, cfg):
     client, keys = _client(cfg)
     fields = {"op": args.op, **_parse_fields(args.fields)}
     fields.setdefault("ts", f"{time.time() * 1000:.3f}")
-    entry_id = publish(client, keys, args.dashboard, fields, Limits.from_settings(cfg))
+    entry_id = publish(client, keys, args.dashboard, fields, Limits.from_settings(cfg),
+                       durability=cfg.redis_durability, wait_ms=cfg.redis_wait_ms)
     print(entry_id)
     return 0
 

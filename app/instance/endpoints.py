@@ -137,8 +137,13 @@ def render_metrics(instance: "Instance") -> str:
            [("", 1 if ok else 0)])
     metric("fleet_reader_lag_seconds", "gauge", "Age of the newest entry read, when it was read.",
            [("", float(getattr(reader, "lag_ms", 0.0) or 0.0) / 1000.0)])
+    stats = getattr(reader, "stats", {}) or {}
+    metric("fleet_history_rewinds_total", "counter",
+           "Times Redis's history went backwards under this reader (data set replaced, an older "
+           "AOF/RDB, a promoted replica or a crash lost entries it had applied); each resynced "
+           "the dashboard's sessions from the fold Redis holds.",
+           [("", stats.get("history_rewinds", 0))])
     for key in ("reconnects", "duplicates", "listener_errors"):
-        stats = getattr(reader, "stats", {}) or {}
         metric(f"fleet_reader_{key}_total", "counter", f"Reader counter {key}.", [("", stats.get(key, 0))])
     for key, help_ in (("session_updates", "Updates applied to session documents (after coalescing)."),
                        ("coalesced", "Stream commands merged into a previous one for a lagging session."),

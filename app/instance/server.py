@@ -331,6 +331,8 @@ class Instance:
             "sessions": sum(counts.values()), "sessions_by_dashboard": counts,
             "last_ids": {name: feed.last_id for name, feed in feeds.items()},
             "healthy": ok, "reason": reason,
+            # times Redis's history went backwards under this instance (admin page)
+            "history_rewinds": int(getattr(self.reader, "stats", {}).get("history_rewinds", 0)),
         }
 
     async def _heartbeat(self) -> None:

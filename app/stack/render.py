@@ -17,7 +17,9 @@ its own Redis URL), ``redis_acl_keep`` (runtime ACL lines kept: controllers),
 ``web_address`` (where other hosts reach nginx: the site's address in the
 Prometheus target list).  Bind addresses are never assumed: ``bokeh_host``,
 ``web_host``, ``http_host`` and ``redis_bind`` are what the processes listen on, and
-every URL a program gets names the address it must connect to.
+every URL a program gets names the address it must connect to;
+``redis_ha`` (FLEET_REDIS_MODE=sentinel on the stack's own Redis, see :func:`_ha_context`;
+absent or empty = one Redis) and ``redis_appendfsync``.
 """
 
 from __future__ import annotations
@@ -59,6 +61,12 @@ REDIS_ROLES = {"bokeh": "instance", "web": "web", "compactor": "compactor",
 #: ACL users created at run time (``fleetctl controllers add``), kept across renders
 RUNTIME_ACL_PREFIX = "ctl-"
 REDIS_ADMIN_USER = "admin"
+#: ACL users of the data nodes that only FLEET_REDIS_MODE=sentinel needs (replication, sentinels)
+REDIS_HA_USERS = ("replica", "sentinel")
+#: FLEET_REDIS_MODE=sentinel: ports relative to FLEET_REDIS_PORT
+REPLICA_PORT_OFFSET = 1
+SENTINEL_PORT_OFFSET = 20000
+SENTINELS = 3
 NGINX_TEMP_DIRS = ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
 
 
@@ -96,6 +104,32 @@ def _managed_redis_url(settings: Settings, password: str, user: str = REDIS_ADMI
     u = urlsplit(settings.redis_url)
     db = u.path if u.path not in ("", "/") else "/0"
     return urlunsplit(("redis", f"{user}:{password}@127.0.0.1:{settings.redis_port}", db, "", ""))
+
+
+def sentinel_ports(settings: Settings) -> list[int]:
+    """Loopback ports of the local sentinels (FLEET_REDIS_MODE=sentinel)."""
+    return [settings.redis_port + SENTINEL_PORT_OFFSET + i for i in range(SENTINELS)]
+
+
+def _ha_context(settings: Settings, secrets: dict[str, str]) -> dict[str, Any]:
+    """Master + replica + sentinels on loopback for the stack's own Redis (or {})."""
+    if settings.redis_mode != "sentinel" or not redis_is_managed(settings):
+        return {}
+    return {
+        "master_name": settings.redis_master,
+        "master_host": "127.0.0.1",
+        "master_port": settings.redis_port,
+        "replica_port": settings.redis_port + REPLICA_PORT_OFFSET,
+        "sentinel_ports": sentinel_ports(settings),
+        "quorum": 2,
+        "down_after_ms": 5000,
+        "failover_timeout_ms": 60000,
+        "replica_password": secrets["REDIS_PASSWORD_REPLICA"],
+        "sentinel_user_password": secrets["REDIS_PASSWORD_SENTINEL"],
+        "sentinel_password": secrets["SENTINEL_PASSWORD"],
+        # FLEET_REDIS_DURABILITY=replica: the master refuses writes without a live replica
+        "min_replicas": 1 if settings.redis_durability == "replica" else 0,
+    }
 
 
 def role_password_name(role: str) -> str:
@@ -145,6 +179,9 @@ def effective_settings(settings: Settings, secrets: dict[str, str], var_dir: Pat
         changes["flask_secret"] = secrets["FLASK_SECRET"]
     if redis_is_managed(settings) and urlsplit(settings.redis_url).password is None:
         changes["redis_url"] = _managed_redis_url(settings, secrets["REDIS_PASSWORD"])
+    if redis_is_managed(settings) and settings.redis_mode == "sentinel":
+        changes["redis_sentinels"] = tuple(f"127.0.0.1:{p}" for p in sentinel_ports(settings))
+        changes["redis_sentinel_password"] = secrets["SENTINEL_PASSWORD"]
     if settings.allowed_origins == Settings.allowed_origins:
         names = [settings.http_host, "127.0.0.1", "localhost"]
         if settings.http_host in ("0.0.0.0", "::"):
@@ -225,12 +262,16 @@ def build_context(
     venv = (venv or Path(sys.prefix)).absolute()
     s = effective_settings(settings, secrets, var_dir)
     managed = redis_is_managed(settings)
+    ha = _ha_context(settings, secrets)
     run_as = run_user(settings)
     redis_users: dict[str, str] = {}
     redis_urls: dict[str, str] = {}
     if managed:
         for role in (REDIS_ADMIN_USER, *REDIS_ROLES.values()):
             redis_users[role] = acl_hash(secrets[role_password_name(role)])
+        if settings.redis_mode == "sentinel":
+            for role in REDIS_HA_USERS:
+                redis_users[role] = acl_hash(secrets[role_password_name(role)])
         for program, role in REDIS_ROLES.items():
             redis_urls[program] = _managed_redis_url(settings, secrets[role_password_name(role)], role)
     return {
@@ -246,7 +287,10 @@ def build_context(
         "programs": {
             "redis": managed, "bokeh": True, "web": True, "compactor": True,
             "nginx": True, "demo": s.demo, "events": True,
+            "redis_replica": bool(ha), "sentinel": bool(ha),
         },
+        "redis_ha": ha,
+        "redis_appendfsync": "always" if s.redis_durability == "always" else "everysec",
         "env": program_env(s),
         "redis_bin": shutil.which("redis-server") or "/usr/bin/redis-server",
         "redis_port": s.redis_port,
@@ -475,11 +519,44 @@ def render_all(ctx: dict[str, Any]) -> dict[str, Path]:
             pw = pwd.getpwnam(ctx["run_as"])  # redis-server runs as run_as: its files
             os.chown(path, pw.pw_uid, pw.pw_gid)
         written[template] = path
+    written.update(_render_ha(ctx))
     grant_run_user(ctx)
     env_path = var / "fleet.env"
     _write(env_path, shell_env(ctx["env"]), 0o600)
     written["fleet.env"] = env_path
     return written
+
+
+def _render_ha(ctx: dict[str, Any]) -> dict[str, Path]:
+    """FLEET_REDIS_MODE=sentinel: the replica's redis.conf and one config per sentinel.
+
+    A sentinel rewrites its own file (who is master now, the others it met): the file is
+    written only when missing, so a render after a failover does not undo it.
+    """
+    ha = ctx.get("redis_ha")
+    if not ha:
+        return {}
+    var = Path(ctx["var_dir"])
+    out: dict[str, Path] = {}
+    (var / "redis" / "replica-data").mkdir(parents=True, exist_ok=True)
+    replica_ctx = dict(ctx, redis_port=ha["replica_port"], redis_data_dir=str(var / "redis" / "replica-data"),
+                       redis_replicaof=f"127.0.0.1 {ha['master_port']}")
+    paths = [(var / "redis" / "redis-replica.conf", render_text("redis.conf.j2", replica_ctx), True)]
+    for i, port in enumerate(ha["sentinel_ports"], 1):
+        d = var / "redis" / f"sentinel-{i}"
+        d.mkdir(parents=True, exist_ok=True)
+        paths.append((d / "sentinel.conf", render_text("sentinel.conf.j2", dict(ctx, sentinel_port=port,
+                                                                                 sentinel_dir=str(d))), False))
+    for path, text, overwrite in paths:
+        if overwrite or not path.exists():
+            _write(path, text, 0o600)
+        if ctx["run_as"] and os.geteuid() == 0:
+            pw = pwd.getpwnam(ctx["run_as"])
+            for p in (path, path.parent):
+                os.chown(p, pw.pw_uid, pw.pw_gid)
+            os.chown(var / "redis" / "replica-data", pw.pw_uid, pw.pw_gid)
+        out[path.name if path.parent.name == "redis" else f"{path.parent.name}/{path.name}"] = path
+    return out
 
 
 def render_site(

@@ -23,6 +23,11 @@ SECRETS: dict[str, int] = {
     "REDIS_PASSWORD_COMPACTOR": 32,
     "REDIS_PASSWORD_EVENTS": 32,
     "REDIS_PASSWORD_DEMO": 32,
+    # FLEET_REDIS_MODE=sentinel: the replica's and the sentinels' users on the data
+    # nodes, and the sentinels' own requirepass (FLEET_REDIS_SENTINEL_PASSWORD)
+    "REDIS_PASSWORD_REPLICA": 32,
+    "REDIS_PASSWORD_SENTINEL": 32,
+    "SENTINEL_PASSWORD": 32,
     "DEMO_PASSWORD": 9,    # password of the demo login created by deploy/run
 }
 

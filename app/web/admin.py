@@ -1,8 +1,8 @@
 """Admin page (admin role): fleet status at a glance, refreshing itself.
 
-Instances' heartbeats (sessions, lag, last ids), the compactor status, rejected
-commands per dashboard, supervisord process states and Redis health, with an alarm
-when Redis memory nears ``maxmemory`` (where publishes start failing).  The page polls
+Instances' heartbeats (sessions, lag, last ids, history rewinds), the compactor status,
+rejected commands per dashboard, supervisord process states and Redis health, with an
+alarm when Redis memory nears ``maxmemory`` (where publishes start failing).  The page polls
 ``/admin/status.json`` every few seconds; the same JSON serves scripts and probes.
 """
 
@@ -43,6 +43,8 @@ def status() -> dict[str, Any]:
         except CONNECTION_ERRORS as exc:  # Redis went away between the ping and here
             out["redis"] = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
     out.setdefault("instances", [])
+    # Redis history that went backwards under the live instances (each time resynced)
+    out["history_rewinds"] = sum(int(hb.get("history_rewinds") or 0) for hb in out["instances"])
     out.setdefault("compactor", {})
     out.setdefault("dashboards", [])
     out.setdefault("events", [])

@@ -8,10 +8,16 @@ mean exactly what the same fields mean in ``redis-cli XADD``.  Every command is
 validated by :func:`app.control.protocol.parse` - the instances' own validator -
 before any is published (all or nothing).
 
+202 means what ``FLEET_REDIS_DURABILITY`` promises (app/bus/publisher.py): in Redis's
+memory and on disk within ~1 s (``everysec``), on disk (``always``), or on at least
+one replica (``replica``; when no replica confirms in time the answer is 503 - the
+commands may or may not survive a failover: send them again with the same ``id``).
+
 Errors are ``{"error": {"status", "message", "field"?, "index"?}}`` with 400, 401,
 403, 404, 413, 429 or 503.  Failed authentications are rate limited per client address;
 publishing is rate limited per token (a token bucket in Redis: 429 with Retry-After).
-A Redis that reached its ``maxmemory`` refuses publishes: 503, never a silent drop.
+A Redis that reached its ``maxmemory`` refuses publishes: 503, never a silent drop;
+so does a publish that no replica confirmed with ``FLEET_REDIS_DURABILITY=replica``.
 """
 
 from __future__ import annotations
@@ -253,7 +259,10 @@ def post_commands(name: str) -> tuple[Response, int]:
             raise ApiError(400, exc.reason, field, i if is_batch else None) from None
     _publish_rate(tok)  # counts what would be published; a 400 costs no stream memory
     try:
-        ids = publisher.publish_many(f.client, f.keys, name, batch, limits)
+        ids = publisher.publish_many(f.client, f.keys, name, batch, limits,
+                                     durability=f.settings.redis_durability, wait_ms=f.settings.redis_wait_ms)
+    except publisher.NotDurable as exc:  # written, but not confirmed by a replica: retry with the same ids
+        raise ApiError(503, str(exc)) from None
     except registry.UnknownDashboard:
         raise ApiError(404, f"no dashboard {name!r}") from None
     except Rejected as exc:  # cannot happen after the loop above, but never a 500

@@ -230,7 +230,7 @@ def openapi_document() -> dict[str, Any]:
                                                  "pending": {"type": "string", "pattern": ENTRY_ID_PATTERN},
                                                  "ids": {"type": "array", "minItems": 1, "items": {
                                                      "type": "string", "pattern": ENTRY_ID_PATTERN}}}},
-                                 "published; the stream ids in order (with wait=1: not all folded "
+                                 "published (durable as FLEET_REDIS_DURABILITY says); the stream ids in order (with wait=1: not all folded "
                                  "within timeout, pending = the first one not folded)"),
                     "400": _error("not JSON, a bad shape, or a command the validator rejects (see field)"),
                     "413": _error("body larger than FLEET_API_MAX_BODY_BYTES"),

@@ -19,6 +19,8 @@ fleet-redis-dir:
     - require:
       - file: fleet-var
 
+{#- A data node (master or replica: fleet:redis_node); a sentinel-only host skips it. #}
+{%- if ctx.programs.redis %}
 fleet-redis-data:
   file.directory:
     - name: {{ ctx.var_dir }}/redis/data
@@ -59,3 +61,24 @@ fleet-redis-acl:
     - context: {{ ctx | json }}
     - require:
       - file: fleet-redis-data
+{%- endif %}
+
+{#- fleet:redis_node sentinel: its config is written once - the sentinel rewrites the
+    file itself (current master, the replicas and sentinels it met). #}
+{%- if ctx.programs.get('sentinel') %}
+
+fleet-sentinel-conf:
+  file.managed:
+    - name: {{ ctx.var_dir }}/redis/sentinel-1/sentinel.conf
+    - source: salt://redis/templates/sentinel.conf.j2
+    - makedirs: True
+    - replace: False
+    - template: jinja
+    - mode: '0600'
+{%- if fleet.user %}
+    - user: {{ fleet.user }}
+{%- endif %}
+    - context: {{ dict(ctx, sentinel_port=ctx.redis_ha.sentinel_ports[0], sentinel_dir=ctx.var_dir ~ '/redis/sentinel-1') | json }}
+    - require:
+      - pkg: redis-package
+{%- endif %}
