@@ -21,7 +21,7 @@ from app.bus.keys import Keys
 from app.bus.reader import HistoryRewound, Reader, missing_last_entry
 from app.bus.store import read_state
 from app.settings import Settings
-from tests.fixtures.bokeh import BokehClient, mint_token
+from tests.fixtures.bokeh import BokehClient, allow_viewer, mint_token
 from tests.fixtures.redis import RedisServer
 
 KEYS = Keys("fleet")
@@ -136,6 +136,7 @@ def test_instance_sessions_equal_the_fold_after_crash_rollback(tmp_path, start_i
     """A real instance with an open session; Redis's data dir rolled back while down."""
     c = redis_server.client()
     registry.create_dashboard(c, KEYS, "d")
+    allow_viewer(c, KEYS)  # the user of mint_token's tokens
     for f in (LINE, point(1), point(2)):
         c.xadd(KEYS.commands("d"), f)
     c.close()
