@@ -212,7 +212,7 @@ def test_expired_api_token_is_refused(live):
 
 # --- the pieces, without the stack ---------------------------------------------------------------
 def test_refusal_rules():
-    from app.bus.access import refusal
+    from app.control.roles import refusal
 
     rules = {"sales": {"users": ["alice"], "roles": []}, "*": {"users": [], "roles": ["controller"]}}
     viewer, ctl = {"roles": ["viewer"]}, {"roles": ["controller"]}

@@ -17,6 +17,7 @@ import pytest
 from bokeh.util.token import generate_jwt_token, get_session_id
 
 from app.bus import registry
+from app.passwords import hash_password
 from app.bus.connection import sync_client
 from app.bus.keys import Keys
 from app.bus.publisher import publish
@@ -45,7 +46,7 @@ def fleet_web(fleet_settings):
 
     app = make()
     acc = app.extensions["fleet"].accounts
-    acc.add_user("alice", PASSWORDS["alice"], ["viewer"])
+    acc.add_user("alice", hash_password(PASSWORDS["alice"]), ["viewer"])
     acc.grant_access("demo", users=["alice"])
     yield make
     client.close()

@@ -12,10 +12,12 @@ import getpass
 import re
 import sys
 
-from app.bus.accounts import ROLES, AccountError, Accounts
+from app.bus.accounts import AccountError, Accounts
 from app.bus.connection import sync_client
 from app.bus.keys import Keys
 from app.cli import CliError
+from app.control.roles import ROLES
+from app.passwords import hash_password
 
 
 def _accounts(cfg) -> Accounts:  # type: ignore[no-untyped-def]
@@ -51,7 +53,7 @@ def _when(ts: float | None) -> str:
 def users_add(args, cfg) -> int:  # type: ignore[no-untyped-def]
     pw = _read_password(args)
     try:
-        user = _accounts(cfg).add_user(args.name, pw, args.role or ["viewer"])
+        user = _accounts(cfg).add_user(args.name, hash_password(pw), args.role or ["viewer"])
     except AccountError as exc:
         raise _error(str(exc)) from None
     print(f"user {user.name} added ({', '.join(user.roles)})")
@@ -64,7 +66,7 @@ def users_passwd(args, cfg) -> int:  # type: ignore[no-untyped-def]
         raise _error(f"no user {args.name!r} ('fleetctl users list' shows them)")
     pw = _read_password(args)
     try:
-        acc.set_password(args.name, pw)
+        acc.set_password(args.name, hash_password(pw))
     except AccountError as exc:
         raise _error(str(exc)) from None
     print(f"password of {args.name} changed; their sessions ended")

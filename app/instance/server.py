@@ -223,7 +223,7 @@ class Instance:
         self._tasks: list[asyncio.Task] = []
         self._stopped = asyncio.Event()
         self._access_client: Any = None
-        self.redis_memory: dict[str, Any] = {}  # from app.bus.access.memory_status
+        self.redis_memory: dict[str, Any] = {}  # from app.bus.health.memory_status
 
     # --- state -----------------------------------------------------------------------
     def state_of(self, dashboard: str):
@@ -409,7 +409,7 @@ class Instance:
 
     async def _watch(self) -> None:
         """Every ``access_recheck_seconds``: re-check live sessions, read Redis memory."""
-        from app.bus.access import memory_status
+        from app.bus.health import memory_status
 
         failing = False
         while True:

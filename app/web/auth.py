@@ -27,6 +27,8 @@ from flask_wtf import FlaskForm
 from wtforms import HiddenField, PasswordField, StringField
 from wtforms.validators import DataRequired, Length
 
+from app import passwords
+from app.bus import ratelimit
 from app.bus.accounts import USERNAME_RE, User
 from app.bus.keys import DASHBOARD_RE
 from app.web import fleet
@@ -195,21 +197,22 @@ def login():  # type: ignore[no-untyped-def]
     # client's failures lock out that client only, never the user everywhere.
     name, addr = form.username.data.strip(), client_addr()
     limit, window = s.login_rate_limit, s.login_rate_window_seconds
-    wait = max(acc.locked_for("login", name.lower(), addr), acc.locked_for("login-addr", addr))
+    wait = max(ratelimit.locked_for(f.client, f.keys, "login", name.lower(), addr),
+               ratelimit.locked_for(f.client, f.keys, "login-addr", addr))
     if wait:
         resp = Response(render_template(
             "login.html", form=form,
             error=f"Too many failed logins from your address. Try again in {_human(wait)}."), 429)
         resp.headers["Retry-After"] = str(wait)
         return resp
-    user = acc.authenticate(name, form.password.data)
+    user = passwords.authenticate(acc, name, form.password.data)
     if user is None:
-        acc.fail("login", name.lower(), addr, limit=limit, window=window,
-                 max_lock=s.login_max_lock_seconds)
-        acc.fail("login-addr", addr, limit=limit * ADDRESS_FACTOR, window=window,
-                 max_lock=s.login_max_lock_seconds)
+        ratelimit.fail(f.client, f.keys, "login", name.lower(), addr, limit=limit,
+                       window=window, max_lock=s.login_max_lock_seconds)
+        ratelimit.fail(f.client, f.keys, "login-addr", addr, limit=limit * ADDRESS_FACTOR,
+                       window=window, max_lock=s.login_max_lock_seconds)
         return render_template("login.html", form=form, error="Wrong user name or password."), 401
-    acc.reset("login", name.lower(), addr)
+    ratelimit.reset(f.client, f.keys, "login", name.lower(), addr)
     session.clear()
     session.permanent = True
     session["user"] = user.name
