@@ -50,7 +50,7 @@ from tornado.netutil import bind_sockets
 
 from app.bus.keys import Keys, check_dashboard_name
 from app.control import columns
-from app.instance import teardown, wire
+from app.instance import bokeh_compat, teardown, wire
 from app.instance.endpoints import HealthHandler, MetricsHandler
 from app.instance.pagestatus import PageStatus
 from app.instance.sessions import Fanout
@@ -71,7 +71,7 @@ class NoDelayWSHandler(WSHandler):
 
     async def send_message(self, message: Any) -> None:  # type: ignore[override]
         conn = self.ws_connection
-        if conn is None or getattr(conn, "_compressor", None) or getattr(conn, "mask_outgoing", True):
+        if conn is None or bokeh_compat.websocket_compressed(conn) or getattr(conn, "mask_outgoing", True):
             return await super().send_message(message)
         data = wire.frames(message)
         try:
@@ -92,7 +92,7 @@ class NoDelayWSHandler(WSHandler):
             try:
                 if self.request.query_arguments.get("bokeh-token"):
                     raise Refused("token in the URL as well as in the subprotocol header")
-                app.check_token(self._token)
+                app.check_token(bokeh_compat.websocket_token(self))
             except Refused as exc:  # one log line and one counter for every refusal
                 app._refuse(str(exc), f"websocket from {self.request.remote_ip}")
                 self.close(1008, "session refused")
@@ -116,7 +116,7 @@ class FleetHandler(Handler):
 
     async def on_session_created(self, session_context: Any) -> None:
         payload = session_context.token_payload
-        doc = session_context._document
+        doc = bokeh_compat.session_document(session_context)
         self.instance.fanout.open_session(session_context.id, payload["dashboard"], doc,
                                           context=session_context, user=str(payload.get("user", ""))[:80])
 
@@ -199,7 +199,7 @@ class FleetTornado(BokehTornado):
     @staticmethod
     def _check_existing(application_context: Any, token: str | None, dashboard: str) -> None:
         sid = get_session_id(token) if token else None
-        ctx = application_context._session_contexts.get(sid) if sid else None
+        ctx = bokeh_compat.session_contexts(application_context).get(sid) if sid else None
         if ctx is not None and ctx.token_payload.get("dashboard") != dashboard:
             raise Refused("session exists for another dashboard")
 
@@ -238,6 +238,7 @@ class Instance:
 
     # --- lifecycle --------------------------------------------------------------------
     def _build(self) -> None:
+        bokeh_compat.check_version()  # before touching any Bokeh internal
         columns.warm_up()
         wire.install()
         teardown.install()
