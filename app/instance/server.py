@@ -24,8 +24,6 @@
 from __future__ import annotations
 
 import asyncio
-import calendar
-import datetime as dt
 import logging
 import os
 import signal
@@ -41,14 +39,15 @@ from bokeh.server.core import SessionError
 from bokeh.server.server import BaseServer
 from bokeh.server.tornado import BokehTornado
 from bokeh.server.views.ws import WSHandler
-from bokeh.util.token import check_token_signature, get_session_id, get_token_payload
+from bokeh.util.token import get_session_id
 import uvloop
 from tornado.httpserver import HTTPServer
 from tornado.iostream import StreamClosedError
 from tornado.ioloop import IOLoop
 from tornado.netutil import bind_sockets
 
-from app.bus.keys import Keys, check_dashboard_name
+from app import tokens
+from app.bus.keys import Keys
 from app.control import columns
 from app.instance import bokeh_compat, teardown, wire
 from app.instance.endpoints import HealthHandler, MetricsHandler
@@ -132,35 +131,17 @@ class FleetTornado(BokehTornado):
 
     def check_token(self, token: str | None, session_id: str | None = None) -> str:
         """Return the token's dashboard, or raise Refused."""
-        if not token:
-            raise Refused("no token (sessions are minted by the web app)")
-        if not check_token_signature(token, secret_key=self.secret_key, signed=True):
-            raise Refused("bad token signature")
-        try:
-            payload = get_token_payload(token)
-            sid = get_session_id(token)
-        except Exception:
-            raise Refused("unreadable token") from None
-        if session_id is not None and sid != session_id:
-            raise Refused("token is for another session")
-        now = calendar.timegm(dt.datetime.now(tz=dt.UTC).timetuple())
-        expiry = payload.get("session_expiry")
-        if not isinstance(expiry, (int, float)) or now >= expiry:
-            raise Refused("token expired")
-        dashboard = payload.get("dashboard")
-        if not isinstance(dashboard, str):
-            raise Refused("token names no dashboard")
-        try:
-            check_dashboard_name(dashboard)
-        except ValueError:
-            raise Refused("token names an invalid dashboard") from None
+        payload = tokens.check(token, self.secret_key, session_id=session_id)
+        if isinstance(payload, str):
+            raise Refused(payload)
+        dashboard = payload["dashboard"]
         if self.instance.state_of(dashboard) is None:
             raise Refused(f"unknown dashboard {dashboard!r}")
         return dashboard
 
     async def check_access(self, token: str | None) -> None:
         """Raise Refused unless the token's user may (still) view its dashboard."""
-        payload = get_token_payload(token) if token else {}
+        payload = (tokens.read(token) or {}) if token else {}
         reason = await self.instance.access_refusal(payload)
         if reason:
             raise Refused(reason)
