@@ -12,9 +12,8 @@ import pytest
 from supervisor.options import ServerOptions
 
 from app.settings import Settings, load
-from app.stack import names
-from app.stack import render
-from app.stack.secrets import ensure_secrets, read_env_file
+from app.stack import names, render
+from app.stack.secrets import read_env_file
 
 ROOT = Path(__file__).resolve().parents[1]
 NGINX = "/usr/sbin/nginx"

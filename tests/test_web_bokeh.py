@@ -17,11 +17,11 @@ import pytest
 from bokeh.util.token import generate_jwt_token, get_session_id
 
 from app.bus import registry
-from app.passwords import hash_password
 from app.bus.connection import sync_client
 from app.bus.keys import Keys
 from app.bus.publisher import publish
 from app.control import encode
+from app.passwords import hash_password
 from app.web import create_app
 from tests.fixtures.bokeh import BokehClient, Refused, mint_token
 from tests.fixtures.web import PASSWORDS, AuthActions

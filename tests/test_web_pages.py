@@ -6,8 +6,7 @@ import re
 import time
 from urllib.parse import parse_qs, urlsplit
 
-from bokeh.util.token import (check_session_id_signature, check_token_signature, get_session_id,
-                              get_token_payload)
+from bokeh.util.token import check_session_id_signature, check_token_signature, get_session_id, get_token_payload
 
 from app.bus import registry
 from app.passwords import hash_password

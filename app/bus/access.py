@@ -43,7 +43,7 @@ async def verdicts(client: Any, keys: Keys, sessions: Iterable[tuple[str, Any, s
     pipe.hmget(keys.users, names)
     pipe.hmget(keys.access, dashboards)
     users_raw, rules_raw = await pipe.execute()
-    users = {n: _json(r) for n, r in zip(names, users_raw)}
-    rules = {d: _json(r) for d, r in zip(dashboards, rules_raw)}
+    users = {n: _json(r) for n, r in zip(names, users_raw, strict=False)}
+    rules = {d: _json(r) for d, r in zip(dashboards, rules_raw, strict=False)}
     return {(u, r, d): refusal(u, users[u], r, d, {d: rules.get(d), "*": rules.get("*")}, sso=sso)
             for u, r, d in wanted}

@@ -253,7 +253,7 @@ class Accounts:
         if user.has_role("admin"):
             return True
         raws = self.client.hmget(self.access_key, [dashboard, "*"])
-        rules = {key: json.loads(raw) for key, raw in zip((dashboard, "*"), raws) if raw}
+        rules = {key: json.loads(raw) for key, raw in zip((dashboard, "*"), raws, strict=False) if raw}
         return may_view(user.name, user.effective_roles, dashboard, rules)
 
     def viewable(self, user: User | None, dashboards: Any) -> list[str]:

@@ -74,7 +74,7 @@ def _tooltips(fig: Figure) -> tuple[list[tuple[str, str]], dict[str, str]]:
     for label, column in pairs:
         if column in fig.data:
             # BokehJS escapes the values it substitutes; braces would start a format
-            field = "@{%s}" % column.replace("}", "").replace("{", "")
+            field = "@{" + column.replace("}", "").replace("{", "") + "}"
             if fig.x_axis_type == "datetime" and column == fig.x:
                 formatters[field] = "datetime"
                 out.append((label, field + "{%F %T}"))

@@ -69,7 +69,7 @@ def _set(status: Div, text: str, session: Any = None) -> None:
 class PageStatus:
     """Pushes each dashboard's freshness to the status model of its live sessions."""
 
-    def __init__(self, instance: "Instance") -> None:
+    def __init__(self, instance: Instance) -> None:
         self.instance = instance
         self.settings = instance.settings
         self.round = 0  # in every value, so that a page sees a keepalive as news

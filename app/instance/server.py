@@ -28,10 +28,11 @@ import logging
 import os
 import signal
 import socket
-from urllib.parse import urlsplit
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit
 
+import uvloop
 from bokeh.application import Application
 from bokeh.application.handlers.handler import Handler
 from bokeh.document import Document
@@ -40,10 +41,9 @@ from bokeh.server.server import BaseServer
 from bokeh.server.tornado import BokehTornado
 from bokeh.server.views.ws import WSHandler
 from bokeh.util.token import get_session_id
-import uvloop
 from tornado.httpserver import HTTPServer
-from tornado.iostream import StreamClosedError
 from tornado.ioloop import IOLoop
+from tornado.iostream import StreamClosedError
 from tornado.netutil import bind_sockets
 
 from app import tokens
@@ -106,7 +106,7 @@ class FleetHandler(Handler):
     reader), not in ``modify_document`` (which Bokeh 3.10 may run in a worker).
     """
 
-    def __init__(self, instance: "Instance") -> None:
+    def __init__(self, instance: Instance) -> None:
         super().__init__()
         self.instance = instance
 
@@ -127,7 +127,7 @@ class FleetHandler(Handler):
 class FleetTornado(BokehTornado):
     """BokehTornado that admits a session only for a valid token naming a known dashboard."""
 
-    instance: "Instance"
+    instance: Instance
 
     def check_token(self, token: str | None, session_id: str | None = None) -> str:
         """Return the token's dashboard, or raise Refused."""
@@ -286,7 +286,7 @@ class Instance:
         if self.server is not None:
             try:  # orderly, but never hang a supervisord stop on slow session teardown
                 await asyncio.wait_for(self.server.stop_async(), 5)  # type: ignore[attr-defined]
-            except (asyncio.TimeoutError, Exception) as exc:
+            except (TimeoutError, Exception) as exc:
                 log.warning("server stop: %r", exc)
         self._stopped.set()
 

@@ -57,7 +57,7 @@ class Delivery:
 
     __slots__ = ("t0", "remaining", "fanout", "ts")
 
-    def __init__(self, fanout: "Fanout", remaining: int, ts: float | None = None) -> None:
+    def __init__(self, fanout: Fanout, remaining: int, ts: float | None = None) -> None:
         self.t0 = time.perf_counter()
         self.remaining = remaining
         self.fanout = fanout

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import secrets
-from dataclasses import dataclass
 from urllib.parse import quote, urlencode
 
 from markupsafe import Markup
