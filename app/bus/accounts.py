@@ -380,7 +380,8 @@ class Accounts:
         if isinstance(sid, str) and sid and len(sid) <= 100:
             self.client.delete(self._websession_key(sid))
 
-    # --- moved out; re-exported for app/web/api.py and app/web/admin.py; remove after merge
+    # --- moved to app/bus/ratelimit.py and app/bus/health.py ---------------------------
+    # re-exported for app/web/api.py; remove after merge
     def locked_for(self, kind: str, *parts: str) -> int:
         return ratelimit.locked_for(self.client, self.keys, kind, *parts)
 
@@ -388,6 +389,7 @@ class Accounts:
         return ratelimit.fail(self.client, self.keys, kind, *parts, limit=limit, window=window,
                               max_lock=max_lock)
 
+    # re-exported for app/web/admin.py; remove after merge
     def compactor_status(self) -> dict[str, Any]:
         return health.compactor_status(self.client, self.keys)
 
