@@ -48,3 +48,13 @@ def test_accessors_on_real_objects():
     assert bokeh_compat.cached_frames(message) is None
     bokeh_compat.cache_frames(message, b"x")
     assert bokeh_compat.cached_frames(message) == b"x"
+
+
+def test_a_moved_internal_is_reported(monkeypatch):
+    """missing() is not vacuous: an internal that goes away is named."""
+    import bokeh.document.document as bokeh_document
+
+    monkeypatch.delattr(ServerSession, "_send_pending_patches")
+    monkeypatch.setattr(bokeh_document, "gc", None)
+    assert bokeh_compat.missing() == ["bokeh.server.session.ServerSession._send_pending_patches",
+                                      "bokeh.document.document.gc (collected in Document.destroy)"]
