@@ -69,11 +69,17 @@ def test_bad_bearer_tokens_lock_out_that_client_only(security_stack):
 
 def test_lockouts_back_off_exponentially(fleet_bus):
     """Each new lock-out of the same bucket lasts twice as long (unit, real Redis)."""
-    acc = fleet_bus.accounts
-    assert acc.locked_for("login", "x", "10.0.0.1") == 0
-    assert [acc.fail("login", "x", "10.0.0.1", limit=2, window=10) for _ in range(2)] == [0, 10]
-    assert 9 <= acc.locked_for("login", "x", "10.0.0.1") <= 10
-    assert acc.locked_for("login", "x", "10.0.0.2") == 0  # another client: not locked
-    assert [acc.fail("login", "x", "10.0.0.1", limit=2, window=10) for _ in range(2)] == [0, 20]
-    assert [acc.fail("login", "x", "10.0.0.1", limit=2, window=10, max_lock=30) for _ in range(2)] == [0, 30]
-    assert 19 <= acc.locked_for("login", "x", "10.0.0.1") <= 30
+    from app.bus import ratelimit
+
+    c, k = fleet_bus.client, fleet_bus.keys
+
+    def fail(**kw):
+        return ratelimit.fail(c, k, "login", "x", "10.0.0.1", limit=2, window=10, **kw)
+
+    assert ratelimit.locked_for(c, k, "login", "x", "10.0.0.1") == 0
+    assert [fail() for _ in range(2)] == [0, 10]
+    assert 9 <= ratelimit.locked_for(c, k, "login", "x", "10.0.0.1") <= 10
+    assert ratelimit.locked_for(c, k, "login", "x", "10.0.0.2") == 0  # another client: not locked
+    assert [fail() for _ in range(2)] == [0, 20]
+    assert [fail(max_lock=30) for _ in range(2)] == [0, 30]
+    assert 19 <= ratelimit.locked_for(c, k, "login", "x", "10.0.0.1") <= 30

@@ -113,7 +113,7 @@ async def cut_off(live: Stack, who: Browser, action) -> None:
         await c.connect()
     before = [c.patches for c in clients]
     publish(live, 7.5)
-    await wait_for(lambda: all(c.patches > b for c, b in zip(clients, before)), 10, "live updates")
+    await wait_for(lambda: all(c.patches > b for c, b in zip(clients, before, strict=False)), 10, "live updates")
     assert {live.instance_sessions(n, "sales") > 0 for n in (1, 2)} == {True}
     action()
     t = await wait_for(lambda: all(c.closed.is_set() for c in clients), CLOSE_WITHIN,
@@ -212,7 +212,7 @@ def test_expired_api_token_is_refused(live):
 
 # --- the pieces, without the stack ---------------------------------------------------------------
 def test_refusal_rules():
-    from app.bus.access import refusal
+    from app.control.roles import refusal
 
     rules = {"sales": {"users": ["alice"], "roles": []}, "*": {"users": [], "roles": ["controller"]}}
     viewer, ctl = {"roles": ["viewer"]}, {"roles": ["controller"]}

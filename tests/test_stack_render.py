@@ -12,8 +12,8 @@ import pytest
 from supervisor.options import ServerOptions
 
 from app.settings import Settings, load
-from app.stack import render
-from app.stack.secrets import ensure_secrets, read_env_file
+from app.stack import names, render
+from app.stack.secrets import read_env_file
 
 ROOT = Path(__file__).resolve().parents[1]
 NGINX = "/usr/sbin/nginx"
@@ -47,13 +47,13 @@ def test_instance_count_drives_supervisor_and_nginx(tmp_path, instances):
     opts = _supervisor_options(tmp_path)
     procs = _processes(opts)
     bokeh = sorted(n for n in procs if n.startswith("fleet:bokeh_"))
-    assert bokeh == [f"fleet:bokeh_{i:02d}" for i in range(1, instances + 1)]
+    assert bokeh == [names.instance_process(i) for i in range(1, instances + 1)]
     for i in range(1, instances + 1):
-        p = procs[f"fleet:bokeh_{i:02d}"]
+        p = procs[names.instance_process(i)]
         assert p.command.endswith(f"fleetctl instance --port {5100 + i}")
         assert p.stopasgroup and p.killasgroup and p.autorestart
         assert p.environment["FLEET_INSTANCES"] == str(instances)
-        assert p.stdout_logfile.endswith(f"log/bokeh_{i:02d}.log")
+        assert p.stdout_logfile.endswith(f"log/{names.instance_name(i)}.log")
     assert {"fleet:redis", "fleet:web", "fleet:compactor", "fleet:nginx", "fleet_events"} <= set(procs)
     assert "fleet:demo" not in procs
     web = procs["fleet:web"]

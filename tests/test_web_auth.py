@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from app.bus import registry
+from app.passwords import hash_password
 from tests.fixtures.web import csrf_token
 
 
@@ -135,7 +136,7 @@ def test_dashboard_access_rules(client, auth, fleet_bus):
 def test_password_change_and_removal_end_sessions(client, auth, fleet_bus):
     auth.login("alice")
     assert client.get("/").status_code == 200
-    fleet_bus.accounts.set_password("alice", "a-new-password")
+    fleet_bus.accounts.set_password("alice", hash_password("a-new-password"))
     assert client.get("/").status_code == 302
     assert auth.login("alice", "a-new-password").status_code == 302
     assert client.get("/").status_code == 200

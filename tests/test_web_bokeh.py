@@ -21,6 +21,7 @@ from app.bus.connection import sync_client
 from app.bus.keys import Keys
 from app.bus.publisher import publish
 from app.control import encode
+from app.passwords import hash_password
 from app.web import create_app
 from tests.fixtures.bokeh import BokehClient, Refused, mint_token
 from tests.fixtures.web import PASSWORDS, AuthActions
@@ -45,7 +46,7 @@ def fleet_web(fleet_settings):
 
     app = make()
     acc = app.extensions["fleet"].accounts
-    acc.add_user("alice", PASSWORDS["alice"], ["viewer"])
+    acc.add_user("alice", hash_password(PASSWORDS["alice"]), ["viewer"])
     acc.grant_access("demo", users=["alice"])
     yield make
     client.close()

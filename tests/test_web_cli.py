@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from app import passwords
 from app.bus.accounts import Accounts
 from app.bus.connection import sync_client
 from app.bus.keys import Keys
@@ -48,9 +49,9 @@ def test_users_add_from_stdin_subprocess(env, accounts):
                        cwd=ROOT, env=penv, timeout=60)
     assert p.returncode == 0, p.stderr
     assert "bob-secret-pw" not in p.stdout + p.stderr
-    user = accounts.authenticate("bob", "bob-secret-pw")
+    user = passwords.authenticate(accounts, "bob", "bob-secret-pw")
     assert user is not None and user.roles == ("controller",)
-    assert accounts.authenticate("bob", "wrong") is None
+    assert passwords.authenticate(accounts, "bob", "wrong") is None
     # the stored value is a scrypt hash, not the password
     raw = accounts.client.hget(accounts.users_key, "bob")
     assert b"bob-secret-pw" not in raw and b"scrypt:" in raw
@@ -69,7 +70,7 @@ def test_users_lifecycle(env, accounts, monkeypatch, capsys):
     assert run(["users", "add", "erin"], "erin-password\n", monkeypatch) == 2
     capsys.readouterr()
     assert run(["users", "passwd", "carol", "--password-stdin"], "carol-new-password\n", monkeypatch) == 0
-    assert accounts.authenticate("carol", "carol-new-password") is not None
+    assert passwords.authenticate(accounts, "carol", "carol-new-password") is not None
     assert run(["users", "roles", "carol", "--role", "admin"], "", monkeypatch) == 0
     assert run(["users", "list"], "", monkeypatch) == 0
     out = capsys.readouterr().out
@@ -104,7 +105,7 @@ def test_tokens_create_prints_once(env, accounts, monkeypatch, capsys):
 
 
 def test_access_grant_revoke_list(env, accounts, monkeypatch, capsys):
-    accounts.add_user("alice", "alice-password", ["viewer"])
+    accounts.add_user("alice", passwords.hash_password("alice-password"), ["viewer"])
     assert run(["access", "grant", "--dashboard", "sales", "--user", "alice", "--role", "controller"],
                "", monkeypatch) == 0
     assert accounts.can_view(accounts.get_user("alice"), "sales")

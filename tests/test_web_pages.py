@@ -6,10 +6,10 @@ import re
 import time
 from urllib.parse import parse_qs, urlsplit
 
-from bokeh.util.token import (check_session_id_signature, check_token_signature, get_session_id,
-                              get_token_payload)
+from bokeh.util.token import check_session_id_signature, check_token_signature, get_session_id, get_token_payload
 
 from app.bus import registry
+from app.passwords import hash_password
 from tests.fixtures.bokeh import mint_token
 
 SRC_RE = re.compile(r"xhr\.open\('GET',\"([^\"]+)\"")
@@ -179,7 +179,7 @@ def test_embed_hint_only_for_page_builders_where_embedding_works(make_app):
         fb.client.flushdb()
         registry.create_dashboard(fb.client, fb.keys, "sales", title="Sales")
         fb.accounts.grant_access("sales", users=[user])
-        fb.accounts.add_user(user, PASSWORDS[user], [ROLES[user]])
+        fb.accounts.add_user(user, hash_password(PASSWORDS[user]), [ROLES[user]])
         c = app.test_client()
         AuthActions(c).login(user)
         r = c.get("/d/sales")

@@ -31,14 +31,19 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
-from schemathesis.specs.openapi.checks import (content_type_conformance, negative_data_rejection,
-                                               response_headers_conformance,
-                                               response_schema_conformance, status_code_conformance)
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    negative_data_rejection,
+    response_headers_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
 
-from app.bus import registry
+from app.bus import ratelimit, registry
 from app.bus.accounts import Accounts
 from app.bus.keys import Keys
 from app.control import encode
+from app.passwords import hash_password
 from app.web.openapi import openapi_document
 from tests.fixtures.ports import free_port, wait_port
 from tests.fixtures.redis import RedisServer
@@ -64,7 +69,7 @@ class Live:
         self.statuses: collections.Counter[tuple[str, str, int]] = collections.Counter()
 
     def reset_rate_limit(self) -> None:
-        self.accounts.reset("api-auth", "127.0.0.1")
+        ratelimit.reset(self.accounts.client, self.accounts.keys, "api-auth", "127.0.0.1")
 
     def record(self, phase: str, case, response) -> None:
         self.statuses[(phase, f"{case.method} {case.path}", response.status_code)] += 1
@@ -80,7 +85,7 @@ def live(tmp_path_factory):
     registry.create_dashboard(client, keys, "ops")
     accounts = Accounts(client, keys)
     secret, _ = accounts.create_token("fuzzer", ["*"])
-    accounts.add_user(USER, PASSWORD, ["viewer"])
+    accounts.add_user(USER, hash_password(PASSWORD), ["viewer"])
     accounts.grant_access(DASHBOARD, users=[USER])
     # a figure, so stream/patch commands of the fuzzer may fold onto something real
     client.xadd(keys.commands(DASHBOARD), dict(encode(

@@ -4,5 +4,8 @@ Submodules: ``keys`` (names, pure), ``connection`` (clients with the right timeo
 ``registry`` (which dashboards exist), ``publisher`` (XADD of validated commands),
 ``store`` (read-side helpers: state, rejected), ``reader`` (the per-process XREAD
 fan-in that folds every dashboard), ``compactor`` (snapshots + trimming),
-``heartbeat`` (instance liveness), ``accounts`` (users, tokens, access).
+``heartbeat`` (instance liveness), ``accounts`` (users, tokens, access rules; password
+hashes only), ``access`` (the instances' access re-check), ``ratelimit`` (lock-outs),
+``buckets`` (publish rates), ``health`` (Redis health, compactor status), ``acl``
+(controller users), ``process_events`` (supervisord events).
 """

@@ -1,10 +1,10 @@
-"""Users, roles, dashboard access, API tokens and login rate limits, kept in Redis.
+"""Users, roles, dashboard access, API tokens and web login sessions, kept in Redis.
 
 The web app (every gunicorn worker) and ``fleetctl`` share this one store, so an
 operator's ``fleetctl users passwd`` or ``fleetctl tokens revoke`` takes effect on the
-next request everywhere.  Key names (all under ``Keys.prefix``):
+next request everywhere.  Key names (all in :class:`app.bus.keys.Keys`):
 
-* ``{p}:users``              hash: username -> JSON {password (werkzeug scrypt hash),
+* ``{p}:users``              hash: username -> JSON {password (hash made by app/passwords.py),
                              roles, gen, created}; ``gen`` changes on passwd/remove so
                              existing Flask sessions of that user stop being valid.
 * ``{p}:access``             hash: dashboard (or ``*`` = every dashboard) -> JSON
@@ -15,13 +15,12 @@ next request everywhere.  Key names (all under ``Keys.prefix``):
                              sha256 of the id a login keeps in its Flask session; logout
                              deletes it, so a copied session cookie dies with the logout.
 * ``{p}:tokens:used``        hash: sha256(token) hex -> last-used unix time.
-* ``{p}:ratelimit:{bucket}`` counter with a TTL of the window (fixed window);
-                             ``...:lock`` (TTL = lock-out left) and ``...:strikes``
-                             (lock-outs so far, for the exponential backoff).
 
-Roles: ``viewer`` < ``controller`` < ``admin``; a higher role implies the lower ones.
-An admin may view every dashboard; anyone else needs an access rule naming them or
-one of their roles, for that dashboard or ``*``.  Sync, like the rest of the web side.
+The store keeps password hashes only: hashing and checking passwords is
+app/passwords.py's job (the bus does not import werkzeug).  Who may view what is the
+pure policy of :mod:`app.control.roles`.  Login lock-outs: :mod:`app.bus.ratelimit`;
+Redis health and compactor status: :mod:`app.bus.health`.  Sync, like the rest of the
+web side.
 """
 
 from __future__ import annotations
@@ -35,17 +34,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import redis
-from werkzeug.security import check_password_hash, generate_password_hash
 
-from app.bus.access import ROLES, access_key, effective_roles, memory_status, users_key
+from app.bus import health, ratelimit
 from app.bus.keys import Keys, check_dashboard_name
+from app.control.roles import ROLES, effective_roles, may_view
 
 USERNAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@+-]{0,99}\Z")
 TOKEN_PREFIX = "fleet_"
-PASSWORD_METHOD = "scrypt"
-MIN_PASSWORD = 8
-# Checked when a username is unknown, so that a miss costs as much as a wrong password.
-_DUMMY_HASH = generate_password_hash(secrets.token_hex(16), method=PASSWORD_METHOD)
 
 
 class AccountError(ValueError):
@@ -122,33 +117,30 @@ class Accounts:
     # --- key names -----------------------------------------------------------------
     @property
     def users_key(self) -> str:
-        return users_key(self.keys)
+        return self.keys.users
 
     @property
     def access_key(self) -> str:
-        return access_key(self.keys)
+        return self.keys.access
 
     @property
     def tokens_key(self) -> str:
-        return f"{self.keys.prefix}:tokens"
+        return self.keys.tokens
 
     @property
     def tokens_used_key(self) -> str:
-        return f"{self.keys.prefix}:tokens:used"
-
-    def ratelimit_key(self, bucket: str) -> str:
-        return f"{self.keys.prefix}:ratelimit:{bucket}"
+        return self.keys.tokens_used
 
     # --- users ---------------------------------------------------------------------
     def _load_user(self, name: str) -> dict | None:
         raw = self.client.hget(self.users_key, name)
         return json.loads(raw) if raw else None
 
-    def add_user(self, name: str, password: str, roles: Any = ("viewer",)) -> User:
+    def add_user(self, name: str, password_hash: str, roles: Any = ("viewer",)) -> User:
+        """A new user with ``password_hash`` (from :func:`app.passwords.hash_password`)."""
         check_username(name)
         roles = check_roles(roles)
-        _check_password(password)
-        rec = {"password": generate_password_hash(password, method=PASSWORD_METHOD),
+        rec = {"password": _check_hash(password_hash),
                "roles": list(roles), "gen": secrets.token_hex(8), "created": time.time()}
         if not self.client.hsetnx(self.users_key, name, json.dumps(rec)):
             raise AccountError(f"user {name!r} exists (use passwd or remove it first)")
@@ -179,10 +171,9 @@ class Accounts:
                 except redis.WatchError:
                     continue
 
-    def set_password(self, name: str, password: str) -> User:
-        """New password; every existing login session of the user ends."""
-        _check_password(password)
-        return self._update(name, password=generate_password_hash(password, method=PASSWORD_METHOD))
+    def set_password(self, name: str, password_hash: str) -> User:
+        """New password (its hash); every existing login session of the user ends."""
+        return self._update(name, password=_check_hash(password_hash))
 
     def set_roles(self, name: str, roles: Any) -> User:
         return self._update(name, roles=list(check_roles(roles)))
@@ -202,15 +193,14 @@ class Accounts:
             out.append(User(k.decode(), tuple(rec["roles"]), rec.get("gen", ""), rec.get("created", 0.0)))
         return out
 
-    def authenticate(self, name: str, password: str) -> User | None:
-        """The user if ``password`` is right, else None (same cost whether or not the user exists)."""
-        rec = self._load_user(name) if isinstance(name, str) and USERNAME_RE.match(name or "") else None
+    def credentials(self, name: str) -> tuple[User, str] | None:
+        """The user and their stored password hash (None: no such user), for
+        :func:`app.passwords.authenticate`."""
+        rec = self._load_user(name) if isinstance(name, str) and name else None
         if rec is None:
-            check_password_hash(_DUMMY_HASH, password or "")
             return None
-        if not check_password_hash(rec["password"], password or ""):
-            return None
-        return User(name, tuple(rec["roles"]), rec.get("gen", ""), rec.get("created", 0.0))
+        user = User(name, tuple(rec["roles"]), rec.get("gen", ""), rec.get("created", 0.0))
+        return user, rec.get("password") or ""
 
     # --- dashboard access ----------------------------------------------------------
     def access_rules(self) -> dict[str, Rule]:
@@ -263,13 +253,8 @@ class Accounts:
         if user.has_role("admin"):
             return True
         raws = self.client.hmget(self.access_key, [dashboard, "*"])
-        roles = set(user.effective_roles)
-        for raw in raws:
-            if raw:
-                rec = json.loads(raw)
-                if user.name in rec.get("users", ()) or roles.intersection(rec.get("roles", ())):
-                    return True
-        return False
+        rules = {key: json.loads(raw) for key, raw in zip((dashboard, "*"), raws, strict=False) if raw}
+        return may_view(user.name, user.effective_roles, dashboard, rules)
 
     def viewable(self, user: User | None, dashboards: Any) -> list[str]:
         """The subset of ``dashboards`` that ``user`` may view (one round trip)."""
@@ -278,15 +263,11 @@ class Accounts:
         names = list(dashboards)
         if user.has_role("admin"):
             return names
-        rules = self.access_rules()
-        roles = set(user.effective_roles)
-
-        def ok(rule: Rule | None) -> bool:
-            return rule is not None and (user.name in rule.users or bool(roles.intersection(rule.roles)))
-
-        if ok(rules.get("*")):
+        rules = {k: {"users": r.users, "roles": r.roles} for k, r in self.access_rules().items()}
+        roles = user.effective_roles
+        if may_view(user.name, roles, "*", rules):
             return names
-        return [n for n in names if ok(rules.get(n))]
+        return [n for n in names if may_view(user.name, roles, n, rules)]
 
     # --- API tokens ------------------------------------------------------------------
     def create_token(self, name: str, dashboards: Any,
@@ -376,7 +357,7 @@ class Accounts:
 
     # --- web login sessions (server side) ---------------------------------------------
     def _websession_key(self, sid: str) -> str:
-        return f"{self.keys.prefix}:websession:{hash_token(sid)}"
+        return self.keys.websession(hash_token(sid))
 
     def open_web_session(self, user: str, ttl: int) -> str:
         """A new server-side login session for ``user``; returns its id (kept in the
@@ -399,94 +380,25 @@ class Accounts:
         if isinstance(sid, str) and sid and len(sid) <= 100:
             self.client.delete(self._websession_key(sid))
 
-    # --- rate limiting ---------------------------------------------------------------
-    def _bucket(self, *parts: str) -> str:
-        # Hash the parts: user input never becomes a key name as is.
-        return hashlib.sha256("\x00".join(parts).encode("utf-8", "replace")).hexdigest()[:32]
-
-    def rate_limited(self, kind: str, *parts: str, limit: int) -> bool:
-        """True when ``limit`` hits are recorded for this bucket in the current window."""
-        raw = self.client.get(self.ratelimit_key(f"{kind}:{self._bucket(*parts)}"))
-        return raw is not None and int(raw) >= limit
-
-    def hit(self, kind: str, *parts: str, window: int) -> int:
-        """Record one hit (e.g. a failed login); returns the count in this window."""
-        key = self.ratelimit_key(f"{kind}:{self._bucket(*parts)}")
-        pipe = self.client.pipeline(transaction=True)
-        pipe.incr(key)
-        pipe.expire(key, int(window), nx=True)
-        count, _ = pipe.execute()
-        return int(count)
-
-    def reset(self, kind: str, *parts: str) -> None:
-        """Forget this bucket: its failures, lock-out and backoff (e.g. after a success)."""
-        base = self.ratelimit_key(f"{kind}:{self._bucket(*parts)}")
-        self.client.delete(base, base + ":lock", base + ":strikes")
-
+    # --- moved to app/bus/ratelimit.py and app/bus/health.py ---------------------------
+    # re-exported for app/web/api.py; remove after merge
     def locked_for(self, kind: str, *parts: str) -> int:
-        """Seconds left of this bucket's lock-out (0 = not locked); see :meth:`fail`."""
-        ms = self.client.pttl(self.ratelimit_key(f"{kind}:{self._bucket(*parts)}:lock"))
-        return 0 if ms is None or ms <= 0 else max(1, -(-int(ms) // 1000))
+        return ratelimit.locked_for(self.client, self.keys, kind, *parts)
 
     def fail(self, kind: str, *parts: str, limit: int, window: int, max_lock: int = 86400) -> int:
-        """Record one failure for this bucket (e.g. user+client address); returns the
-        seconds of lock-out it started, 0 if none.
+        return ratelimit.fail(self.client, self.keys, kind, *parts, limit=limit, window=window,
+                              max_lock=max_lock)
 
-        ``limit`` failures within ``window`` seconds lock the bucket for ``window``
-        seconds, the next lock-out within ``max_lock`` for twice that, then four
-        times... (exponential backoff, capped at ``max_lock``).  Buckets are what the
-        caller names, so one client's failures never lock anyone else out.
-        """
-        base = self.ratelimit_key(f"{kind}:{self._bucket(*parts)}")
-        pipe = self.client.pipeline(transaction=True)
-        pipe.incr(base)
-        pipe.expire(base, int(window), nx=True)
-        count, _ = pipe.execute()
-        # only the request that clears the counter starts the lock (workers race here)
-        if int(count) < limit or not self.client.delete(base):
-            return 0
-        pipe = self.client.pipeline(transaction=True)
-        pipe.incr(base + ":strikes")
-        pipe.expire(base + ":strikes", int(max_lock))
-        strikes, _ = pipe.execute()
-        lock = int(min(max_lock, window * 2 ** min(int(strikes) - 1, 30)))
-        self.client.set(base + ":lock", "1", ex=max(1, lock))
-        return lock
-
-    # --- read-only views for the admin page ----------------------------------------
+    # re-exported for app/web/admin.py; remove after merge
     def compactor_status(self) -> dict[str, Any]:
-        """The compactor's status hash, JSON values decoded where they parse."""
-        out: dict[str, Any] = {}
-        for k, v in sorted(self.client.hgetall(self.keys.compactor_status).items()):
-            text = v.decode("utf-8", "replace")
-            try:
-                out[k.decode("utf-8", "replace")] = json.loads(text)
-            except ValueError:
-                out[k.decode("utf-8", "replace")] = text
-        return out
+        return health.compactor_status(self.client, self.keys)
 
     def redis_health(self, alarm_ratio: float = 0.8) -> dict[str, Any]:
-        """Ping time and a few INFO fields; ``ok`` False with the error when Redis is away.
-
-        ``memory``: used/max memory and ``alarm`` when the ratio reaches ``alarm_ratio``
-        (with noeviction, a full Redis refuses publishes).
-        """
-        try:
-            t0 = time.perf_counter()
-            self.client.ping()
-            ping_ms = (time.perf_counter() - t0) * 1000
-            info = self.client.info()
-        except (redis.RedisError, OSError) as exc:
-            return {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
-        keep = ("redis_version", "uptime_in_seconds", "connected_clients", "used_memory_human",
-                "maxmemory_human", "role", "aof_enabled", "aof_last_write_status",
-                "rdb_last_bgsave_status", "loading", "evicted_keys", "instantaneous_ops_per_sec")
-        return {"ok": True, "ping_ms": round(ping_ms, 3), **{k: info.get(k) for k in keep if k in info},
-                "memory": memory_status(info, alarm_ratio)}
+        return health.redis_health(self.client, alarm_ratio)
 
 
-def _check_password(password: str) -> None:
-    if not isinstance(password, str) or len(password) < MIN_PASSWORD:
-        raise AccountError(f"password must be at least {MIN_PASSWORD} characters")
-    if len(password) > 1024:
-        raise AccountError("password longer than 1024 characters")
+def _check_hash(password_hash: Any) -> str:
+    # a hash, never a password: werkzeug's format is "method$salt$hash"
+    if not isinstance(password_hash, str) or password_hash.count("$") < 2:
+        raise AccountError("internal: the account store takes a password hash (app.passwords.hash_password)")
+    return password_hash

@@ -84,6 +84,35 @@ class Keys:
     def heartbeat_pattern(self) -> str:
         return f"{self.prefix}:instance:*"
 
+    # --- accounts (app/bus/accounts.py, app/bus/access.py, app/bus/ratelimit.py) --------
+    @property
+    def users(self) -> str:
+        """Hash: username -> JSON {password (hash), roles, gen, created}."""
+        return f"{self.prefix}:users"
+
+    @property
+    def access(self) -> str:
+        """Hash: dashboard (or ``*``) -> JSON {users, roles}: who may view it."""
+        return f"{self.prefix}:access"
+
+    @property
+    def tokens(self) -> str:
+        """Hash: sha256(API token) hex -> JSON record (the token itself is never stored)."""
+        return f"{self.prefix}:tokens"
+
+    @property
+    def tokens_used(self) -> str:
+        """Hash: sha256(API token) hex -> last-used unix time."""
+        return f"{self.prefix}:tokens:used"
+
+    def websession(self, digest: str) -> str:
+        """String (user name) with the login's lifetime as TTL; ``digest`` = sha256 of the id."""
+        return f"{self.prefix}:websession:{digest}"
+
+    def ratelimit(self, bucket: str) -> str:
+        """Fixed-window counter; ``...:lock`` and ``...:strikes`` beside it."""
+        return f"{self.prefix}:ratelimit:{bucket}"
+
     @property
     def process_events(self) -> str:
         """Stream of supervisord process state changes (event listener)."""

@@ -1,7 +1,7 @@
 """supervisord process state changes, kept in one capped Redis stream.
 
-The event listener (:mod:`app.stack.events`) calls :func:`record` for every
-``PROCESS_STATE_*`` event; the admin page and ``fleetctl`` read them back with
+The event listener (:mod:`app.stack.events`) calls :func:`record_many` for its
+batches of ``PROCESS_STATE_*`` events; the admin page and ``fleetctl`` read them back with
 :func:`recent`.  Fields are plain strings: ``event`` (e.g. ``PROCESS_STATE_EXITED``),
 ``process`` (``fleet:bokeh_01``), ``group``, ``from_state``, ``pid``, ``expected``,
 ``host``, ``ts`` (ms since the epoch).
@@ -16,12 +16,6 @@ import redis
 from app.bus.keys import Keys
 
 MAXLEN = 10_000
-
-
-def record(client: redis.Redis, keys: Keys, fields: Mapping[str, str], maxlen: int = MAXLEN) -> str:
-    """XADD one event (trimmed to about ``maxlen`` entries); returns its id."""
-    entry_id = client.xadd(keys.process_events, dict(fields), maxlen=maxlen, approximate=True)
-    return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
 
 
 def record_many(client: redis.Redis, keys: Keys, batch: list[Mapping[str, str]],

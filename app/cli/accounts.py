@@ -12,18 +12,16 @@ import getpass
 import re
 import sys
 
-from app.bus.accounts import ROLES, AccountError, Accounts
+from app.bus.accounts import AccountError, Accounts
 from app.bus.connection import sync_client
 from app.bus.keys import Keys
 from app.cli import CliError
+from app.control.roles import ROLES
+from app.passwords import hash_password
 
 
 def _accounts(cfg) -> Accounts:  # type: ignore[no-untyped-def]
     return Accounts(sync_client(cfg), Keys(cfg.key_prefix))
-
-
-def _error(msg: str) -> Exception:
-    return CliError(msg)
 
 
 def _read_password(args) -> str:  # type: ignore[no-untyped-def]
@@ -31,13 +29,13 @@ def _read_password(args) -> str:  # type: ignore[no-untyped-def]
         line = sys.stdin.readline()
         pw = line.rstrip("\r\n")
         if not pw:
-            raise _error("no password on standard input")
+            raise CliError("no password on standard input")
         return pw
     if not sys.stdin.isatty():
-        raise _error("standard input is not a terminal: use --password-stdin")
+        raise CliError("standard input is not a terminal: use --password-stdin")
     pw = getpass.getpass("Password: ")
     if pw != getpass.getpass("Password (again): "):
-        raise _error("passwords differ")
+        raise CliError("passwords differ")
     return pw
 
 
@@ -51,9 +49,9 @@ def _when(ts: float | None) -> str:
 def users_add(args, cfg) -> int:  # type: ignore[no-untyped-def]
     pw = _read_password(args)
     try:
-        user = _accounts(cfg).add_user(args.name, pw, args.role or ["viewer"])
+        user = _accounts(cfg).add_user(args.name, hash_password(pw), args.role or ["viewer"])
     except AccountError as exc:
-        raise _error(str(exc)) from None
+        raise CliError(str(exc)) from None
     print(f"user {user.name} added ({', '.join(user.roles)})")
     return 0
 
@@ -61,12 +59,12 @@ def users_add(args, cfg) -> int:  # type: ignore[no-untyped-def]
 def users_passwd(args, cfg) -> int:  # type: ignore[no-untyped-def]
     acc = _accounts(cfg)
     if acc.get_user(args.name) is None:
-        raise _error(f"no user {args.name!r} ('fleetctl users list' shows them)")
+        raise CliError(f"no user {args.name!r} ('fleetctl users list' shows them)")
     pw = _read_password(args)
     try:
-        acc.set_password(args.name, pw)
+        acc.set_password(args.name, hash_password(pw))
     except AccountError as exc:
-        raise _error(str(exc)) from None
+        raise CliError(str(exc)) from None
     print(f"password of {args.name} changed; their sessions ended")
     return 0
 
@@ -75,14 +73,14 @@ def users_roles(args, cfg) -> int:  # type: ignore[no-untyped-def]
     try:
         user = _accounts(cfg).set_roles(args.name, args.role)
     except AccountError as exc:
-        raise _error(str(exc)) from None
+        raise CliError(str(exc)) from None
     print(f"user {user.name}: {', '.join(user.roles)}; their sessions ended")
     return 0
 
 
 def users_remove(args, cfg) -> int:  # type: ignore[no-untyped-def]
     if not _accounts(cfg).remove_user(args.name):
-        raise _error(f"no user {args.name!r} ('fleetctl users list' shows them)")
+        raise CliError(f"no user {args.name!r} ('fleetctl users list' shows them)")
     print(f"user {args.name} removed")
     return 0
 
@@ -101,7 +99,7 @@ def parse_lifetime(text: str) -> int:
     """``30d``, ``12h``, ``90m``, ``45s``, ``2w`` or plain seconds -> seconds."""
     m = re.fullmatch(r"\s*([0-9]{1,9})\s*([smhdw]?)\s*", text or "")
     if not m or int(m.group(1)) <= 0:
-        raise _error(f"--expires {text!r}: use a positive lifetime like 30d, 12h, 90m or 3600 (seconds)")
+        raise CliError(f"--expires {text!r}: use a positive lifetime like 30d, 12h, 90m or 3600 (seconds)")
     return int(m.group(1)) * _UNITS[m.group(2) or "s"]
 
 
@@ -110,7 +108,7 @@ def tokens_create(args, cfg) -> int:  # type: ignore[no-untyped-def]
     try:
         secret, tok = _accounts(cfg).create_token(args.name, args.dashboard, expires_in=lifetime)
     except (AccountError, ValueError) as exc:
-        raise _error(str(exc)) from None
+        raise CliError(str(exc)) from None
     until = f", expires {_when(tok.expires)}" if tok.expires else ""
     print(f"token {tok.id} ({tok.name}) for {', '.join(tok.dashboards)}{until}; shown only now:",
           file=sys.stderr)
@@ -134,7 +132,7 @@ def tokens_list(args, cfg) -> int:  # type: ignore[no-untyped-def]
 def tokens_revoke(args, cfg) -> int:  # type: ignore[no-untyped-def]
     revoked = _accounts(cfg).revoke_token(args.token)
     if not revoked:
-        raise _error(f"no active token with id or name {args.token!r} ('fleetctl tokens list' shows them)")
+        raise CliError(f"no active token with id or name {args.token!r} ('fleetctl tokens list' shows them)")
     for t in revoked:
         print(f"revoked {t.id} ({t.name})")
     return 0
@@ -145,7 +143,7 @@ def access_grant(args, cfg) -> int:  # type: ignore[no-untyped-def]
     try:
         rule = _accounts(cfg).grant_access(args.dashboard, args.user or (), args.role or ())
     except (AccountError, ValueError) as exc:
-        raise _error(str(exc)) from None
+        raise CliError(str(exc)) from None
     print(f"{args.dashboard}: users {', '.join(rule.users) or '-'}; roles {', '.join(rule.roles) or '-'}")
     return 0
 
@@ -154,7 +152,7 @@ def access_revoke(args, cfg) -> int:  # type: ignore[no-untyped-def]
     try:
         rule = _accounts(cfg).revoke_access(args.dashboard, args.user or (), args.role or ())
     except (AccountError, ValueError) as exc:
-        raise _error(str(exc)) from None
+        raise CliError(str(exc)) from None
     print(f"{args.dashboard}: users {', '.join(rule.users) or '-'}; roles {', '.join(rule.roles) or '-'}")
     return 0
 

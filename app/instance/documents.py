@@ -20,7 +20,6 @@ import logging
 from collections.abc import Mapping, Sequence
 
 import numpy as np
-from bokeh.core.types import ID
 from bokeh.document import Document
 from bokeh.document.events import ColumnsStreamedEvent
 from bokeh.models import (
@@ -43,7 +42,7 @@ from bokeh.transform import dodge
 from app.control import models
 from app.control.protocol import Command
 from app.control.state import DashboardState, Figure
-from app.instance import pagestatus
+from app.instance import bokeh_compat, pagestatus
 
 log = logging.getLogger("fleet.instance.documents")
 
@@ -75,7 +74,7 @@ def _tooltips(fig: Figure) -> tuple[list[tuple[str, str]], dict[str, str]]:
     for label, column in pairs:
         if column in fig.data:
             # BokehJS escapes the values it substitutes; braces would start a format
-            field = "@{%s}" % column.replace("}", "").replace("{", "")
+            field = "@{" + column.replace("}", "").replace("{", "") + "}"
             if fig.x_axis_type == "datetime" and column == fig.x:
                 formatters[field] = "datetime"
                 out.append((label, field + "{%F %T}"))
@@ -114,7 +113,7 @@ class FigureView:
     def _source(self, fig: Figure) -> ColumnDataSource:
         source = ColumnDataSource(data=dict(fig.data), name=fig.name)
         if self.id_prefix:  # before it joins a document; Bokeh has no public way to pick an id
-            source._id = ID(f"{self.id_prefix}:{fig.name}:{fig.version}:src")
+            bokeh_compat.set_model_id(source, f"{self.id_prefix}:{fig.name}:{fig.version}:src")
         return source
 
     def _table(self, fig: Figure) -> LayoutDOM:

@@ -23,10 +23,9 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from bokeh.core.types import ID
 from bokeh.models import Div
 
-from app.instance import wire
+from app.instance import bokeh_compat, wire
 
 if TYPE_CHECKING:
     from app.instance.server import Instance
@@ -46,7 +45,7 @@ def model(dashboard: str) -> Div:
     serves them all (see :mod:`app.instance.wire`).
     """
     status = Div(visible=False, name=NAME, tags=[""])
-    status._id = ID(f"fleet:{dashboard}:status")  # before it joins a document, like the data sources
+    bokeh_compat.set_model_id(status, f"fleet:{dashboard}:status")  # before it joins a document
     return status
 
 
@@ -62,15 +61,15 @@ def _set(status: Div, text: str, session: Any = None) -> None:
     """Set the value; tag the change so that sessions sharing it share one message."""
     start = wire.pending_count(session)
     status.tags = [text]
-    for patch in (getattr(session, "_pending_writes", None) or [])[start:]:
+    for patch in (bokeh_compat.pending_writes(session) or [])[start:]:
         if type(patch.event).__name__ == "ModelChangedEvent":
-            patch.event._fleet_key = ("status", status.id, text)
+            bokeh_compat.tag_event(patch.event, ("status", status.id, text))
 
 
 class PageStatus:
     """Pushes each dashboard's freshness to the status model of its live sessions."""
 
-    def __init__(self, instance: "Instance") -> None:
+    def __init__(self, instance: Instance) -> None:
         self.instance = instance
         self.settings = instance.settings
         self.round = 0  # in every value, so that a page sees a keepalive as news

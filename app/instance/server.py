@@ -24,16 +24,15 @@
 from __future__ import annotations
 
 import asyncio
-import calendar
-import datetime as dt
 import logging
 import os
 import signal
 import socket
-from urllib.parse import urlsplit
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit
 
+import uvloop
 from bokeh.application import Application
 from bokeh.application.handlers.handler import Handler
 from bokeh.document import Document
@@ -41,16 +40,16 @@ from bokeh.server.core import SessionError
 from bokeh.server.server import BaseServer
 from bokeh.server.tornado import BokehTornado
 from bokeh.server.views.ws import WSHandler
-from bokeh.util.token import check_token_signature, get_session_id, get_token_payload
-import uvloop
+from bokeh.util.token import get_session_id
 from tornado.httpserver import HTTPServer
-from tornado.iostream import StreamClosedError
 from tornado.ioloop import IOLoop
+from tornado.iostream import StreamClosedError
 from tornado.netutil import bind_sockets
 
-from app.bus.keys import Keys, check_dashboard_name
+from app import tokens
+from app.bus.keys import Keys
 from app.control import columns
-from app.instance import teardown, wire
+from app.instance import bokeh_compat, teardown, wire
 from app.instance.endpoints import HealthHandler, MetricsHandler
 from app.instance.pagestatus import PageStatus
 from app.instance.sessions import Fanout
@@ -71,7 +70,7 @@ class NoDelayWSHandler(WSHandler):
 
     async def send_message(self, message: Any) -> None:  # type: ignore[override]
         conn = self.ws_connection
-        if conn is None or getattr(conn, "_compressor", None) or getattr(conn, "mask_outgoing", True):
+        if conn is None or bokeh_compat.websocket_compressed(conn) or getattr(conn, "mask_outgoing", True):
             return await super().send_message(message)
         data = wire.frames(message)
         try:
@@ -92,7 +91,7 @@ class NoDelayWSHandler(WSHandler):
             try:
                 if self.request.query_arguments.get("bokeh-token"):
                     raise Refused("token in the URL as well as in the subprotocol header")
-                app.check_token(self._token)
+                app.check_token(bokeh_compat.websocket_token(self))
             except Refused as exc:  # one log line and one counter for every refusal
                 app._refuse(str(exc), f"websocket from {self.request.remote_ip}")
                 self.close(1008, "session refused")
@@ -107,7 +106,7 @@ class FleetHandler(Handler):
     reader), not in ``modify_document`` (which Bokeh 3.10 may run in a worker).
     """
 
-    def __init__(self, instance: "Instance") -> None:
+    def __init__(self, instance: Instance) -> None:
         super().__init__()
         self.instance = instance
 
@@ -116,7 +115,7 @@ class FleetHandler(Handler):
 
     async def on_session_created(self, session_context: Any) -> None:
         payload = session_context.token_payload
-        doc = session_context._document
+        doc = bokeh_compat.session_document(session_context)
         self.instance.fanout.open_session(session_context.id, payload["dashboard"], doc,
                                           context=session_context, user=str(payload.get("user", ""))[:80])
 
@@ -128,39 +127,21 @@ class FleetHandler(Handler):
 class FleetTornado(BokehTornado):
     """BokehTornado that admits a session only for a valid token naming a known dashboard."""
 
-    instance: "Instance"
+    instance: Instance
 
     def check_token(self, token: str | None, session_id: str | None = None) -> str:
         """Return the token's dashboard, or raise Refused."""
-        if not token:
-            raise Refused("no token (sessions are minted by the web app)")
-        if not check_token_signature(token, secret_key=self.secret_key, signed=True):
-            raise Refused("bad token signature")
-        try:
-            payload = get_token_payload(token)
-            sid = get_session_id(token)
-        except Exception:
-            raise Refused("unreadable token") from None
-        if session_id is not None and sid != session_id:
-            raise Refused("token is for another session")
-        now = calendar.timegm(dt.datetime.now(tz=dt.UTC).timetuple())
-        expiry = payload.get("session_expiry")
-        if not isinstance(expiry, (int, float)) or now >= expiry:
-            raise Refused("token expired")
-        dashboard = payload.get("dashboard")
-        if not isinstance(dashboard, str):
-            raise Refused("token names no dashboard")
-        try:
-            check_dashboard_name(dashboard)
-        except ValueError:
-            raise Refused("token names an invalid dashboard") from None
+        payload = tokens.check(token, self.secret_key, session_id=session_id)
+        if isinstance(payload, str):
+            raise Refused(payload)
+        dashboard = payload["dashboard"]
         if self.instance.state_of(dashboard) is None:
             raise Refused(f"unknown dashboard {dashboard!r}")
         return dashboard
 
     async def check_access(self, token: str | None) -> None:
         """Raise Refused unless the token's user may (still) view its dashboard."""
-        payload = get_token_payload(token) if token else {}
+        payload = (tokens.read(token) or {}) if token else {}
         reason = await self.instance.access_refusal(payload)
         if reason:
             raise Refused(reason)
@@ -199,7 +180,7 @@ class FleetTornado(BokehTornado):
     @staticmethod
     def _check_existing(application_context: Any, token: str | None, dashboard: str) -> None:
         sid = get_session_id(token) if token else None
-        ctx = application_context._session_contexts.get(sid) if sid else None
+        ctx = bokeh_compat.session_contexts(application_context).get(sid) if sid else None
         if ctx is not None and ctx.token_payload.get("dashboard") != dashboard:
             raise Refused("session exists for another dashboard")
 
@@ -226,7 +207,7 @@ class Instance:
         self._tasks: list[asyncio.Task] = []
         self._stopped = asyncio.Event()
         self._access_client: Any = None
-        self.redis_memory: dict[str, Any] = {}  # from app.bus.access.memory_status
+        self.redis_memory: dict[str, Any] = {}  # from app.bus.health.memory_status
 
     # --- state -----------------------------------------------------------------------
     def state_of(self, dashboard: str):
@@ -241,6 +222,7 @@ class Instance:
 
     # --- lifecycle --------------------------------------------------------------------
     def _build(self) -> None:
+        bokeh_compat.check_version()  # before touching any Bokeh internal
         columns.warm_up()
         wire.install()
         teardown.install()
@@ -307,7 +289,7 @@ class Instance:
         if self.server is not None:
             try:  # orderly, but never hang a supervisord stop on slow session teardown
                 await asyncio.wait_for(self.server.stop_async(), 5)  # type: ignore[attr-defined]
-            except (asyncio.TimeoutError, Exception) as exc:
+            except (TimeoutError, Exception) as exc:
                 log.warning("server stop: %r", exc)
         self._stopped.set()
 
@@ -414,7 +396,7 @@ class Instance:
 
     async def _watch(self) -> None:
         """Every ``access_recheck_seconds``: re-check live sessions, read Redis memory."""
-        from app.bus.access import memory_status
+        from app.bus.health import memory_status
 
         failing = False
         while True:

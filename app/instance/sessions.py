@@ -28,7 +28,7 @@ from bokeh.document import Document
 
 from app.control.protocol import Command
 from app.control.state import DashboardState
-from app.instance import wire
+from app.instance import bokeh_compat, wire
 from app.instance.documents import DashboardDoc
 
 log = logging.getLogger("fleet.instance")
@@ -57,7 +57,7 @@ class Delivery:
 
     __slots__ = ("t0", "remaining", "fanout", "ts")
 
-    def __init__(self, fanout: "Fanout", remaining: int, ts: float | None = None) -> None:
+    def __init__(self, fanout: Fanout, remaining: int, ts: float | None = None) -> None:
         self.t0 = time.perf_counter()
         self.remaining = remaining
         self.fanout = fanout
@@ -98,7 +98,7 @@ class SessionView:
 
     @property
     def session(self):
-        return getattr(self.context, "_session", None) if self.context is not None else None
+        return bokeh_compat.context_session(self.context)
 
 
 def _new_models(item: Item) -> bool:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import gc
 import time
 
-import bokeh.document.document as bokeh_document
+from app.instance import bokeh_compat
 
 
 class ThrottledGC:
@@ -43,6 +43,6 @@ policy = ThrottledGC()
 
 
 def install() -> None:
-    bokeh_document.gc = policy  # type: ignore[attr-defined]
+    bokeh_compat.replace_document_gc(policy)
     gc.freeze()
     gc.set_threshold(50_000, 20, 100)

@@ -21,6 +21,7 @@ are not masked, so the bytes are the same for every connection) and the
 websocket handler writes them with a single ``stream.write``.
 
 :func:`install` replaces the one method, process-wide, in the instance process only.
+The Bokeh internals all this touches are reached through :mod:`app.instance.bokeh_compat`.
 """
 
 from __future__ import annotations
@@ -33,13 +34,15 @@ from typing import Any
 from bokeh.io.doc import patch_curdoc
 from bokeh.server.session import ServerSession
 
+from app.instance import bokeh_compat
+
 CACHE_SIZE = 512
 _cache: OrderedDict[tuple, Any] = OrderedDict()
 stats = {"serialised": 0, "shared": 0}
 
 
 def _message_for(patch: Any) -> Any:
-    key = getattr(patch.event, "_fleet_key", None)
+    key = bokeh_compat.event_tag(patch.event)
     if key is not None:
         message = _cache.get(key)
         if message is not None:
@@ -70,18 +73,18 @@ def tag_pending(session: Any, start: int, key: tuple) -> None:
     Only events whose content is fully determined by ``key`` plus the model id may be
     tagged: ``ColumnsStreamed``/``ColumnsPatched`` of a shared-id data source.
     """
-    pending = getattr(session, "_pending_writes", None)
+    pending = bokeh_compat.pending_writes(session)
     if not pending:
         return
     for i, patch in enumerate(pending[start:]):
         event = patch.event
         kind = type(event).__name__
         if kind in ("ColumnsStreamedEvent", "ColumnsPatchedEvent"):
-            event._fleet_key = (kind, event.model.id, i, *key)
+            bokeh_compat.tag_event(event, (kind, event.model.id, i, *key))
 
 
 def pending_count(session: Any) -> int:
-    pending = getattr(session, "_pending_writes", None)
+    pending = bokeh_compat.pending_writes(session)
     return len(pending) if pending else 0
 
 
@@ -99,43 +102,23 @@ def _frame(opcode: int, data: bytes) -> bytes:
 
 def frames(message: Any) -> bytes:
     """All of ``message`` as websocket frames, in the order ``Message.send`` writes them."""
-    cached = getattr(message, "_fleet_frames", None)
+    cached = bokeh_compat.cached_frames(message)
     if cached is None:
         parts = [_frame(0x1, message.header_json.encode()), _frame(0x1, message.metadata_json.encode()),
                  _frame(0x1, message.content_json.encode())]
-        for buffer in message._buffers:
+        for buffer in bokeh_compat.message_buffers(message):
             parts.append(_frame(0x1, json.dumps(buffer.ref).encode()))
             parts.append(_frame(0x2, buffer.to_bytes()))
         cached = b"".join(parts)
-        message._fleet_frames = cached
+        bokeh_compat.cache_frames(message, cached)
     return cached
 
 
 async def locked_on_loop(session: ServerSession, fn: Any, *args: Any) -> None:
-    """Run ``fn(*args)`` under the session's document lock, on the loop thread.
-
-    ``ServerSession.with_document_locked`` hops to a worker thread first (Bokeh 3.10
-    offloads every locked callback), one more thread round trip per session per
-    update.  This mirrors its bookkeeping (expiry block, lock, pending writes sent
-    before the lock is released) without the hop.
-    """
-    if session.destroyed:
-        return
-    session.block_expiration()
-    try:
-        async with session._lock:
-            if session._pending_writes is not None:
-                raise RuntimeError("document lock invariant violated: pending writes outside the lock")
-            session._pending_writes = []
-            try:
-                fn(*args)
-            finally:
-                pending, session._pending_writes = session._pending_writes, None
-            if pending:
-                await session._send_pending_patches(pending)
-    finally:
-        session.unblock_expiration()
+    """Run ``fn(*args)`` under the session's document lock, on the loop thread
+    (see :func:`app.instance.bokeh_compat.locked_on_loop`)."""
+    await bokeh_compat.locked_on_loop(session, fn, *args)
 
 
 def install() -> None:
-    ServerSession._send_pending_patches = _send_pending_patches  # type: ignore[method-assign]
+    bokeh_compat.replace_send_pending_patches(_send_pending_patches)

@@ -18,7 +18,6 @@ restart loops; a restarted instance also gets the full threshold to come up).
 from __future__ import annotations
 
 import logging
-import re
 import socket
 import sys
 import time
@@ -26,6 +25,8 @@ import xmlrpc.client
 from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any, BinaryIO
+
+from app.stack import names
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +46,7 @@ def event_fields(headers: Mapping[str, str], payload: str, host: str | None = No
     body = parse_tokens(first)
     group = body.get("groupname", "")
     name = body.get("processname", "")
-    process = f"{group}:{name}" if group and group != name else name
+    process = names.process_key(group, name)
     fields = {
         "event": headers.get("eventname", ""),
         "process": process,
@@ -109,7 +110,6 @@ class Listener:
             seen += 1
 
 
-INSTANCE_RE = re.compile(r"^bokeh_(\d+)$")
 STOP_TIMEOUT = 60.0  # seconds for supervisord to stop a hung instance (its stopwaitsecs is 15)
 
 
@@ -150,14 +150,14 @@ class HealthWatch:
         infos = self.rpc().supervisor.getAllProcessInfo()
         redis_up: bool | None = None
         for info in infos:
-            m = INSTANCE_RE.match(info["name"])
-            if m is None:
+            n = names.instance_number(info["name"])
+            if n is None:
                 continue
-            key = f"{info['group']}:{info['name']}" if info["group"] != info["name"] else info["name"]
+            key = names.process_key(info["group"], info["name"])
             if info["statename"] != "RUNNING":  # starting, backing off or stopped: supervisord's business
                 self.failing_since.pop(key, None)
                 continue
-            status = self.probe(int(m.group(1)))
+            status = self.probe(n)
             now = self.clock()
             if status == 200:
                 self.failing_since.pop(key, None)

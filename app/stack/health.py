@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from app.settings import Settings
+from app.stack import names
 
 SUPERVISOR_TIMEOUT = 2.0
 
@@ -59,7 +60,8 @@ def supervisor_problems(sock: Path) -> list[str]:
         infos = supervisor_proxy(sock).supervisor.getAllProcessInfo()
     except (OSError, xmlrpc.client.Error, http.client.HTTPException) as exc:
         return [f"supervisord not reachable at {sock}: {exc}"]
-    return [f"{i['group']}:{i['name']} is {i['statename']}" for i in infos if i["statename"] != "RUNNING"]
+    return [f"{names.process_key(i['group'], i['name'])} is {i['statename']}"
+            for i in infos if i["statename"] != "RUNNING"]
 
 
 def http_status(url: str, timeout: float = 2.0) -> int | str:

@@ -20,15 +20,26 @@ import time
 from collections.abc import Callable
 from urllib.parse import parse_qs, urlsplit
 
-from bokeh.util.token import check_token_signature, get_token_payload
-from flask import (Blueprint, Response, abort, current_app, flash, g, redirect, render_template,
-                   request, session, url_for)
+from flask import (
+    Blueprint,
+    Response,
+    abort,
+    current_app,
+    flash,
+    g,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
 from flask_wtf import FlaskForm
 from wtforms import HiddenField, PasswordField, StringField
 from wtforms.validators import DataRequired, Length
 
+from app import passwords, tokens
+from app.bus import ratelimit
 from app.bus.accounts import USERNAME_RE, User
-from app.bus.keys import DASHBOARD_RE
 from app.web import fleet
 from app.web.proxy import is_trusted
 
@@ -195,21 +206,22 @@ def login():  # type: ignore[no-untyped-def]
     # client's failures lock out that client only, never the user everywhere.
     name, addr = form.username.data.strip(), client_addr()
     limit, window = s.login_rate_limit, s.login_rate_window_seconds
-    wait = max(acc.locked_for("login", name.lower(), addr), acc.locked_for("login-addr", addr))
+    wait = max(ratelimit.locked_for(f.client, f.keys, "login", name.lower(), addr),
+               ratelimit.locked_for(f.client, f.keys, "login-addr", addr))
     if wait:
         resp = Response(render_template(
             "login.html", form=form,
             error=f"Too many failed logins from your address. Try again in {_human(wait)}."), 429)
         resp.headers["Retry-After"] = str(wait)
         return resp
-    user = acc.authenticate(name, form.password.data)
+    user = passwords.authenticate(acc, name, form.password.data)
     if user is None:
-        acc.fail("login", name.lower(), addr, limit=limit, window=window,
-                 max_lock=s.login_max_lock_seconds)
-        acc.fail("login-addr", addr, limit=limit * ADDRESS_FACTOR, window=window,
-                 max_lock=s.login_max_lock_seconds)
+        ratelimit.fail(f.client, f.keys, "login", name.lower(), addr, limit=limit,
+                       window=window, max_lock=s.login_max_lock_seconds)
+        ratelimit.fail(f.client, f.keys, "login-addr", addr, limit=limit * ADDRESS_FACTOR,
+                       window=window, max_lock=s.login_max_lock_seconds)
         return render_template("login.html", form=form, error="Wrong user name or password."), 401
-    acc.reset("login", name.lower(), addr)
+    ratelimit.reset(f.client, f.keys, "login", name.lower(), addr)
     session.clear()
     session.permanent = True
     session["user"] = user.name
@@ -242,10 +254,8 @@ def embed_origin_binding():  # type: ignore[no-untyped-def]
     own = normalize_origin(request.host_url)
     sent = request.headers.get("Origin")
     for token in _request_tokens() or []:
-        try:
-            bound = get_token_payload(token).get("origin")
-        except Exception:  # garbled: check() refuses it anyway
-            continue
+        payload = tokens.read(token)  # unchecked: check() refuses a garbled or forged one anyway
+        bound = payload.get("origin") if payload is not None else None
         if bound is None:
             continue
         came_from = normalize_origin(sent) if sent else own
@@ -297,22 +307,8 @@ def _request_tokens() -> list[str] | None:
 
 def _token_payload(token: str) -> dict | None:
     """The payload of a signed, unexpired Flask-minted Bokeh token naming a dashboard."""
-    secret = fleet().settings.secret_key
-    try:
-        if not check_token_signature(token, secret_key=secret, signed=True):
-            return None
-        payload = get_token_payload(token)
-    except Exception:  # malformed base64/JSON/zlib: just not a valid token
-        return None
-    dashboard = payload.get("dashboard")
-    expiry = payload.get("session_expiry")
-    if not isinstance(dashboard, str) or not DASHBOARD_RE.match(dashboard):
-        return None
-    if not isinstance(expiry, (int, float)) or expiry < time.time():
-        return None
-    if not isinstance(payload.get("user"), str) or not payload["user"]:
-        return None
-    return payload
+    payload = tokens.check(token, fleet().settings.secret_key)
+    return payload if isinstance(payload, dict) else None
 
 
 @bp.route("/check")

@@ -16,23 +16,17 @@ from __future__ import annotations
 
 import json
 import secrets
-from dataclasses import dataclass
 from urllib.parse import quote, urlencode
 
-from bokeh.util.token import generate_jwt_token, generate_session_id
 from markupsafe import Markup
 
+from app import tokens
 from app.bus.accounts import User
 from app.settings import Settings
+from app.tokens import Minted
 
 APP_NAME = "dashboard"
 ROUTE_COOKIE = "fleet_route"
-
-
-@dataclass(frozen=True)
-class Minted:
-    session_id: str
-    token: str
 
 
 def mint(settings: Settings, dashboard: str, user: User, origin: str | None = None) -> Minted:
@@ -42,18 +36,8 @@ def mint(settings: Settings, dashboard: str, user: User, origin: str | None = No
     into the signed payload and ``/auth/check`` refuses the token from any other
     ``Origin``, so a token that leaks is no use to a page elsewhere.
     """
-    session_id = generate_session_id(secret_key=settings.secret_key, signed=True)
-    payload = {"dashboard": dashboard, "user": user.name, "roles": list(user.effective_roles)}
-    if origin is not None:
-        payload["origin"] = origin
-    token = generate_jwt_token(
-        session_id,
-        secret_key=settings.secret_key,
-        signed=True,
-        extra_payload=payload,
-        expiration=settings.session_token_expiration,
-    )
-    return Minted(session_id, token)
+    return tokens.mint(settings.secret_key, dashboard, user.name, user.effective_roles, origin=origin,
+                       expiration=settings.session_token_expiration)
 
 
 def normalize_origin(value: str | None) -> str | None:

@@ -11,6 +11,7 @@ import xmlrpc.client
 from pathlib import Path
 from typing import Any
 
+from app.stack import names
 from app.stack.health import SUPERVISOR_TIMEOUT as TIMEOUT
 from app.stack.health import supervisor_proxy as proxy
 
@@ -24,7 +25,7 @@ def process_states(sock_path: Path | str, timeout: float = TIMEOUT) -> dict[str,
     except (OSError, xmlrpc.client.Error, http.client.HTTPException) as exc:
         return {"ok": False, "error": f"{type(exc).__name__}: {exc}", "socket": str(sock_path)}
     procs = [{
-        "name": (i["group"] + ":" + i["name"]) if i["group"] != i["name"] else i["name"],
+        "name": names.process_key(i["group"], i["name"]),
         "state": i["statename"], "pid": i["pid"], "description": i["description"],
         "exitstatus": i["exitstatus"], "start": i["start"], "stop": i["stop"],
         "spawnerr": i["spawnerr"],
