@@ -206,3 +206,47 @@ def test_salt_redis_role_is_a_replica_or_a_sentinel(tmp_path, node):
         assert prog["programs"]["redis"] is False and prog["programs"]["sentinel"] is True
         text = render.render_text("sentinel.conf.j2", conf)  # what Salt writes, rendered here
         assert "sentinel monitor fleet 10.0.0.30 6390 2" in text and "requirepass sentinel-pw" in text
+
+
+def test_controller_acl_user_survives_a_failover(sentinel_set):
+    """ACL users are not replicated: `fleetctl controllers add` sets the controller's user
+    on every replica the sentinels know, so its URL still publishes after the master dies
+    (before, the user existed on the old master only: NOPERM/WRONGPASS after failover)."""
+    from app.bus import acl
+    from app.bus.connection import replica_clients
+
+    ss = sentinel_set
+    settings = settings_for(ss)
+    admin = sync_client(settings)
+    registry.create_dashboard(admin, KEYS, "d")
+    replicas = replica_clients(settings)
+    assert [r.connection_pool.connection_kwargs["port"] for r in replicas] == \
+        [n.port for n in ss.nodes if n.port != ss.master_port()]
+    user, password, _ = acl.add_controller(admin, KEYS, "feeder", ["d"], replicas=replicas)
+    ctl = sync_client(settings_for(ss).__class__(
+        redis_url=f"redis://{user}:{password}@127.0.0.1:1/0", redis_sentinels=ss.addresses,
+        redis_master=ss.name, block_ms=200))
+    ctl.xadd(KEYS.commands("d"), LINE)
+    for r in replicas:  # the user can do exactly what it could on the master
+        assert r.execute_command("ACL", "GETUSER", user) is not None
+    old_master = ss.node(ss.master_port())
+    old_master.kill()
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            ctl.xadd(KEYS.commands("d"), point(1))
+            break
+        except (redis.AuthenticationError, redis.exceptions.NoPermissionError):
+            raise AssertionError("the controller's user is gone after the failover") from None
+        except (*CONNECTION_ERRORS, ResponseError):  # master down / READONLY meanwhile
+            assert time.monotonic() < deadline, "no new master within 60 s"
+            time.sleep(0.2)
+    assert ss.master_port() != old_master.port
+    with pytest.raises(redis.exceptions.NoPermissionError):
+        ctl.xadd(KEYS.commands("other"), LINE)  # still only its own dashboard
+    # removing it reaches the replicas too
+    acl.remove_controller(admin, "feeder", replicas=replica_clients(settings))
+    for r in replica_clients(settings):
+        assert r.execute_command("ACL", "GETUSER", user) is None
+    admin.close()
+    ctl.close()

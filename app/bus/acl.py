@@ -19,13 +19,17 @@ What :class:`app.client.Controller` needs, and what the rules grant:
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import redis
 
 from app.bus.keys import Keys, check_dashboard_name
+
+log = logging.getLogger(__name__)
 
 USER_PREFIX = "ctl-"
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
@@ -79,8 +83,12 @@ def _exists(client: redis.Redis, user: str) -> bool:
 
 
 def add_controller(client: redis.Redis, keys: Keys, name: str, dashboards: list[str],
-                   *, require_existing: bool = True) -> tuple[str, str, str]:
-    """Create ``ctl-<name>``; returns (user, password, how it was persisted)."""
+                   *, require_existing: bool = True,
+                   replicas: Sequence[redis.Redis] = ()) -> tuple[str, str, str]:
+    """Create ``ctl-<name>``; returns (user, password, how it was persisted).
+
+    ``replicas`` (:func:`app.bus.connection.replica_clients`): ACL users are not
+    replicated, so the same user is set (and saved) on each, to survive a failover."""
     user = user_name(name)
     if not dashboards:
         raise AclError("name at least one dashboard (--dashboard NAME)")
@@ -91,16 +99,37 @@ def add_controller(client: redis.Redis, keys: Keys, name: str, dashboards: list[
     if _exists(client, user):
         raise AclError(f"controller {name!r} exists: remove it first (fleetctl controllers remove {name})")
     password = secrets.token_urlsafe(32)
-    client.execute_command("ACL", "SETUSER", user, *controller_rules(keys, dashboards, password))
-    return user, password, persist(client)
+    rules = controller_rules(keys, dashboards, password)
+    client.execute_command("ACL", "SETUSER", user, *rules)
+    how = persist(client)
+    _on_replicas(replicas, lambda r: r.execute_command("ACL", "SETUSER", user, *rules))
+    return user, password, how
 
 
-def remove_controller(client: redis.Redis, name: str) -> str:
-    """Delete ``ctl-<name>`` (its open connections are closed by Redis); returns how saved."""
+def remove_controller(client: redis.Redis, name: str, *,
+                      replicas: Sequence[redis.Redis] = ()) -> str:
+    """Delete ``ctl-<name>`` (its open connections are closed by Redis), on the master and
+    on each of ``replicas``; returns how it was saved."""
     user = user_name(name)
     if not client.execute_command("ACL", "DELUSER", user):
         raise AclError(f"no controller {name!r} (see fleetctl controllers list)")
-    return persist(client)
+    how = persist(client)
+    _on_replicas(replicas, lambda r: r.execute_command("ACL", "DELUSER", user))
+    return how
+
+
+def _on_replicas(replicas: Sequence[redis.Redis], change) -> None:
+    """Apply an ACL change on each replica and save it there.  A replica that is down
+    (e.g. the old master, until it rejoins) is skipped with a warning: it gets the
+    change from the aclfile (`fleetctl controllers reload` on it) when it is back."""
+    for replica in replicas:
+        try:
+            change(replica)
+            persist(replica)
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            kw = replica.connection_pool.connection_kwargs
+            log.warning("replica %s:%s not reached (%s): apply the controller ACL change there "
+                        "when it is back (fleetctl controllers reload)", kw.get("host"), kw.get("port"), exc)
 
 
 def list_controllers(client: redis.Redis, keys: Keys) -> list[ControllerUser]:

@@ -100,3 +100,17 @@ def async_client(settings: Settings, *, retries: int = 2, **kw) -> aioredis.Redi
 def replica_client(settings: Settings, host: str, port: int) -> redis.Redis:
     """A client of one given node (e.g. a replica), with the fleet's user and password."""
     return redis.Redis(host=host, port=port, **_url_auth(settings.redis_url), **_timeouts(settings))
+
+
+def replica_clients(settings: Settings) -> list[redis.Redis]:
+    """Clients of every replica the sentinels know (empty without Sentinel).
+
+    For what Redis does not replicate: ``ACL SETUSER``/``DELUSER`` apply to one node
+    only, so a controller's user must be created on the replicas too or it is gone
+    after a failover."""
+    if not settings.redis_sentinels:
+        return []
+    sentinel = redis.sentinel.Sentinel(sentinel_addresses(settings),
+                                       sentinel_kwargs=_sentinel_kwargs(settings))
+    return [replica_client(settings, host, port)
+            for host, port in sentinel.discover_slaves(settings.redis_master)]

@@ -11,7 +11,7 @@ from __future__ import annotations
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from app.bus import acl
-from app.bus.connection import sync_client
+from app.bus.connection import replica_clients, sync_client
 from app.bus.keys import Keys
 from app.settings import Settings
 
@@ -41,11 +41,17 @@ def _saved(how: str) -> str:
 def _add(args, cfg, client, keys) -> int:
     name = args.name or args.dashboard[0]
     user, password, how = acl.add_controller(client, keys, name, args.dashboard,
-                                             require_existing=not args.allow_missing)
+                                             require_existing=not args.allow_missing,
+                                             replicas=replica_clients(cfg))
     import sys
 
     print(f"controller {name}: Redis user {user} may XADD to {', '.join(args.dashboard)} "
           f"({_saved(how)}); its URL (shown once):", file=sys.stderr)
+    if cfg.redis_sentinels:
+        print("Sentinel: the URL names today's master; a controller that follows a failover "
+              f"sets FLEET_REDIS_SENTINELS={','.join(cfg.redis_sentinels)} and "
+              f"FLEET_REDIS_MASTER={cfg.redis_master} (app.client.Controller reads them)",
+              file=sys.stderr)
     print(_url_for(cfg, user, password))
     return 0
 
@@ -57,7 +63,7 @@ def _list(args, cfg, client, keys) -> int:
 
 
 def _remove(args, cfg, client, keys) -> int:
-    how = acl.remove_controller(client, args.name)
+    how = acl.remove_controller(client, args.name, replicas=replica_clients(cfg))
     print(f"controller {args.name} removed ({_saved(how)})")
     return 0
 
