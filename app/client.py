@@ -24,6 +24,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from bokeh_fleet import Controller as _ClientController
+from bokeh_fleet.wire import Fields
+
 from app.bus import registry
 from app.bus.connection import sync_client
 from app.bus.keys import Keys
@@ -33,8 +36,6 @@ from app.control import snapshot
 from app.control.protocol import Limits, Rejected, parse
 from app.control.state import DashboardState
 from app.settings import Settings, load
-from bokeh_fleet import Controller as _ClientController
-from bokeh_fleet.wire import Fields
 
 __all__ = ["Controller", "Rejected"]
 

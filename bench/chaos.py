@@ -54,9 +54,10 @@ import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -66,8 +67,8 @@ if str(ROOT) not in sys.path:
 
 
 from app.bus.connection import CONNECTION_ERRORS, ResponseError, sync_client  # noqa: E402
-from app.bus.publisher import NotDurable  # noqa: E402
 from app.bus.keys import Keys  # noqa: E402
+from app.bus.publisher import NotDurable  # noqa: E402
 from app.bus.store import read_state  # noqa: E402
 from app.client import Controller  # noqa: E402
 from app.control.state import DashboardState  # noqa: E402
@@ -636,7 +637,7 @@ class Chaos:
                 missing = [q for q in missing if q not in set(lost)]
                 extra = sorted(set(counts) - acked - doubt)
                 ys = state.figures["p"].data["y"]
-                bad_y = sum(1 for s, y in zip(seqs, ys) if y != s * 0.5)
+                bad_y = sum(1 for s, y in zip(seqs, ys, strict=True) if y != s * 0.5)
                 digests[d] = data_digest(state_data(state))
                 self.fold_data[d] = state_data(state)
                 self.report.fold[d] = {"present": len(seqs), "missing": len(missing), "duplicates": len(dups),
@@ -938,7 +939,8 @@ def main(argv: list[str] | None = None) -> int:
         if unknown:
             ap.error(f"unknown fault types: {sorted(unknown)}")
     cfg = Config(seconds=a.seconds, instances=a.instances, dashboards=a.dashboards, sessions=a.sessions,
-                 controllers=a.controllers, rate=a.rate, other_rate=a.other_rate, fault_every=a.fault_every, seed=a.seed,
+                 controllers=a.controllers, rate=a.rate, other_rate=a.other_rate, fault_every=a.fault_every,
+                 seed=a.seed,
                  schedule=schedule, fresh=a.fresh, settle=a.settle, keep_logs=a.keep_logs,
                  redis_mode=a.redis_mode, durability=a.durability, crash=a.crash)
     report = run(cfg)

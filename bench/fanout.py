@@ -42,10 +42,10 @@ from app.bus.publisher import publish  # noqa: E402
 from app.bus.registry import create_dashboard  # noqa: E402
 from app.control import columns, encode  # noqa: E402
 from app.settings import load  # noqa: E402
-from tests.fixtures.bokeh import InstanceProc, allow_viewer, fleet_environment, mint_token  # noqa: E402
-from tests.fixtures.ports import free_port  # noqa: E402
 from bench import wsclient  # noqa: E402
 from bench.wsclient import LightClient, pct  # noqa: E402
+from tests.fixtures.bokeh import InstanceProc, allow_viewer, fleet_environment, mint_token  # noqa: E402
+from tests.fixtures.ports import free_port  # noqa: E402
 from tests.fixtures.redis import RedisServer  # noqa: E402
 
 
@@ -169,7 +169,8 @@ async def polling_baseline(args) -> dict:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
+                                 formatter_class=argparse.RawDescriptionHelpFormatter,
+                                 epilog=__doc__.split("\n\n", 1)[1])
     ap.add_argument("--instances", type=lambda s: [int(x) for x in s.split(",")], default=[1, 2],
                     help="instance counts to run, comma-separated (default 1,2)")
     ap.add_argument("--sessions", type=lambda s: [int(x) for x in s.split(",")], default=[10, 100, 300],

@@ -42,7 +42,7 @@ from tests.fixtures.stack import Stack  # noqa: E402
 def rss_by_program(stack: Stack) -> dict[str, float]:
     """MB per supervisord program (nginx and gunicorn with their workers)."""
     out: dict[str, float] = {}
-    for name, (state, pid) in stack.status().items():
+    for name, (_state, pid) in stack.status().items():
         if not pid:
             continue
         try:
@@ -173,7 +173,8 @@ def main(argv=None) -> int:
     ap.add_argument("--minutes", type=float, default=10, help="duration (default 10)")
     ap.add_argument("--instances", type=int, default=2, help="Bokeh instances (default 2)")
     ap.add_argument("--sessions", type=int, default=100, help="sessions kept open (default 100)")
-    ap.add_argument("--churn", type=int, default=5, help="sessions closed and reopened per round; a round is the opens plus 1 s (default 5)")
+    ap.add_argument("--churn", type=int, default=5,
+                    help="sessions closed and reopened per round; a round is the opens plus 1 s (default 5)")
     ap.add_argument("--rate", type=float, default=10, help="commands/s (default 10)")
     ap.add_argument("--rows", type=int, default=10, help="rows per command (default 10)")
     ap.add_argument("--sample", type=float, default=30, help="seconds per sample row (default 30)")

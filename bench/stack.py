@@ -41,15 +41,13 @@ import time
 from pathlib import Path
 from types import SimpleNamespace
 
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from app.bus.connection import async_client, sync_client  # noqa: E402
 from app.bus.keys import Keys  # noqa: E402
 from app.control import columns, encode  # noqa: E402
-from bench.wsclient import (LightClient, WebUser, children, cpu_seconds, pct, publish_for,  # noqa: E402
-                            rss_bytes, stream_fields)
+from bench.wsclient import LightClient, WebUser, children, cpu_seconds, pct, publish_for, rss_bytes, stream_fields  # noqa: E402
 from tests.fixtures.ports import free_port, wait_port  # noqa: E402
 from tests.fixtures.stack import CHROMIUM, CHROMIUM_ARGS, Stack, login  # noqa: E402
 
@@ -147,7 +145,7 @@ class Bench:
         client.close()
 
 
-async def close_all(b: "Bench", sessions: list[LightClient], dashboard: str, timeout: float = 90) -> None:
+async def close_all(b: Bench, sessions: list[LightClient], dashboard: str, timeout: float = 90) -> None:
     """Close every session and wait until the instances have destroyed them (Bokeh
     does that after the unused-session lifetime), so that the teardown of hundreds of
     sessions does not land in the next point's measurement."""
@@ -300,7 +298,8 @@ def machine() -> dict:
 
     return {"cpus": os.cpu_count(), "cpu": model, "kernel": platform.release(),
             "python": platform.python_version(), "bokeh": bokeh.__version__, "redis_py": redis.__version__,
-            "redis_server": subprocess.run(["redis-server", "--version"], capture_output=True, text=True).stdout.strip(),
+            "redis_server": subprocess.run(["redis-server", "--version"], capture_output=True,
+                                           text=True).stdout.strip(),
             "nginx": subprocess.run(["nginx", "-v"], capture_output=True, text=True).stderr.strip()}
 
 

@@ -6,11 +6,11 @@ from __future__ import annotations
 import time
 
 import pytest
+from bokeh_fleet import Controller, Rejected
 
 from app.bus.acl import add_controller
 from app.bus.keys import Keys
 from app.bus.registry import create_dashboard
-from bokeh_fleet import Controller, Rejected
 
 
 def test_controller_user_strict_mode(redis_server, start_instance):

@@ -8,12 +8,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import bokeh_fleet.wire as wire
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
 
-import bokeh_fleet.wire as wire
 from app.control import protocol
 from app.web.openapi import openapi_document
 

@@ -10,10 +10,10 @@ import time
 import pandas as pd
 import pyarrow as pa
 import pytest
-
-from app.bus import registry
 from bokeh_fleet import Controller, Rejected
 from bokeh_fleet.data import encode_data
+
+from app.bus import registry
 
 URL = "/api/v1/dashboards/{}/commands"
 ARROW = "application/vnd.apache.arrow.stream"

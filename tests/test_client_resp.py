@@ -68,7 +68,7 @@ def outcome(r: Resp, dashboard: str, entry_id: bytes, timeout: float = 10.0) -> 
             if not rej:
                 return "applied"
             fields = rej[0][1]
-            return dict(zip(fields[::2], fields[1::2]))[b"_reason"].decode()
+            return dict(zip(fields[::2], fields[1::2], strict=True))[b"_reason"].decode()
         assert time.monotonic() < deadline, "not folded in time"
         time.sleep(0.01)
 

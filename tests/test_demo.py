@@ -16,10 +16,10 @@ import pytest
 from bokeh.models import ColumnDataSource, DataTable, Div, GlyphRenderer
 
 from app.bus import registry
-from app.client import Controller
-from app.stack import demo
 from app.bus.connection import sync_client
 from app.bus.keys import Keys
+from app.client import Controller
+from app.stack import demo
 from tests.fixtures.bokeh import BokehClient, allow_viewer, mint_token
 
 pytestmark = pytest.mark.xdist_group("demo")

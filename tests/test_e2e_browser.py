@@ -40,7 +40,9 @@ def test_login_and_demo_dashboard_renders_a_live_plot(live, browser):
         page.wait_for_selector("canvas", state="attached", timeout=15000)
         assert "Line" in probe(page)["glyphs"]
         # the demo controller keeps streaming: the page's data grows by itself
-        count = "() => { let n = 0; for (const m of Bokeh.documents[0].all_models) if (String(m.type).endsWith('ColumnDataSource')) n = Math.max(n, m.get_length() || 0); return n; }"
+        count = ("() => { let n = 0; for (const m of Bokeh.documents[0].all_models) "
+                 "if (String(m.type).endsWith('ColumnDataSource')) n = Math.max(n, m.get_length() || 0); "
+                 "return n; }")
         first = page.evaluate(count)
         page.wait_for_function(f"() => ({count})() > {first}", timeout=10000)
     finally:

@@ -52,7 +52,7 @@ def same(a: dict, b: dict) -> bool:
             x, y = a[name][col], b[name][col]
             if len(x) != len(y):
                 return False
-            for u, v in zip(x, y):
+            for u, v in zip(x, y, strict=True):
                 if not (u == v or (isinstance(u, float) and isinstance(v, float) and np.isnan(u) and np.isnan(v))):
                     return False
     return True

@@ -15,8 +15,8 @@ from app.bus.keys import Keys
 from app.bus.publisher import publish_many
 from app.bus.registry import create_dashboard
 from app.control import encode
-from app.control.state import EMPTY, step
 from app.control.protocol import parse
+from app.control.state import EMPTY, step
 from tests.fixtures.bokeh import BokehClient, Refused, allow_viewer, mint_token
 
 
@@ -163,7 +163,8 @@ def test_bad_tokens_are_refused(bus, fleet_settings, start_instance):
             with pytest.raises((Refused, asyncio.TimeoutError, OSError)):
                 await BokehClient(inst.ws_url, token).connect(timeout=5)
             q = urllib.parse.urlencode({"bokeh-token": token, "bokeh-autoload-element": "x",
-                                        "bokeh-app-path": "/bokeh/dashboard", "bokeh-absolute-url": inst.url("/bokeh/dashboard")})
+                                        "bokeh-app-path": "/bokeh/dashboard",
+                                        "bokeh-absolute-url": inst.url("/bokeh/dashboard")})
             status, _ = inst.get(f"/bokeh/dashboard/autoload.js?{q}")
             assert status == 403, why
         # a session id alone (no token) gets nothing either

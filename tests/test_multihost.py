@@ -13,8 +13,8 @@ changes nothing.  Skipped where network namespaces cannot be created.
 
 from __future__ import annotations
 
-import json
 import hashlib
+import json
 import os
 import pwd
 import shutil
@@ -163,7 +163,7 @@ class Fleet:
 
     def apply_all(self) -> dict[str, dict]:
         with ThreadPoolExecutor(len(ROLES)) as pool:
-            return dict(zip(ROLES, pool.map(self.apply, ROLES)))
+            return dict(zip(ROLES, pool.map(self.apply, ROLES), strict=True))
 
     def var(self, host: str) -> Path:
         return self.base / host / "var"
@@ -427,7 +427,9 @@ def test_browser_on_another_host_sees_xadd_from_the_controller_host_on_both_boke
             page.fill("input[name=password]", "wrong-password")
             page.click("button[type=submit], input[type=submit]")
             page.wait_for_selector("text=Wrong user name", timeout=30000)
-            bucket = lambda addr: "fleet:ratelimit:login-addr:" + hashlib.sha256(addr.encode()).hexdigest()[:32]
+            def bucket(addr: str) -> str:
+                return "fleet:ratelimit:login-addr:" + hashlib.sha256(addr.encode()).hexdigest()[:32]
+
             assert fleet.redis_cli("EXISTS", bucket(ADDR["ctl"])) == "1"
             assert fleet.redis_cli("EXISTS", bucket(ADDR["web"])) == "0"
             for _ in range(12):  # the fleet_route cookie picks the host: open until both serve
@@ -436,7 +438,7 @@ def test_browser_on_another_host_sees_xadd_from_the_controller_host_on_both_boke
                 contexts.append(ctx)
                 pages.append(page)
                 route = next(c["value"] for c in ctx.cookies() if c["name"] == "fleet_route")
-                fleet.wait("the new session in /metrics", lambda: sum(
+                fleet.wait("the new session in /metrics", lambda before=before: sum(
                     fleet.sessions(h, "mh") for h in ("bokeh1", "bokeh2")) > sum(before.values()), 30)
                 grew = [h for h in ("bokeh1", "bokeh2") if fleet.sessions(h, "mh") > before[h]]
                 served.append((route[:8], grew))

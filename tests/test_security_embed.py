@@ -17,7 +17,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from app.web.embed import page_origin
-from tests.fixtures.bokeh import mint_token
 from tests.fixtures.ports import free_port
 from tests.fixtures.security import PASSWORDS, SourceClient
 from tests.fixtures.stack import login

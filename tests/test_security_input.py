@@ -62,7 +62,7 @@ def test_nan_and_infinity_in_api_data_are_null_and_state_stays_json(client, toke
 
 def test_nan_in_a_model_tree_is_a_400_naming_the_field(client, token):
     item = json.dumps(json_item(figure())).replace('"id"', '"bad": NaN, "id"', 1)
-    r = client.post(URL.format("sales"), data='{"op": "figure", "name": "m", "model": %s}' % item,
+    r = client.post(URL.format("sales"), data='{"op": "figure", "name": "m", "model": ' + item + "}",
                     headers=token)
     assert r.status_code == 400, r.data
     err = r.get_json()["error"]
@@ -153,9 +153,8 @@ def test_a_figure_whose_root_is_not_a_layout_shows_a_message_not_a_blank_dashboa
 
 # --- the allow list ------------------------------------------------------------------------
 def test_allow_list_names_real_bokeh_models():
-    from bokeh.model import Model
-
     import bokeh.models  # noqa: F401  (registers every model)
+    from bokeh.model import Model
 
     assert not [n for n in models.ALLOWED if n not in Model.model_class_reverse_map]
 

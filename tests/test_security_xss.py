@@ -304,7 +304,8 @@ def test_no_controller_payload_runs_in_a_viewers_browser(live, published, browse
                 if (el.shadowRoot) walk(el.shadowRoot);
                 for (const a of el.getAttributeNames()) if (a.startsWith('on')) out.push(el.tagName + ' ' + a);
                 if (['IMG', 'SCRIPT', 'SVG', 'IFRAME', 'STYLE'].includes(el.tagName.toUpperCase())
-                    && (el.outerHTML.includes('__pwned') || el.outerHTML.includes(canary))) out.push(el.outerHTML.slice(0, 80));
+                    && (el.outerHTML.includes('__pwned') || el.outerHTML.includes(canary)))
+                  out.push(el.outerHTML.slice(0, 80));
             } };
             walk(document);
             return out;

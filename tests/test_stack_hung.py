@@ -31,7 +31,7 @@ class FakeSupervisor:
         self.calls: list[tuple] = []
         self.supervisor = self
 
-    def __call__(self, timeout: float = 2.0) -> "FakeSupervisor":
+    def __call__(self, timeout: float = 2.0) -> FakeSupervisor:
         return self
 
     def getAllProcessInfo(self) -> list[dict]:

@@ -11,9 +11,9 @@ from __future__ import annotations
 import time
 
 import redis
+from bokeh_fleet.wire import id_tuple
 
 from app.bus.keys import Keys
-from bokeh_fleet.wire import id_tuple
 
 
 def status(client: redis.Redis, keys: Keys, dashboard: str, entry_id: str) -> tuple[str, str]:

@@ -61,7 +61,7 @@ class Compactor:
         self._client = None
 
     async def run(self) -> None:
-        self._client = async_client(self.settings, client_name=f"fleet-compactor")
+        self._client = async_client(self.settings, client_name="fleet-compactor")
         ttl = self.settings.compactor_lock_ttl_ms
         tick = max(0.05, min(self.settings.snapshot_every_seconds / 2, ttl / 3000))
         try:

@@ -356,7 +356,7 @@ class Reader:
             await self._registry(registry_entries)
         if not reply:
             self.lag_ms = 0.0
-        for name, info in zip(names, infos):
+        for name, info in zip(names, infos, strict=True):
             if name not in self.feeds:
                 continue
             if isinstance(info, Exception) and not isinstance(info, ResponseError):

@@ -109,8 +109,7 @@ def _explain(exc: BaseException, env: settings_mod.OperatorEnv | None, url: str,
              url_source: str) -> str | None:
     """The one line for an expected failure: what is wrong and what to do; None for a bug."""
     from app.bus.accounts import AccountError
-    from app.bus.connection import (UNREACHABLE_ERRORS, AuthenticationError, NoPermissionError,
-                                    RedisError)
+    from app.bus.connection import UNREACHABLE_ERRORS, AuthenticationError, NoPermissionError, RedisError
     from app.bus.registry import UnknownDashboard
     from app.control.protocol import Rejected
 

@@ -41,7 +41,8 @@ def register(sub) -> None:
 
     p = add_program_parser(sub, "compactor",
                            help="write snapshots and trim command streams (leader-elected)")
-    p.add_argument("--every-commands", type=int, help="snapshot after this many commands (default from FLEET_SNAPSHOT_EVERY_COMMANDS, 1000)")
+    p.add_argument("--every-commands", type=int,
+                   help="snapshot after this many commands (default from FLEET_SNAPSHOT_EVERY_COMMANDS, 1000)")
     p.add_argument("--every-seconds", type=float, help="snapshot at least this often when there are new commands "
                    "(default from FLEET_SNAPSHOT_EVERY_SECONDS, 10)")
     p.set_defaults(handler=cmd_compactor)

@@ -131,7 +131,7 @@ def decode_arrow(payload: bytes) -> Columns:
     except (pa.ArrowException, OSError, ValueError) as exc:
         raise ColumnError(f"not a readable Arrow IPC payload ({exc})") from None
     out: Columns = {}
-    for name, col in zip(table.column_names, table.columns):
+    for name, col in zip(table.column_names, table.columns, strict=True):
         typ = col.type
         try:
             if pa.types.is_timestamp(typ) or pa.types.is_date(typ):
@@ -202,7 +202,8 @@ def datetime_ms(name: str, arr: np.ndarray) -> np.ndarray:
 def to_jsonable(arr: np.ndarray) -> list:
     """Column -> plain JSON list (NaN -> null), for people and HTTP answers."""
     if kind_of(arr) == "number":
-        return [None if not math.isfinite(v) else (int(v) if v.is_integer() and abs(v) < 2**53 else v) for v in arr.tolist()]
+        return [None if not math.isfinite(v) else (int(v) if v.is_integer() and abs(v) < 2**53 else v)
+                for v in arr.tolist()]
     return arr.tolist()
 
 

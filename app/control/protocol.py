@@ -20,15 +20,26 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from app.control import columns as cols
-from app.control import models
-from app.control.columns import ColumnError, Columns
-
 # The wire tables are the client package's, so controllers and readers cannot drift.
 from bokeh_fleet import wire  # noqa: E402
 from bokeh_fleet.wire import (  # noqa: E402,F401
-    AXIS_TYPES, COLUMN_RE, COMMON_FIELDS, KINDS, MAX_ID, MAX_TEXT, NAME_RE, OP_FIELDS, OPS, REQUIRED,
-    VERSION, Rejected)
+    AXIS_TYPES,
+    COLUMN_RE,
+    COMMON_FIELDS,
+    KINDS,
+    MAX_ID,
+    MAX_TEXT,
+    NAME_RE,
+    OP_FIELDS,
+    OPS,
+    REQUIRED,
+    VERSION,
+    Rejected,
+)
+
+from app.control import columns as cols
+from app.control import models
+from app.control.columns import ColumnError, Columns
 
 
 @dataclass(frozen=True)
@@ -38,7 +49,7 @@ class Limits:
     max_columns: int = 64
 
     @classmethod
-    def from_settings(cls, s: Any) -> "Limits":
+    def from_settings(cls, s: Any) -> Limits:
         return cls(s.max_command_bytes, s.max_rows_per_command, s.max_columns)
 
 

@@ -13,9 +13,10 @@ figures.  No I/O, no Redis, no Bokeh.
 from __future__ import annotations
 
 import weakref
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -94,14 +95,14 @@ class FoldConfig:
     max_dashboard_cells: int = 5_000_000
 
     @classmethod
-    def from_settings(cls, s: Any) -> "FoldConfig":
+    def from_settings(cls, s: Any) -> FoldConfig:
         return cls(s.max_figures, s.max_figure_rows, s.idempotency_window,
                    max_dashboard_cells=s.max_dashboard_cells)
 
 
 # --- budgets -------------------------------------------------------------------------
 # Leaf counts of model figures, computed once per Figure value (they are immutable).
-_MODEL_CELLS: "weakref.WeakKeyDictionary[Figure, int]" = weakref.WeakKeyDictionary()
+_MODEL_CELLS: weakref.WeakKeyDictionary[Figure, int] = weakref.WeakKeyDictionary()
 
 
 def _leaves(tree: Any) -> int:

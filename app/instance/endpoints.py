@@ -62,7 +62,7 @@ def _addresses(handler: RequestHandler) -> tuple[str | None, str | None]:
 
 
 class _Base(RequestHandler):
-    def initialize(self, instance: "Instance") -> None:
+    def initialize(self, instance: Instance) -> None:
         self.instance = instance
 
     def set_default_headers(self) -> None:
@@ -103,14 +103,14 @@ class MetricsHandler(_Base):
 def histogram(lines: list[str], name: str, h: Any, help_: str) -> None:
     lines.append(f"# HELP {name} {help_}")
     lines.append(f"# TYPE {name} histogram")
-    for b, c in zip(h.buckets, h.counts):
+    for b, c in zip(h.buckets, h.counts, strict=True):
         lines.append(f'{name}_bucket{{le="{b:g}"}} {c}')
     lines.append(f'{name}_bucket{{le="+Inf"}} {h.total}')
     lines.append(f"{name}_sum {h.sum:.6f}")
     lines.append(f"{name}_count {h.total}")
 
 
-def render_metrics(instance: "Instance") -> str:
+def render_metrics(instance: Instance) -> str:
     fan = instance.fanout
     reader = instance.reader
     lines: list[str] = []

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from app.control.protocol import (AXIS_TYPES, COMMON_FIELDS, KINDS, MAX_ID, MAX_TEXT, OP_FIELDS, OPS,
-                                  REQUIRED)
+from app.control.protocol import AXIS_TYPES, COMMON_FIELDS, KINDS, MAX_ID, MAX_TEXT, OP_FIELDS, OPS, REQUIRED
 
 NAME_PATTERN = "^[A-Za-z0-9_][A-Za-z0-9_.:-]{0,63}$"  # bokeh_fleet.wire.NAME_RE
 DASHBOARD_PATTERN = "^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"  # app.bus.keys.DASHBOARD_RE
@@ -230,7 +229,8 @@ def openapi_document() -> dict[str, Any]:
                                                  "pending": {"type": "string", "pattern": ENTRY_ID_PATTERN},
                                                  "ids": {"type": "array", "minItems": 1, "items": {
                                                      "type": "string", "pattern": ENTRY_ID_PATTERN}}}},
-                                 "published (durable as FLEET_REDIS_DURABILITY says); the stream ids in order (with wait=1: not all folded "
+                                 "published (durable as FLEET_REDIS_DURABILITY says); the stream ids in order "
+                                 "(with wait=1: not all folded "
                                  "within timeout, pending = the first one not folded)"),
                     "400": _error("not JSON, a bad shape, or a command the validator rejects (see field)"),
                     "413": _error("body larger than FLEET_API_MAX_BODY_BYTES"),

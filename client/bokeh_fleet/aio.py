@@ -31,11 +31,11 @@ class AsyncController(_Commands):
         self._http: Optional[_Http] = None
         self.redis: Any = aioredis.Redis.from_url(redis_url, socket_timeout=30, socket_connect_timeout=5,
                                                   health_check_interval=30) if redis_url else None
-        self._sent: "OrderedDict[str, str]" = OrderedDict()
+        self._sent: OrderedDict[str, str] = OrderedDict()
 
     @classmethod
     def http(cls, url: str, token: str, *, strict: bool = False, timeout: float = 5.0,
-             stamp: bool = True) -> "AsyncController":
+             stamp: bool = True) -> AsyncController:
         """HTTP mode (see :meth:`bokeh_fleet.Controller.http`); requests run in a thread."""
         ctl = cls("", strict=strict, timeout=timeout, stamp=stamp)
         ctl._http = _Http(url, token)
@@ -46,7 +46,7 @@ class AsyncController(_Commands):
         if self.redis is not None:
             await self.redis.aclose() if hasattr(self.redis, "aclose") else await self.redis.close()
 
-    async def __aenter__(self) -> "AsyncController":
+    async def __aenter__(self) -> AsyncController:
         return self
 
     async def __aexit__(self, *exc: object) -> None:

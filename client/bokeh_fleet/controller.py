@@ -25,7 +25,6 @@ from bokeh_fleet import data as _data
 from bokeh_fleet import wire
 from bokeh_fleet.wire import Fields, Rejected
 
-
 #: seconds ``state``/``frame`` wait at least for the compactor's snapshot (Redis mode)
 SNAPSHOT_WAIT = 15.0
 
@@ -99,11 +98,11 @@ class Controller(_Commands):
         self._http: Optional[_Http] = None
         self.redis: Any = redis.Redis.from_url(redis_url, socket_timeout=30, socket_connect_timeout=5,
                                                health_check_interval=30) if redis_url else None
-        self._sent: "OrderedDict[str, str]" = OrderedDict()  # id -> dashboard, for wait_applied(id)
+        self._sent: OrderedDict[str, str] = OrderedDict()  # id -> dashboard, for wait_applied(id)
 
     @classmethod
     def http(cls, url: str, token: str, *, strict: bool = False, timeout: float = 5.0,
-             stamp: bool = True) -> "Controller":
+             stamp: bool = True) -> Controller:
         """A controller that talks to the fleet's HTTP API (``url`` = the site, e.g.
         ``http://dash.example:8080``; ``token`` from ``fleetctl tokens add``), for
         controllers that may not reach Redis.  Same methods; only standard library."""
@@ -116,7 +115,7 @@ class Controller(_Commands):
         if self.redis is not None:
             self.redis.close()
 
-    def __enter__(self) -> "Controller":
+    def __enter__(self) -> Controller:
         return self
 
     def __exit__(self, *exc: object) -> None:

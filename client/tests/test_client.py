@@ -47,11 +47,14 @@ def _shapes():
     times = pd.date_range(T0, periods=3, freq="min")
     yield "dict_lists", {"x": [1, 2, 3], "y": [1.5, float("nan"), None]}, {"x": [1, 2, 3], "y": [1.5, None, None]}
     yield "numpy", {"x": np.arange(3), "y": np.array([1.0, np.nan, 3.0])}, {"x": [0, 1, 2], "y": [1.0, None, 3.0]}
-    yield "series", {"t": pd.Series(times), "y": pd.Series([1, 2, 3])}, {"t": [T0_MS, T0_MS + 60e3, T0_MS + 120e3], "y": [1, 2, 3]}
+    yield ("series", {"t": pd.Series(times), "y": pd.Series([1, 2, 3])},
+           {"t": [T0_MS, T0_MS + 60e3, T0_MS + 120e3], "y": [1, 2, 3]})
     yield "df_datetime_index", pd.DataFrame({"y": [1.0, 2.0, 3.0]}, index=times), \
         {"index": [T0_MS, T0_MS + 60e3, T0_MS + 120e3], "y": [1, 2, 3]}
-    yield "df_named_index", pd.DataFrame({"y": [4, 5]}, index=pd.Index([10, 20], name="k")), {"k": [10, 20], "y": [4, 5]}
-    yield "polars", pl.DataFrame({"x": [1, 2], "s": ["a", "b"], "y": [0.5, None]}), {"x": [1, 2], "s": ["a", "b"], "y": [0.5, None]}
+    yield ("df_named_index", pd.DataFrame({"y": [4, 5]}, index=pd.Index([10, 20], name="k")),
+           {"k": [10, 20], "y": [4, 5]})
+    yield ("polars", pl.DataFrame({"x": [1, 2], "s": ["a", "b"], "y": [0.5, None]}),
+           {"x": [1, 2], "s": ["a", "b"], "y": [0.5, None]})
     yield "pyarrow", pa.table({"x": [1, 2], "cat": pa.array(["u", "v"]).dictionary_encode(), "y": [1, 2]}), \
         {"x": [1, 2], "cat": ["u", "v"], "y": [1, 2]}
     yield "datetimes", {"t": [T0, dt.datetime(2024, 1, 1, 11, 0, tzinfo=dt.timezone(dt.timedelta(hours=2)))],
