@@ -146,6 +146,10 @@ def test_unknown_host_header_is_refused(security_stack):
     status, _, body = c.get("/d/sec", headers=[("Host", "evil.example")])
     assert status == 400 and b"evil.example/bokeh" not in body
     assert c.get("/d/sec")[0] == 200
+    # the same through nginx's auth_request for /bokeh/: a 4xx, not nginx's 500
+    status, _, _ = c.get("/bokeh/dashboard/autoload.js?bokeh-autoload-element=x",
+                         headers=[("Host", "evil.example")])
+    assert status == 403, status
 
 
 def test_crlf_in_next_gives_a_safe_redirect(security_stack):
