@@ -129,14 +129,14 @@ def host_allowed(host: str, allowed: tuple[str, ...], scheme: str) -> bool:
 
 
 @bp.before_app_request
-def load_user() -> None:
+def load_user() -> Response | None:
     g.user = None
     g.sso = False
     # URLs with tokens are built from the Host header: answer only the site's hosts.
     if not host_allowed(request.host, allowed_hosts(), request.scheme):
         if request.endpoint == "auth.check":
             # nginx's auth_request passes 401/403 on and turns anything else into a 500
-            return Response(status=403, headers={"Cache-Control": "no-store"})  # type: ignore[return-value]
+            return Response(status=403, headers={"Cache-Control": "no-store"})
         abort(400, f"unknown host {request.host[:100]!r}: the site answers only "
                    "FLEET_ALLOWED_HOSTS (default: the hosts of FLEET_ALLOWED_ORIGINS)")
     if request.endpoint == "static":
