@@ -9,37 +9,20 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import OrderedDict
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from bokeh_fleet import wire
-from bokeh_fleet.controller import SNAPSHOT_WAIT, NotApplied, _Commands, _frame, _Http, _view
+from bokeh_fleet.controller import REDIS_OPTIONS, SNAPSHOT_WAIT, NotApplied, _Commands, _frame, _view
 from bokeh_fleet.wire import Fields, Rejected
 
 
 class AsyncController(_Commands):
     """Asyncio twin of :class:`bokeh_fleet.Controller` (every method is a coroutine)."""
 
-    def __init__(self, redis_url: str = "redis://127.0.0.1:6390/0", *, prefix: str = "fleet",
-                 strict: bool = False, timeout: float = 5.0, stamp: bool = True) -> None:
+    def _connect(self, redis_url: str) -> Any:
         import redis.asyncio as aioredis
 
-        self.prefix = prefix
-        self.strict = strict
-        self.timeout = timeout
-        self.stamp = stamp
-        self._http: Optional[_Http] = None
-        self.redis: Any = aioredis.Redis.from_url(redis_url, socket_timeout=30, socket_connect_timeout=5,
-                                                  health_check_interval=30) if redis_url else None
-        self._sent: OrderedDict[str, str] = OrderedDict()
-
-    @classmethod
-    def http(cls, url: str, token: str, *, strict: bool = False, timeout: float = 5.0,
-             stamp: bool = True) -> AsyncController:
-        """HTTP mode (see :meth:`bokeh_fleet.Controller.http`); requests run in a thread."""
-        ctl = cls("", strict=strict, timeout=timeout, stamp=stamp)
-        ctl._http = _Http(url, token)
-        return ctl
+        return aioredis.Redis.from_url(redis_url, **REDIS_OPTIONS)
 
     async def close(self) -> None:
         """Close the Redis connection pool."""

@@ -19,7 +19,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections import OrderedDict
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Type, TypeVar
 
 from bokeh_fleet import data as _data
 from bokeh_fleet import wire
@@ -54,12 +54,38 @@ def _frame(state: Mapping[str, Any], dashboard: str, name: str) -> Any:
     raise Rejected(f"dashboard {dashboard!r} has no figure {name!r}", "name")
 
 
-class _Commands:
-    """Builds the fields of each op; subclasses publish them."""
+_C = TypeVar("_C", bound="_Commands")
+# redis-py client options of both controllers (socket timeout above any server-side wait)
+REDIS_OPTIONS: Dict[str, Any] = {"socket_timeout": 30, "socket_connect_timeout": 5, "health_check_interval": 30}
 
-    strict: bool
-    timeout: float
-    stamp: bool
+
+class _Commands:
+    """What the sync and async controllers share: configuration, HTTP mode, and the
+    fields of each op; subclasses connect (:meth:`_connect`) and publish."""
+
+    def __init__(self, redis_url: str = "redis://127.0.0.1:6390/0", *, prefix: str = "fleet",
+                 strict: bool = False, timeout: float = 5.0, stamp: bool = True) -> None:
+        self.prefix = prefix
+        self.strict = strict
+        self.timeout = timeout
+        self.stamp = stamp
+        self._http: Optional[_Http] = None
+        self.redis: Any = self._connect(redis_url) if redis_url else None
+        self._sent: OrderedDict[str, str] = OrderedDict()  # id -> dashboard, for wait_applied(id)
+
+    def _connect(self, redis_url: str) -> Any:
+        raise NotImplementedError
+
+    @classmethod
+    def http(cls: Type[_C], url: str, token: str, *, strict: bool = False, timeout: float = 5.0,
+             stamp: bool = True) -> _C:
+        """A controller that talks to the fleet's HTTP API (``url`` = the site, e.g.
+        ``http://dash.example:8080``; ``token`` from ``fleetctl tokens create``), for
+        controllers that may not reach Redis.  Same methods; only standard library
+        (the async controller runs the requests in a thread)."""
+        ctl = cls("", strict=strict, timeout=timeout, stamp=stamp)
+        ctl._http = _Http(url, token)
+        return ctl
 
     def _fields(self, op: str, cmd_id: Optional[str], params: Dict[str, Any]) -> Fields:
         if self.stamp:
@@ -87,28 +113,10 @@ class Controller(_Commands):
     ``ts`` (publish time, for latency figures).
     """
 
-    def __init__(self, redis_url: str = "redis://127.0.0.1:6390/0", *, prefix: str = "fleet",
-                 strict: bool = False, timeout: float = 5.0, stamp: bool = True) -> None:
+    def _connect(self, redis_url: str) -> Any:
         import redis
 
-        self.prefix = prefix
-        self.strict = strict
-        self.timeout = timeout
-        self.stamp = stamp
-        self._http: Optional[_Http] = None
-        self.redis: Any = redis.Redis.from_url(redis_url, socket_timeout=30, socket_connect_timeout=5,
-                                               health_check_interval=30) if redis_url else None
-        self._sent: OrderedDict[str, str] = OrderedDict()  # id -> dashboard, for wait_applied(id)
-
-    @classmethod
-    def http(cls, url: str, token: str, *, strict: bool = False, timeout: float = 5.0,
-             stamp: bool = True) -> Controller:
-        """A controller that talks to the fleet's HTTP API (``url`` = the site, e.g.
-        ``http://dash.example:8080``; ``token`` from ``fleetctl tokens add``), for
-        controllers that may not reach Redis.  Same methods; only standard library."""
-        ctl = cls("", strict=strict, timeout=timeout, stamp=stamp)
-        ctl._http = _Http(url, token)
-        return ctl
+        return redis.Redis.from_url(redis_url, **REDIS_OPTIONS)
 
     def close(self) -> None:
         """Close the Redis connection pool."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from typing import Any, Dict, Mapping, Union
+from typing import Any, Dict, Iterable, Mapping, Union
 
 VERSION = 1
 OPS = ("replace", "stream", "patch", "clear", "remove", "layout", "set", "figure")
@@ -141,18 +141,25 @@ def encode(op: str, **params: Any) -> Fields:
     return fields
 
 
-def check(fields: Mapping[str, Any]) -> None:
-    """The state-independent checks a client can make cheaply (op, fields, names)."""
-    op = fields.get("op")
+def check_op_fields(op: Any, names: Iterable[str]) -> None:
+    """The op is known, every field name is allowed for it, the required ones are there
+    (the server's parser runs the same check: one wording for both)."""
     if op not in OPS:
         raise Rejected(f"unknown op {str(op)[:40]!r}; expected one of {', '.join(OPS)}", "op")
+    names = set(names)
     allowed = OP_FIELDS[op] | COMMON_FIELDS
-    unknown = sorted(set(fields) - allowed)
+    unknown = sorted(names - allowed)
     if unknown:
         raise Rejected(f"unknown field for op {op}; allowed: {', '.join(sorted(allowed))}", unknown[0])
     for req in sorted(REQUIRED.get(op, ())):
-        if req not in fields:
+        if req not in names:
             raise Rejected(f"required by op {op}", req)
+
+
+def check(fields: Mapping[str, Any]) -> None:
+    """The state-independent checks a client can make cheaply (op, fields, names)."""
+    op = fields.get("op")
+    check_op_fields(op, fields)
     name = fields.get("name")
     if isinstance(name, str) and not NAME_RE.match(name):
         raise Rejected(f"{name[:80]!r} is not a valid name (1-64 of letters, digits, _ . : -)", "name")
