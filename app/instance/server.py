@@ -28,7 +28,7 @@ import logging
 import os
 import signal
 import socket
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -323,20 +323,11 @@ class Instance:
 
         self._hb_client = async_client(self.settings, client_name=f"fleet-heartbeat-{self.port}")
         ttl = max(3 * self.settings.heartbeat_seconds, 5.0)
-        failing = False
-        while True:
-            try:
-                await write_heartbeat(self._hb_client, self.keys, self.instance_id, self.heartbeat_payload(), ttl)
-                if failing:
-                    log.info("heartbeat: writing again")
-                failing = False
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                if not failing:
-                    log.warning("heartbeat: cannot write to Redis: %s", exc)
-                failing = True
-            await asyncio.sleep(self.settings.heartbeat_seconds)
+
+        async def beat() -> None:
+            await write_heartbeat(self._hb_client, self.keys, self.instance_id, self.heartbeat_payload(), ttl)
+
+        await _periodically("heartbeat", self.settings.heartbeat_seconds, beat)
 
     # --- access and Redis memory ------------------------------------------------------
     def _access(self) -> Any:
@@ -398,22 +389,12 @@ class Instance:
         """Every ``access_recheck_seconds``: re-check live sessions, read Redis memory."""
         from app.bus.health import memory_status
 
-        failing = False
-        while True:
-            try:
-                await self.recheck_sessions()
-                info = await self._access().info("memory")
-                self.redis_memory = memory_status(info, self.settings.redis_memory_alarm_ratio)
-                if failing:
-                    log.info("access re-check: working again")
-                failing = False
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                if not failing:
-                    log.warning("access re-check failed: %s: %s", type(exc).__name__, exc)
-                failing = True
-            await asyncio.sleep(self.settings.access_recheck_seconds)
+        async def check() -> None:
+            await self.recheck_sessions()
+            info = await self._access().info("memory")
+            self.redis_memory = memory_status(info, self.settings.redis_memory_alarm_ratio)
+
+        await _periodically("access re-check", self.settings.access_recheck_seconds, check)
 
     async def _clear_heartbeat(self) -> None:
         client = getattr(self, "_hb_client", None)
@@ -441,3 +422,22 @@ def run(settings: Settings, port: int, host: str = "127.0.0.1") -> int:
     logging.getLogger("tornado.access").setLevel(logging.WARNING)  # no line per health probe
     uvloop.run(Instance(settings, port, host).run_forever())
     return 0
+
+
+async def _periodically(what: str, seconds: float, step: Callable[[], Awaitable[None]]) -> None:
+    """Run ``step`` every ``seconds`` until cancelled; a failure is logged once when it
+    starts and once when it ends (Redis away must not flood the log)."""
+    failing = False
+    while True:
+        try:
+            await step()
+            if failing:
+                log.info("%s: working again", what)
+            failing = False
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            if not failing:
+                log.warning("%s failed: %s: %s", what, type(exc).__name__, exc)
+            failing = True
+        await asyncio.sleep(seconds)
