@@ -99,3 +99,19 @@ def test_admin_when_things_are_down(client, auth, redis_server):
     # identity lives in Redis: without it the page cannot authenticate and says why (503)
     r = client.get("/admin/")
     assert r.status_code == 503
+
+
+def test_admin_panel_shows_controller_text_as_text(client, auth, fleet_bus):
+    """Rejected commands carry whatever a controller sent (and the reason quotes it):
+    the admin panel, swapped in with innerHTML, must show it escaped."""
+    f = fleet_bus
+    registry.create_dashboard(f.client, f.keys, "sales", title="<b>Sales</b>")
+    payload = "<img src=x onerror=alert(1)>"
+    f.client.xadd(f.keys.rejected("sales"), {"op": "stream", "name": payload, "_id": "1-0",
+                                             "_reason": f"no figure {payload!r}"})
+    auth.login("root")
+    panel = client.get("/admin/panel")
+    assert panel.status_code == 200
+    body = panel.get_data(as_text=True)
+    assert "no figure" in body and "onerror" in body  # shown ...
+    assert "<img" not in body and "<b>Sales" not in body  # ... as text
