@@ -289,15 +289,7 @@ def parse(fields: Mapping[Any, Any], limits: Limits = Limits()) -> Command:
     op = _text(f, "op")
     if op is None:
         raise Rejected("missing (every command needs an op)", "op")
-    if op not in OPS:
-        raise Rejected(f"unknown op {op[:40]!r}; expected one of {', '.join(OPS)}", "op")
-    allowed = OP_FIELDS[op] | COMMON_FIELDS
-    unknown = sorted(set(f) - allowed)
-    if unknown:
-        raise Rejected(f"unknown field for op {op}; allowed: {', '.join(sorted(allowed))}", unknown[0])
-    for req in sorted(REQUIRED.get(op, ())):
-        if req not in f:
-            raise Rejected(f"required by op {op}", req)
+    wire.check_op_fields(op, f)
 
     ts = None
     if "ts" in f:
