@@ -102,7 +102,7 @@ class AsyncController(_Commands):
     async def layout(self, dashboard: str, rows: Optional[List[List[str]]] = None, *,
                      columns: Optional[List[List[str]]] = None, id: Optional[str] = None) -> str:
         """Arrange figures by rows (or by columns)."""
-        return await self.send(dashboard, "layout", id=id, rows=rows, columns_layout=columns)
+        return await self.send(dashboard, "layout", id=id, rows=rows, cols=columns)
 
     async def set(self, dashboard: str, name: Optional[str] = None, *, id: Optional[str] = None,
                   **props: Any) -> str:

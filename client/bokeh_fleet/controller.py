@@ -200,7 +200,7 @@ class Controller(_Commands):
     def layout(self, dashboard: str, rows: Optional[List[List[str]]] = None, *,
                columns: Optional[List[List[str]]] = None, id: Optional[str] = None) -> str:
         """Arrange figures by rows (or by columns)."""
-        return self.send(dashboard, "layout", id=id, rows=rows, columns_layout=columns)
+        return self.send(dashboard, "layout", id=id, rows=rows, cols=columns)
 
     def set(self, dashboard: str, name: Optional[str] = None, *, id: Optional[str] = None,
             **props: Any) -> str:
