@@ -6,9 +6,12 @@ A controller in any language writes, for example::
 
 :func:`parse` checks everything that does not depend on the dashboard's state (op,
 field names and types, JSON, Arrow, equal column lengths, size limits) and decodes
-the data once.  Checks that need the state (known figure, matching columns, patch
-indices) happen in :mod:`app.control.state`.  Both raise :class:`Rejected` with a
-reason a person can read.  :func:`encode` is the inverse, used by the Python client.
+the data once, into the op's own command class: it reads the common fields and
+leaves the rest to the op's parser in the registry (:mod:`app.control.ops`; the
+built-in ops' parsers are the ``parse_*`` functions below).  Checks that need the
+state (known figure, matching columns, patch indices) happen in :mod:`app.control.state`.
+Both raise :class:`Rejected` with a reason a person can read.  :func:`encode` is the
+inverse, used by the Python client.
 See docs/protocol.md.  Pure: no I/O.
 """
 

@@ -40,6 +40,7 @@ from bokeh.plotting import figure as bk_figure
 from bokeh.transform import dodge
 
 from app.control import models, ops
+from app.control.commands import Clear, FigureModel, Layout, Patch, Remove, Replace, SetProps, Stream
 from app.control.protocol import Command
 from app.control.state import DashboardState, Figure
 from app.instance import bokeh_compat, pagestatus
@@ -319,7 +320,10 @@ class DashboardDoc:
     # --- commands ---------------------------------------------------------------------
     def apply(self, cmd: Command, after: DashboardState) -> None:
         """Apply one resolved command (its op's document hook); ``after`` is the state it produced."""
-        ops.get(cmd.op).apply(self, cmd, after)  # type: ignore[misc]
+        hook = ops.get(cmd.op).apply
+        if hook is None:
+            raise LookupError(f"op {cmd.op} has no document hook (app.control.ops.attach)")
+        hook(self, cmd, after)
         self.state = after
 
     def apply_run(self, cmds: Sequence[Command], after: DashboardState) -> None:
@@ -368,25 +372,25 @@ class DashboardDoc:
 
 
 # --- the built-in ops' document hooks (app.control.ops: the registry dispatches on them) ---
-def _apply_stream(dd: DashboardDoc, cmd: Command, after: DashboardState) -> None:
+def _apply_stream(dd: DashboardDoc, cmd: Stream, after: DashboardState) -> None:
     dd.views[cmd.name].stream(cmd.data, cmd.rollover, after.figures[cmd.name])
 
 
-def _apply_stream_run(dd: DashboardDoc, cmds: list, after: DashboardState) -> None:
+def _apply_stream_run(dd: DashboardDoc, cmds: list[Stream], after: DashboardState) -> None:
     """Several consecutive ``stream`` commands of one figure as one ``source.stream``."""
     merged = {c: np.concatenate([cmd.data[c] for cmd in cmds]) for c in cmds[0].data}
     dd.views[cmds[0].name].stream(merged, cmds[0].rollover, after.figures[cmds[0].name])
 
 
-def _apply_patch(dd: DashboardDoc, cmd: Command, after: DashboardState) -> None:
+def _apply_patch(dd: DashboardDoc, cmd: Patch, after: DashboardState) -> None:
     dd.views[cmd.name].patch(cmd.patches, after.figures[cmd.name])
 
 
-def _apply_swap(dd: DashboardDoc, cmd: Command, after: DashboardState) -> None:
+def _apply_swap(dd: DashboardDoc, cmd: Replace | FigureModel, after: DashboardState) -> None:
     dd._swap(after.figures[cmd.name], after)
 
 
-def _apply_clear(dd: DashboardDoc, cmd: Command, after: DashboardState) -> None:
+def _apply_clear(dd: DashboardDoc, cmd: Clear, after: DashboardState) -> None:
     if cmd.name is None:
         dd.views = {}
         dd._arrange(after)
@@ -394,16 +398,16 @@ def _apply_clear(dd: DashboardDoc, cmd: Command, after: DashboardState) -> None:
         dd.views[cmd.name].reset_data(after.figures[cmd.name])
 
 
-def _apply_remove(dd: DashboardDoc, cmd: Command, after: DashboardState) -> None:
+def _apply_remove(dd: DashboardDoc, cmd: Remove, after: DashboardState) -> None:
     dd.views.pop(cmd.name, None)
     dd._arrange(after)
 
 
-def _apply_layout(dd: DashboardDoc, cmd: Command, after: DashboardState) -> None:
+def _apply_layout(dd: DashboardDoc, cmd: Layout, after: DashboardState) -> None:
     dd._arrange(after)
 
 
-def _apply_set(dd: DashboardDoc, cmd: Command, after: DashboardState) -> None:
+def _apply_set(dd: DashboardDoc, cmd: SetProps, after: DashboardState) -> None:
     if cmd.name is None:
         dd._set_title(after)
     else:
