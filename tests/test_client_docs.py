@@ -104,10 +104,15 @@ def test_documented_time_zone_rule_for_iso_text():
 
 
 def test_layout_columns_keep_their_groups():
-    fields = wire.encode("layout", columns_layout=[["b", "a"], ["c"]])
-    assert json.loads(fields["columns"]) == [["b", "a"], ["c"]]
-    fields = wire.encode("layout", columns=[["b", "a"]])
-    assert protocol.parse(fields).layout == (("b", "a"),)
+    fields = wire.encode("layout", cols=[["b", "a"], ["c"]])
+    assert json.loads(fields["cols"]) == [["b", "a"], ["c"]]
+    cmd = protocol.parse(fields)
+    assert (cmd.mode, cmd.groups) == ("columns", (("b", "a"), ("c",)))
+    # the old name of the field, as controllers in other languages still send it
+    old = protocol.parse({"op": "layout", "columns": '[["b","a"]]'})
+    assert (old.mode, old.groups) == ("columns", (("b", "a"),))
+    with pytest.raises(protocol.Rejected, match="exactly one of rows or cols"):
+        protocol.parse({"op": "layout", "cols": '[["a"]]', "columns": '[["b"]]'})
 
 
 def test_async_controller_has_the_same_methods():

@@ -6,9 +6,12 @@ A controller in any language writes, for example::
 
 :func:`parse` checks everything that does not depend on the dashboard's state (op,
 field names and types, JSON, Arrow, equal column lengths, size limits) and decodes
-the data once.  Checks that need the state (known figure, matching columns, patch
-indices) happen in :mod:`app.control.state`.  Both raise :class:`Rejected` with a
-reason a person can read.  :func:`encode` is the inverse, used by the Python client.
+the data once, into the op's own command class: it reads the common fields and
+leaves the rest to the op's parser in the registry (:mod:`app.control.ops`; the
+built-in ops' parsers are the ``parse_*`` functions below).  Checks that need the
+state (known figure, matching columns, patch indices) happen in :mod:`app.control.state`.
+Both raise :class:`Rejected` with a reason a person can read.  :func:`encode` is the
+inverse, used by the Python client.
 See docs/protocol.md.  Pure: no I/O.
 """
 
@@ -17,7 +20,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 # The wire tables are the client package's, so controllers and readers cannot drift.
@@ -38,8 +41,9 @@ from bokeh_fleet.wire import (  # noqa: E402,F401
 )
 
 from app.control import columns as cols
-from app.control import models
+from app.control import models, ops
 from app.control.columns import ColumnError, Columns
+from app.control.ops import Command
 
 
 @dataclass(frozen=True)
@@ -51,38 +55,6 @@ class Limits:
     @classmethod
     def from_settings(cls, s: Any) -> Limits:
         return cls(s.max_command_bytes, s.max_rows_per_command, s.max_columns)
-
-
-@dataclass(frozen=True, eq=False)
-class Command:
-    """A validated command.  Unset optional fields are ``None``."""
-
-    op: str
-    name: str | None = None
-    cmd_id: str | None = None
-    ts: float | None = None
-    kind: str | None = None
-    title: str | None = None
-    x_label: str | None = None
-    y_label: str | None = None
-    x_axis_type: str | None = None
-    x: str | None = None
-    y: tuple[str, ...] | None = None
-    columns: tuple[str, ...] | None = None
-    data: Columns | None = None
-    rollover: int | None = None
-    tooltips: tuple[tuple[str, str], ...] | None = None
-    patches: dict[str, list[tuple[int, Any]]] | None = None
-    layout_mode: str | None = None
-    layout: tuple[tuple[str, ...], ...] | None = None
-    model: dict | None = field(default=None, repr=False)
-
-    @property
-    def rows(self) -> int:
-        """Number of data rows carried (0 when none)."""
-        if not self.data:
-            return 0
-        return len(next(iter(self.data.values())))
 
 
 def _text(fields: Mapping[str, bytes], key: str) -> str | None:
@@ -235,10 +207,14 @@ def _patches(fields: Mapping[str, bytes], limits: Limits) -> dict[str, list[tupl
     return out
 
 
+#: layout field -> the layout mode it sets (``columns`` is the old name of ``cols``)
+LAYOUT_MODES = {"rows": "rows", "cols": "columns", "columns": "columns"}
+
+
 def _layout(fields: Mapping[str, bytes]) -> tuple[str, tuple[tuple[str, ...], ...]]:
-    present = [k for k in ("rows", "columns") if k in fields]
+    present = [k for k in LAYOUT_MODES if k in fields]
     if len(present) != 1:
-        raise Rejected('give exactly one of rows or columns, e.g. rows \'[["a","b"],["c"]]\'', "rows")
+        raise Rejected('give exactly one of rows or cols, e.g. rows \'[["a","b"],["c"]]\'', "rows")
     key = present[0]
     value = _json(fields, key)
     if not isinstance(value, list) or not value:
@@ -257,7 +233,7 @@ def _layout(fields: Mapping[str, bytes]) -> tuple[str, tuple[tuple[str, ...], ..
             raise Rejected(f"figure {sorted(dup or group)[0]!r} appears more than once", key)
         seen.update(group)
         groups.append(tuple(group))
-    return key, tuple(groups)
+    return LAYOUT_MODES[key], tuple(groups)
 
 
 def _model(fields: Mapping[str, bytes]) -> dict:
@@ -276,7 +252,12 @@ def _model(fields: Mapping[str, bytes]) -> dict:
 
 
 def parse(fields: Mapping[Any, Any], limits: Limits = Limits()) -> Command:
-    """Validate one stream entry's fields and decode its data.  Raises Rejected."""
+    """Validate one stream entry's fields and decode its data.  Raises Rejected.
+
+    The common fields (``op``, ``id``, ``ts``, ``name``) are read here; the op's own
+    fields by its registered parser (:mod:`app.control.ops`), and the result is the
+    op's own command class.
+    """
     f: dict[str, bytes] = {}
     size = 0
     for k, v in fields.items():
@@ -289,7 +270,8 @@ def parse(fields: Mapping[Any, Any], limits: Limits = Limits()) -> Command:
     op = _text(f, "op")
     if op is None:
         raise Rejected("missing (every command needs an op)", "op")
-    wire.check_op_fields(op, f)
+    wire.check_op_fields(op, f, ops.OP_FIELDS, ops.REQUIRED)
+    spec = ops.get(op)
 
     ts = None
     if "ts" in f:
@@ -303,42 +285,64 @@ def parse(fields: Mapping[Any, Any], limits: Limits = Limits()) -> Command:
     cmd_id = _short(f, "id", MAX_ID)
     if cmd_id is not None and not cmd_id:
         raise Rejected("must not be empty", "id")
+    name = _name(f)
+    return spec.command(cmd_id=cmd_id, ts=ts, name=name, **spec.parse(f, limits))
 
-    kw: dict[str, Any] = {"op": op, "cmd_id": cmd_id, "ts": ts, "name": _name(f)}
-    if op in ("replace", "set", "figure"):
-        kw["title"] = _short(f, "title")
-    if op in ("replace", "set"):
-        kw["x_label"] = _short(f, "x_label")
-        kw["y_label"] = _short(f, "y_label")
-        kw["tooltips"] = _tooltips(f)
-        kw["rollover"] = _int(f, "rollover", 1, 10_000_000)
-    if op == "set" and kw["name"] is None:
+
+# --- the parsers of the built-in ops (registered in app.control.commands) ---------------
+def _props(f: Mapping[str, bytes]) -> dict[str, Any]:
+    """The figure properties ``replace`` and ``set`` share."""
+    return {"title": _short(f, "title"), "x_label": _short(f, "x_label"), "y_label": _short(f, "y_label"),
+            "tooltips": _tooltips(f), "rollover": _int(f, "rollover", 1, 10_000_000)}
+
+
+def parse_replace(f: Mapping[str, bytes], limits: Limits) -> dict[str, Any]:
+    kw = _props(f)
+    kw["kind"] = _choice(f, "kind", KINDS)
+    kw["x_axis_type"] = _choice(f, "x_axis_type", AXIS_TYPES)
+    x = _text(f, "x")
+    kw["x"] = _name_list(x, "x")[0] if x is not None else None
+    kw["y"] = _maybe_list(f, "y")
+    kw["columns"] = _maybe_list(f, "columns")
+    kw["data"] = _data(f, limits)
+    _check_replace(kw)
+    return kw
+
+
+def parse_stream(f: Mapping[str, bytes], limits: Limits) -> dict[str, Any]:
+    data = _data(f, limits)
+    if data is None:
+        raise Rejected("required by op stream (give data or arrow)", "data")
+    return {"data": data, "rollover": _int(f, "rollover", 1, 10_000_000)}
+
+
+def parse_patch(f: Mapping[str, bytes], limits: Limits) -> dict[str, Any]:
+    return {"patches": _patches(f, limits)}
+
+
+def parse_nothing(f: Mapping[str, bytes], limits: Limits) -> dict[str, Any]:
+    """Ops with no fields of their own (``clear``, ``remove``)."""
+    return {}
+
+
+def parse_layout(f: Mapping[str, bytes], limits: Limits) -> dict[str, Any]:
+    mode, groups = _layout(f)
+    return {"mode": mode, "groups": groups}
+
+
+def parse_set(f: Mapping[str, bytes], limits: Limits) -> dict[str, Any]:
+    kw = _props(f)
+    if "name" not in f:
         extra = [k for k in ("x_label", "y_label", "rollover", "tooltips") if kw[k] is not None]
         if extra:
             raise Rejected("without name, set changes only the dashboard title", extra[0])
-    if op == "set" and all(kw[k] is None for k in ("title", "x_label", "y_label", "rollover", "tooltips")):
+    if all(v is None for v in kw.values()):
         raise Rejected("set needs at least one of title, x_label, y_label, rollover, tooltips")
-    if op == "replace":
-        kw["kind"] = _choice(f, "kind", KINDS)
-        kw["x_axis_type"] = _choice(f, "x_axis_type", AXIS_TYPES)
-        x = _text(f, "x")
-        kw["x"] = _name_list(x, "x")[0] if x is not None else None
-        kw["y"] = _maybe_list(f, "y")
-        kw["columns"] = _maybe_list(f, "columns")
-        kw["data"] = _data(f, limits)
-        _check_replace(kw)
-    elif op == "stream":
-        kw["data"] = _data(f, limits)
-        if kw["data"] is None:
-            raise Rejected("required by op stream (give data or arrow)", "data")
-        kw["rollover"] = _int(f, "rollover", 1, 10_000_000)
-    elif op == "patch":
-        kw["patches"] = _patches(f, limits)
-    elif op == "layout":
-        kw["layout_mode"], kw["layout"] = _layout(f)
-    elif op == "figure":
-        kw["model"] = _model(f)
-    return Command(**kw)
+    return kw
+
+
+def parse_figure(f: Mapping[str, bytes], limits: Limits) -> dict[str, Any]:
+    return {"title": _short(f, "title"), "model": _model(f)}
 
 
 def _check_replace(kw: dict[str, Any]) -> None:
@@ -366,10 +370,10 @@ def _check_replace(kw: dict[str, Any]) -> None:
 def encode(op: str, **params: Any) -> dict[str, bytes | str]:
     """Build stream fields for ``op`` from Python values (inverse of :func:`parse`).
 
-    The client's encoder (:func:`bokeh_fleet.wire.encode`: dicts of lists/arrays,
-    DataFrames, Arrow tables), then :func:`parse`, so a bad command fails before it
-    is published.
+    The client's encoder (:func:`bokeh_fleet.wire.fields_of`: dicts of lists/arrays,
+    DataFrames, Arrow tables), then :func:`parse`, so a bad command (or an op that is
+    not registered) fails before it is published.
     """
-    fields = wire.encode(op, **params)
-    parse(fields)
+    fields = wire.fields_of(op, **params)
+    parse(fields)  # the op registry's field check, then the op's own parser
     return fields

@@ -16,13 +16,18 @@ import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from app.control import columns as cols
+from app.control import ops
 from app.control.columns import ColumnError, Columns
-from app.control.protocol import Command, Rejected
+from app.control.ops import Command
+from app.control.protocol import Rejected
+
+if TYPE_CHECKING:
+    from app.control.commands import Clear, FigureModel, Layout, Patch, Remove, Replace, SetProps, Stream
 
 
 @dataclass(frozen=True, eq=False)
@@ -77,9 +82,10 @@ class DashboardState:
 EMPTY = DashboardState()
 
 
-def replace(obj, **changes):
-    """``dataclasses.replace`` for our frozen value types, without re-running __init__
-    (the fold is on the hot path: one call per command)."""
+def evolve(obj, **changes):
+    """A copy of a frozen value (state, figure, command) with ``changes``: what
+    ``dataclasses.replace`` does, without re-running __init__ (the fold is on the hot
+    path: one call per command)."""
     new = object.__new__(type(obj))
     new.__dict__.update(obj.__dict__)
     new.__dict__.update(changes)
@@ -175,7 +181,7 @@ def _typed(fig: Figure | None, data: Columns, x_axis_type: str, x: str) -> Colum
     return out
 
 
-def _replace(state: DashboardState, cmd: Command, cfg: FoldConfig) -> tuple[dict, Command]:
+def fold_replace(state: DashboardState, cmd: Replace, cfg: FoldConfig) -> tuple[dict, Replace]:
     old = state.figures.get(cmd.name)  # type: ignore[arg-type]
     if old is None and len(state.figures) >= cfg.max_figures:
         raise Rejected(f"dashboard already has {cfg.max_figures} figures (the limit)", "name")
@@ -198,7 +204,7 @@ def _replace(state: DashboardState, cmd: Command, cfg: FoldConfig) -> tuple[dict
         rollover=cmd.rollover, tooltips=cmd.tooltips if cmd.tooltips is not None else (("*", "*"),),
         version=state.applied + 1,
     )
-    resolved = replace(cmd, kind=kind, x=x, y=tuple(y), x_axis_type=axis, data=data)
+    resolved = evolve(cmd, kind=kind, x=x, y=tuple(y), x_axis_type=axis, data=data)
     return {"figures": _with_figure(state, fig), "layout": _place(state.layout, fig.name)}, resolved
 
 
@@ -208,7 +214,7 @@ def _place(layout: tuple[tuple[str, ...], ...], name: str) -> tuple[tuple[str, .
     return layout + ((name,),)
 
 
-def _stream(state: DashboardState, cmd: Command, cfg: FoldConfig) -> tuple[dict, Command]:
+def fold_stream(state: DashboardState, cmd: Stream, cfg: FoldConfig) -> tuple[dict, Stream]:
     fig = state.figure(cmd.name, cmd.op)
     if fig.kind == "model":
         raise Rejected(f"figure {fig.name!r} is a Bokeh model tree; stream works on spec figures", "name")
@@ -218,11 +224,11 @@ def _stream(state: DashboardState, cmd: Command, cfg: FoldConfig) -> tuple[dict,
     data = _typed(fig, cmd.data, fig.x_axis_type, fig.x)
     limit = min(cmd.rollover or fig.rollover or cfg.max_figure_rows, cfg.max_figure_rows)
     new = {n: cols.concat(fig.data[n], data[n], limit) for n in fig.data}
-    figs = _with_figure(state, replace(fig, data=MappingProxyType(new)))
-    return {"figures": figs}, replace(cmd, data=data, rollover=limit)
+    figs = _with_figure(state, evolve(fig, data=MappingProxyType(new)))
+    return {"figures": figs}, evolve(cmd, data=data, rollover=limit)
 
 
-def _patch(state: DashboardState, cmd: Command) -> tuple[dict, Command]:
+def fold_patch(state: DashboardState, cmd: Patch, cfg: FoldConfig) -> tuple[dict, Patch]:
     fig = state.figure(cmd.name, cmd.op)
     if fig.kind == "model":
         raise Rejected(f"figure {fig.name!r} is a Bokeh model tree; patch works on spec figures", "name")
@@ -254,58 +260,58 @@ def _patch(state: DashboardState, cmd: Command) -> tuple[dict, Command]:
             fixed.append((idx, float("nan") if val is None else val))
         new[cname] = cols.patched(arr, fixed)
         resolved[cname] = fixed
-    figs = _with_figure(state, replace(fig, data=MappingProxyType(new)))
-    return {"figures": figs}, replace(cmd, patches=resolved)
+    figs = _with_figure(state, evolve(fig, data=MappingProxyType(new)))
+    return {"figures": figs}, evolve(cmd, patches=resolved)
 
 
-def _clear(state: DashboardState, cmd: Command) -> dict:
+def fold_clear(state: DashboardState, cmd: Clear, cfg: FoldConfig) -> tuple[dict, Clear]:
     if cmd.name is None:
-        return {"figures": {}, "layout": ()}
+        return {"figures": {}, "layout": ()}, cmd
     fig = state.figure(cmd.name, cmd.op)
     if fig.kind == "model":
         raise Rejected(f"figure {fig.name!r} is a Bokeh model tree; use remove", "name")
     empty = {n: cols.empty(cols.kind_of(a)) for n, a in fig.data.items()}
-    return {"figures": _with_figure(state, replace(fig, data=MappingProxyType(empty)))}
+    return {"figures": _with_figure(state, evolve(fig, data=MappingProxyType(empty)))}, cmd
 
 
-def _remove(state: DashboardState, cmd: Command) -> dict:
+def fold_remove(state: DashboardState, cmd: Remove, cfg: FoldConfig) -> tuple[dict, Remove]:
     state.figure(cmd.name, cmd.op)
     figs = dict(state.figures)
     del figs[cmd.name]  # type: ignore[arg-type]
-    return {"figures": figs, "layout": _layout_without(state.layout, cmd.name)}  # type: ignore[arg-type]
+    return {"figures": figs, "layout": _layout_without(state.layout, cmd.name)}, cmd  # type: ignore[arg-type]
 
 
-def _arrange(state: DashboardState, cmd: Command) -> dict:
-    assert cmd.layout is not None
-    named = {n for g in cmd.layout for n in g}
+def fold_layout(state: DashboardState, cmd: Layout, cfg: FoldConfig) -> tuple[dict, Layout]:
+    named = {n for g in cmd.groups for n in g}
     missing = sorted(named - set(state.figures))
     if missing:
-        raise Rejected(f"no figure {missing[0]!r} on this dashboard", cmd.layout_mode)
+        raise Rejected(f"no figure {missing[0]!r} on this dashboard", "rows" if cmd.mode == "rows" else "cols")
     rest = tuple((n,) for n in state.figures if n not in named)
-    return {"layout_mode": cmd.layout_mode, "layout": cmd.layout + rest}
+    return {"layout_mode": cmd.mode, "layout": cmd.groups + rest}, cmd
 
 
-def _set(state: DashboardState, cmd: Command) -> dict:
+def fold_set(state: DashboardState, cmd: SetProps, cfg: FoldConfig) -> tuple[dict, SetProps]:
     if cmd.name is None:
-        return {"title": cmd.title}
+        return {"title": cmd.title}, cmd
     fig = state.figure(cmd.name, cmd.op)
     changes = {k: getattr(cmd, k) for k in ("title", "x_label", "y_label", "rollover", "tooltips")
                if getattr(cmd, k) is not None}
     if fig.kind == "model" and set(changes) - {"title"}:
         raise Rejected(f"figure {fig.name!r} is a Bokeh model tree; only its title can be set", "name")
-    return {"figures": _with_figure(state, replace(fig, **changes))}
+    return {"figures": _with_figure(state, evolve(fig, **changes))}, cmd
 
 
-def _figure(state: DashboardState, cmd: Command, cfg: FoldConfig) -> dict:
+def fold_figure(state: DashboardState, cmd: FigureModel, cfg: FoldConfig) -> tuple[dict, FigureModel]:
     old = state.figures.get(cmd.name)  # type: ignore[arg-type]
     if old is None and len(state.figures) >= cfg.max_figures:
         raise Rejected(f"dashboard already has {cfg.max_figures} figures (the limit)", "name")
     fig = Figure(name=cmd.name, kind="model", title=cmd.title or "", model=cmd.model,  # type: ignore[arg-type]
                  version=state.applied + 1)
-    return {"figures": _with_figure(state, fig), "layout": _place(state.layout, fig.name)}
+    return {"figures": _with_figure(state, fig), "layout": _place(state.layout, fig.name)}, cmd
 
 
-def step(state: DashboardState, cmd: Command, cfg: FoldConfig = FoldConfig()) -> tuple[DashboardState, Command | None]:
+def step(state: DashboardState, cmd: Command,
+         cfg: FoldConfig = FoldConfig()) -> tuple[DashboardState, Command | None]:
     """Fold one command.  Returns ``(new_state, resolved_command)``.
 
     A command whose ``id`` was already applied returns ``(state, None)`` unchanged.
@@ -314,32 +320,14 @@ def step(state: DashboardState, cmd: Command, cfg: FoldConfig = FoldConfig()) ->
     """
     if cmd.cmd_id is not None and cmd.cmd_id in state.seen:
         return state, None
-    resolved = cmd
-    if cmd.op == "replace":
-        changes, resolved = _replace(state, cmd, cfg)
-    elif cmd.op == "stream":
-        changes, resolved = _stream(state, cmd, cfg)
-    elif cmd.op == "patch":
-        changes, resolved = _patch(state, cmd)
-    elif cmd.op == "clear":
-        changes = _clear(state, cmd)
-    elif cmd.op == "remove":
-        changes = _remove(state, cmd)
-    elif cmd.op == "layout":
-        changes = _arrange(state, cmd)
-    elif cmd.op == "set":
-        changes = _set(state, cmd)
-    elif cmd.op == "figure":
-        changes = _figure(state, cmd, cfg)
-    else:  # parse() lets only known ops through
-        raise Rejected(f"unknown op {cmd.op!r}", "op")
+    changes, resolved = ops.get(cmd.op).fold(state, cmd, cfg)
     if "figures" in changes:
         _check_budget(state, changes["figures"], cfg)
     if cmd.cmd_id is not None:
         seen = state.seen + (cmd.cmd_id,)
         changes["seen"] = seen[-cfg.idempotency_window :] if cfg.idempotency_window > 0 else ()
     changes["applied"] = state.applied + 1
-    return replace(state, **changes), resolved
+    return evolve(state, **changes), resolved
 
 
 def apply(state: DashboardState, cmd: Command, cfg: FoldConfig = FoldConfig()) -> DashboardState:

@@ -39,7 +39,8 @@ from bokeh.palettes import Category10_10
 from bokeh.plotting import figure as bk_figure
 from bokeh.transform import dodge
 
-from app.control import models
+from app.control import models, ops
+from app.control.commands import Clear, FigureModel, Layout, Patch, Remove, Replace, SetProps, Stream
 from app.control.protocol import Command
 from app.control.state import DashboardState, Figure
 from app.instance import bokeh_compat, pagestatus
@@ -318,37 +319,19 @@ class DashboardDoc:
 
     # --- commands ---------------------------------------------------------------------
     def apply(self, cmd: Command, after: DashboardState) -> None:
-        """Apply one resolved command; ``after`` is the state it produced."""
-        op = cmd.op
-        if op == "stream":
-            self.views[cmd.name].stream(cmd.data, cmd.rollover, after.figures[cmd.name])
-        elif op == "patch":
-            self.views[cmd.name].patch(cmd.patches, after.figures[cmd.name])
-        elif op in ("replace", "figure"):
-            self._swap(after.figures[cmd.name], after)
-        elif op == "clear":
-            if cmd.name is None:
-                self.views = {}
-                self._arrange(after)
-            else:
-                self.views[cmd.name].reset_data(after.figures[cmd.name])
-        elif op == "remove":
-            self.views.pop(cmd.name, None)
-            self._arrange(after)
-        elif op == "layout":
-            self._arrange(after)
-        elif op == "set":
-            if cmd.name is None:
-                self._set_title(after)
-            else:
-                self.views[cmd.name].set_props(after.figures[cmd.name])
+        """Apply one resolved command (its op's document hook); ``after`` is the state it produced."""
+        hook = ops.get(cmd.op).apply
+        if hook is None:
+            raise LookupError(f"op {cmd.op} has no document hook (app.control.ops.attach)")
+        hook(self, cmd, after)
         self.state = after
 
-    def apply_stream_run(self, name: str, datas: Sequence[Mapping[str, np.ndarray]], rollover: int | None,
-                         after: DashboardState) -> None:
-        """Several consecutive ``stream`` commands of one figure as one ``source.stream``."""
-        merged = {c: np.concatenate([d[c] for d in datas]) for c in datas[0]}
-        self.views[name].stream(merged, rollover, after.figures[name])
+    def apply_run(self, cmds: Sequence[Command], after: DashboardState) -> None:
+        """Apply consecutive commands with one coalescing key (see ``ops.run_key``) at once."""
+        if len(cmds) == 1:
+            self.apply(cmds[0], after)
+            return
+        ops.get(cmds[0].op).apply_run(self, list(cmds), after)  # type: ignore[misc]
         self.state = after
 
     # --- helpers ----------------------------------------------------------------------
@@ -386,3 +369,56 @@ class DashboardDoc:
             self.body.children = [Row(children=groups, sizing_mode="stretch_width")] if groups else []
         else:
             self.body.children = groups
+
+
+# --- the built-in ops' document hooks (app.control.ops: the registry dispatches on them) ---
+def _apply_stream(dd: DashboardDoc, cmd: Stream, after: DashboardState) -> None:
+    dd.views[cmd.name].stream(cmd.data, cmd.rollover, after.figures[cmd.name])
+
+
+def _apply_stream_run(dd: DashboardDoc, cmds: list[Stream], after: DashboardState) -> None:
+    """Several consecutive ``stream`` commands of one figure as one ``source.stream``."""
+    merged = {c: np.concatenate([cmd.data[c] for cmd in cmds]) for c in cmds[0].data}
+    dd.views[cmds[0].name].stream(merged, cmds[0].rollover, after.figures[cmds[0].name])
+
+
+def _apply_patch(dd: DashboardDoc, cmd: Patch, after: DashboardState) -> None:
+    dd.views[cmd.name].patch(cmd.patches, after.figures[cmd.name])
+
+
+def _apply_swap(dd: DashboardDoc, cmd: Replace | FigureModel, after: DashboardState) -> None:
+    dd._swap(after.figures[cmd.name], after)
+
+
+def _apply_clear(dd: DashboardDoc, cmd: Clear, after: DashboardState) -> None:
+    if cmd.name is None:
+        dd.views = {}
+        dd._arrange(after)
+    else:
+        dd.views[cmd.name].reset_data(after.figures[cmd.name])
+
+
+def _apply_remove(dd: DashboardDoc, cmd: Remove, after: DashboardState) -> None:
+    dd.views.pop(cmd.name, None)
+    dd._arrange(after)
+
+
+def _apply_layout(dd: DashboardDoc, cmd: Layout, after: DashboardState) -> None:
+    dd._arrange(after)
+
+
+def _apply_set(dd: DashboardDoc, cmd: SetProps, after: DashboardState) -> None:
+    if cmd.name is None:
+        dd._set_title(after)
+    else:
+        dd.views[cmd.name].set_props(after.figures[cmd.name])
+
+
+ops.attach("stream", _apply_stream, _apply_stream_run)
+ops.attach("patch", _apply_patch)
+ops.attach("replace", _apply_swap)
+ops.attach("figure", _apply_swap)
+ops.attach("clear", _apply_clear)
+ops.attach("remove", _apply_remove)
+ops.attach("layout", _apply_layout)
+ops.attach("set", _apply_set)

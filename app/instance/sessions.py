@@ -26,6 +26,7 @@ from typing import Any
 
 from bokeh.document import Document
 
+from app.control import ops
 from app.control.protocol import Command
 from app.control.state import DashboardState
 from app.instance import bokeh_compat, wire
@@ -103,8 +104,8 @@ class SessionView:
 
 def _new_models(item: Item) -> bool:
     """Whether applying ``item`` sends whole models or whole columns (a reset, or any op
-    but ``stream``/``patch``, which send only their delta)."""
-    return item.kind == "reset" or item.cmd.op not in ("stream", "patch")
+    not registered as ``delta``, as ``stream``/``patch`` are: they send only their delta)."""
+    return item.kind == "reset" or not ops.sends_delta(item.cmd)
 
 
 class Fanout:
@@ -258,18 +259,12 @@ class Fanout:
                 if item.kind == "reset":
                     view.dd.rebuild(item.state, item.generation)
                     j = i + 1
-                elif item.cmd.op == "stream":
+                elif (key := ops.run_key(item.cmd)) is not None:  # e.g. streams of one figure
                     j = i + 1
-                    while (j < len(items) and items[j].kind == "cmd" and items[j].cmd.op == "stream"
-                           and items[j].cmd.name == item.cmd.name
-                           and items[j].cmd.rollover == item.cmd.rollover):
+                    while j < len(items) and items[j].kind == "cmd" and ops.run_key(items[j].cmd) == key:
                         j += 1
-                    if j - i == 1:
-                        view.dd.apply(item.cmd, item.state)
-                    else:
-                        view.dd.apply_stream_run(item.cmd.name, [it.cmd.data for it in items[i:j]],
-                                                 item.cmd.rollover, items[j - 1].state)
-                        self.stats["coalesced"] += j - i - 1
+                    view.dd.apply_run([it.cmd for it in items[i:j]], items[j - 1].state)
+                    self.stats["coalesced"] += j - i - 1
                 else:
                     view.dd.apply(item.cmd, item.state)
                     j = i + 1

@@ -57,7 +57,8 @@ FIELD_SCHEMAS: dict[str, dict[str, Any]] = {
                 "description": "{column: [[index, value], ...]}"},
     "model": {"type": ["object", "string"], "description": "bokeh.embed.json_item JSON"},
 }
-LAYOUT_FIELDS = {"rows": _layout, "columns": _layout}
+LAYOUT_FIELDS = {"rows": _layout, "cols": _layout,
+                 "columns": {**_layout, "deprecated": True, "description": "the old name of cols (still read)"}}
 
 
 def field_schema(key: str, op: str | None = None) -> dict[str, Any] | None:

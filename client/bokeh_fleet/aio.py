@@ -63,7 +63,8 @@ class AsyncController(_Commands):
         return (await self._publish(dashboard, [self._fields(op, id, params)]))[0]
 
     async def send_many(self, dashboard: str, commands: Iterable[Tuple[str, Mapping[str, Any]]]) -> List[str]:
-        """Publish several ``(op, params)`` at once, atomically and in order."""
+        """Publish several ``(op, params)`` at once, checked first, then atomically and in
+        order (see :meth:`bokeh_fleet.Controller.send_many`)."""
         batch = [self._fields(op, p.get("id"), {k: v for k, v in p.items() if k != "id"})
                  for op, p in commands]
         return await self._publish(dashboard, batch)
@@ -101,8 +102,9 @@ class AsyncController(_Commands):
 
     async def layout(self, dashboard: str, rows: Optional[List[List[str]]] = None, *,
                      columns: Optional[List[List[str]]] = None, id: Optional[str] = None) -> str:
-        """Arrange figures by rows (or by columns)."""
-        return await self.send(dashboard, "layout", id=id, rows=rows, columns_layout=columns)
+        """Arrange figures by rows (or by ``columns``: lists of figure names, top to
+        bottom; the wire field ``cols``)."""
+        return await self.send(dashboard, "layout", id=id, rows=rows, cols=columns)
 
     async def set(self, dashboard: str, name: Optional[str] = None, *, id: Optional[str] = None,
                   **props: Any) -> str:

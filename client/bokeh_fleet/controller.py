@@ -161,7 +161,9 @@ class Controller(_Commands):
         return self._publish(dashboard, [self._fields(op, id, params)])[0]
 
     def send_many(self, dashboard: str, commands: Iterable[Tuple[str, Mapping[str, Any]]]) -> List[str]:
-        """Publish several ``(op, params)`` at once, atomically and in order; returns their ids."""
+        """Publish several ``(op, params)`` at once; returns their ids.  Every command is
+        checked before any is published, then all go out in order in one transaction
+        (viewers never see half of the batch, e.g. figures without their layout)."""
         batch = [self._fields(op, p.get("id"), {k: v for k, v in p.items() if k != "id"})
                  for op, p in commands]
         return self._publish(dashboard, batch)
@@ -199,8 +201,9 @@ class Controller(_Commands):
 
     def layout(self, dashboard: str, rows: Optional[List[List[str]]] = None, *,
                columns: Optional[List[List[str]]] = None, id: Optional[str] = None) -> str:
-        """Arrange figures by rows (or by columns)."""
-        return self.send(dashboard, "layout", id=id, rows=rows, columns_layout=columns)
+        """Arrange figures by rows (or by ``columns``: lists of figure names, top to
+        bottom; the wire field ``cols``)."""
+        return self.send(dashboard, "layout", id=id, rows=rows, cols=columns)
 
     def set(self, dashboard: str, name: Optional[str] = None, *, id: Optional[str] = None,
             **props: Any) -> str:

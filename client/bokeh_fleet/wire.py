@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from typing import Any, Dict, Iterable, Mapping, Union
+from typing import Any, Dict, Iterable, Mapping, Optional, Union
 
 VERSION = 1
 OPS = ("replace", "stream", "patch", "clear", "remove", "layout", "set", "figure")
@@ -35,7 +35,8 @@ OP_FIELDS: Dict[str, set] = {
     "patch": {"name", "patches"},
     "clear": {"name"},
     "remove": {"name"},
-    "layout": {"rows", "columns"},
+    # ``cols``: a column layout; ``columns`` is its old name, still read (docs/protocol.md)
+    "layout": {"rows", "cols", "columns"},
     "set": {"name", "title", "x_label", "y_label", "rollover", "tooltips"},
     "figure": {"name", "model", "title"},
 }
@@ -46,6 +47,12 @@ REQUIRED: Dict[str, set] = {
     "remove": {"name"},
     "figure": {"name", "model"},
 }
+#: the fields of op layout that hold a JSON list of lists of figure names
+LAYOUT_FIELDS = ("rows", "cols", "columns")
+#: fields that hold a column name or a JSON list of column names
+NAME_LIST_FIELDS = ("y", "columns")
+#: fields that hold other JSON values
+JSON_FIELDS = ("patches", "tooltips", "model")
 #: fields of a rejected entry besides the command's own fields (``fleet:{d}:rejected``)
 REJECTED_FIELDS = ("_reason", "_truncated")
 
@@ -106,18 +113,15 @@ def _jsonable(value: Any, where: str) -> Any:
         raise Rejected(f"cannot be sent as JSON ({exc})", where) from None
 
 
-def encode(op: str, **params: Any) -> Fields:
-    """Stream-entry fields for ``op`` from Python values (``None`` = absent).
+def fields_of(op: str, **params: Any) -> Fields:
+    """Stream-entry fields for ``op`` from Python values (``None`` = absent), unchecked.
 
-    ``data`` may be any shape :func:`bokeh_fleet.data.encode_data` accepts;
-    ``cmd_id`` becomes the ``id`` field and ``columns_layout`` the ``columns`` of a
-    layout.  Checks op, field names, names and required fields (the readers check
-    the rest and the state); raises :class:`Rejected` with a sentence.
+    ``data`` may be any shape :func:`bokeh_fleet.data.encode_data` accepts; ``cmd_id``
+    becomes the ``id`` field.  Field names map one to one; values are encoded by field
+    (op layout's ``rows``/``cols`` as lists of lists of figure names).
     """
     from bokeh_fleet import data as _data
 
-    if op not in OPS:
-        raise Rejected(f"unknown op {str(op)[:40]!r}; expected one of {', '.join(OPS)}", "op")
     fields: Fields = {"op": op}
     for key, value in params.items():
         if value is None:
@@ -125,33 +129,46 @@ def encode(op: str, **params: Any) -> Fields:
         if key == "data":
             enc = value if isinstance(value, _data.Encoded) else _data.encode_data(value)
             fields[enc.field] = enc.payload
-        elif key in ("y", "columns") and not isinstance(value, str):
-            # column names; for a layout, ``columns`` may be its list of lists of figure names
-            fields[key] = json.dumps([v if isinstance(v, str) else [str(n) for n in v] if
-                                      isinstance(v, (list, tuple)) else str(v) for v in value])
-        elif key in ("rows", "columns_layout"):
-            fields["rows" if key == "rows" else "columns"] = json.dumps([[str(n) for n in g] for g in value])
-        elif key in ("patches", "tooltips", "model"):
-            fields[key] = json.dumps(_jsonable(value, key), allow_nan=False)
         elif key == "cmd_id":
             fields["id"] = str(value)
+        elif key in JSON_FIELDS:
+            fields[key] = json.dumps(_jsonable(value, key), allow_nan=False)
+        elif isinstance(value, str):
+            fields[key] = value
+        elif op == "layout" and key in LAYOUT_FIELDS:
+            fields[key] = json.dumps([[str(n) for n in g] for g in value])
+        elif key in NAME_LIST_FIELDS:
+            fields[key] = json.dumps([str(v) for v in value])
         else:
             fields[key] = _scalar(value)
+    return fields
+
+
+def encode(op: str, **params: Any) -> Fields:
+    """:func:`fields_of`, checked: op, field names, names and required fields (the
+    readers check the rest and the state); raises :class:`Rejected` with a sentence."""
+    if op not in OPS:
+        raise Rejected(f"unknown op {str(op)[:40]!r}; expected one of {', '.join(OPS)}", "op")
+    fields = fields_of(op, **params)
     check(fields)
     return fields
 
 
-def check_op_fields(op: Any, names: Iterable[str]) -> None:
+def check_op_fields(op: Any, names: Iterable[str], op_fields: Optional[Mapping[str, set]] = None,
+                    required: Optional[Mapping[str, set]] = None) -> None:
     """The op is known, every field name is allowed for it, the required ones are there
-    (the server's parser runs the same check: one wording for both)."""
-    if op not in OPS:
-        raise Rejected(f"unknown op {str(op)[:40]!r}; expected one of {', '.join(OPS)}", "op")
+    (the server's parser runs the same check on its op registry's tables, which hold
+    these plus any op it registers: one wording for both)."""
+    op_fields = OP_FIELDS if op_fields is None else op_fields
+    required = REQUIRED if required is None else required
+    if op not in op_fields:
+        raise Rejected(f"unknown op {str(op)[:40]!r}; expected one of {', '.join(op_fields)}", "op")
     names = set(names)
-    allowed = OP_FIELDS[op] | COMMON_FIELDS
+    allowed = op_fields[op] | COMMON_FIELDS
     unknown = sorted(names - allowed)
     if unknown:
         raise Rejected(f"unknown field for op {op}; allowed: {', '.join(sorted(allowed))}", unknown[0])
-    for req in sorted(REQUIRED.get(op, ())):
+    for req in sorted(required.get(op, ())):
         if req not in names:
             raise Rejected(f"required by op {op}", req)
 

@@ -19,7 +19,7 @@ import polars as pl
 import pyarrow as pa
 import pytest
 
-from bokeh_fleet import AsyncController, Controller, Rejected
+from bokeh_fleet import AsyncController, Controller, Rejected, wire
 
 URL = os.environ["FLEET_TEST_REDIS_URL"]
 D = "ct"
@@ -123,3 +123,20 @@ def test_async_controller():
 
     df = asyncio.run(main())
     assert df["y"].tolist() == [3, 4, 5]
+
+
+def test_send_many_is_checked_first_then_atomic_and_in_order(ctl):
+    key = wire.keys("fleet", D)["commands"]
+    before = ctl.redis.xlen(key)
+    with pytest.raises(Rejected, match="required by op stream"):  # the 2nd is bad: nothing goes out
+        ctl.send_many(D, [("replace", dict(name="sm_a", kind="line", data={"x": [1], "y": [2]})),
+                          ("stream", dict(name="sm_a"))])
+    assert ctl.redis.xlen(key) == before
+    ids = ctl.send_many(D, [("replace", dict(name="sm_a", kind="line", data={"x": [1], "y": [2]})),
+                            ("replace", dict(name="sm_b", kind="table", data={"k": ["v"]}, id="sm-1")),
+                            ("layout", dict(cols=[["sm_b", "sm_a"]]))])
+    assert len(ids) == 3 and [r[0].decode() for r in ctl.redis.xrange(key, min=ids[0], max=ids[-1])] == ids
+    state = ctl.state(D)
+    assert state["layout_mode"] == "columns" and state["layout"][0] == ["sm_b", "sm_a"]
+    ctl.layout(D, columns=[["sm_a"], ["sm_b"]])  # the method's ``columns`` is the wire's ``cols``
+    assert ctl.state(D)["layout"][:2] == [["sm_a"], ["sm_b"]]
