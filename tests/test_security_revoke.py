@@ -1,6 +1,7 @@
 """Issue 10 item 5: revocation bites, on the whole stack (nginx, gunicorn, 2 instances).
 
-* ``fleetctl access revoke``, ``users remove`` and ``users roles`` close the user's live
+* ``fleetctl access revoke``, ``users remove``, ``users roles`` and ``users passwd``
+  (and a password change on the site) close the user's live
   websockets on both instances within seconds, and the same token cannot reconnect
   (through nginx or straight to an instance);
 * a request pairing an approved URL token with another subprotocol token is refused;
@@ -149,6 +150,13 @@ def test_role_change_closes_live_websockets(live):
     live.add_user("carol", PASSWORD, "sales")
     carol = Browser(live, "carol")
     asyncio.run(cut_off(live, carol, lambda: live.fleetctl("users", "roles", "carol", "--role", "controller")))
+
+
+def test_password_change_by_an_operator_closes_live_websockets(live):
+    live.add_user("frank", PASSWORD, "sales")
+    frank = Browser(live, "frank")
+    asyncio.run(cut_off(live, frank, lambda: live.fleetctl(
+        "users", "passwd", "frank", "--password-stdin", input="frank-new-password\n")))
 
 
 def test_paired_tokens_are_refused(live):

@@ -58,7 +58,8 @@ def test_dashboard_page_mints_signed_token_for_that_dashboard(client, auth, flee
     now = time.time()
     assert now < payload["session_expiry"] <= now + web_settings.session_token_expiration + 1
     # nothing of the browser is copied into the token: no cookies, no headers
-    assert set(payload) == {"dashboard", "user", "roles", "session_expiry"}
+    assert set(payload) == {"dashboard", "user", "roles", "gen", "session_expiry"}
+    assert payload["gen"] == fleet_bus.accounts.get_user("alice").gen  # stale after a password change
     session_cookie = client.get_cookie("fleet_session").value
     assert session_cookie not in token
     # every page load is a new session
@@ -144,6 +145,18 @@ def test_auth_check_token_of_removed_user(client, users, fleet_bus, web_settings
     uri = f"/bokeh/dashboard/autoload.js?bokeh-token={sales}"
     assert client.get("/auth/check", headers={"X-Original-URI": uri}).status_code == 204
     fleet_bus.accounts.remove_user("alice")
+    assert client.get("/auth/check", headers={"X-Original-URI": uri}).status_code == 401
+
+
+def test_auth_check_token_from_before_a_password_change(client, auth, fleet_bus):
+    """A token minted before the user's password changed is refused (the instances do
+    the same to open sessions), even for the same, still logged-in user."""
+    _setup(fleet_bus)
+    auth.login("alice")
+    token = token_of(autoload_src(client.get("/d/sales").data))
+    uri = f"/bokeh/dashboard/autoload.js?bokeh-token={token}"
+    assert client.get("/auth/check", headers={"X-Original-URI": uri}).status_code == 204
+    fleet_bus.accounts.set_password("alice", hash_password("alice-new-password"))
     assert client.get("/auth/check", headers={"X-Original-URI": uri}).status_code == 401
 
 

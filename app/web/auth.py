@@ -342,6 +342,8 @@ def check():  # type: ignore[no-untyped-def]
         roles = payload.get("roles")
         if user is None or (roles is not None and user.effective_roles != User("", roles).effective_roles):
             return empty  # removed, or roles changed since the token was minted
+        if "gen" in payload and payload["gen"] != user.gen:
+            return empty  # password (or roles) changed since: the user's open pages end
         if not accounts.can_view(user, payload["dashboard"]):
             return empty
     if user is None:
