@@ -47,6 +47,7 @@ from tornado.iostream import StreamClosedError
 from tornado.netutil import bind_sockets
 
 from app import tokens
+from app.bus import heartbeat
 from app.bus.keys import Keys
 from app.control import columns
 from app.instance import bokeh_compat, teardown, wire
@@ -315,6 +316,8 @@ class Instance:
             "healthy": ok, "reason": reason,
             # times Redis's history went backwards under this instance (admin page)
             "history_rewinds": int(getattr(self.reader, "stats", {}).get("history_rewinds", 0)),
+            # who is viewing what (admin page): bounded, see app.bus.heartbeat.viewers
+            "viewers": heartbeat.viewers((v.dashboard, u) for v, u, *_ in self._live()),
         }
 
     async def _heartbeat(self) -> None:
