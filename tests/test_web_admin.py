@@ -125,18 +125,6 @@ def test_admin_panel_shows_controller_text_as_text(client, auth, fleet_bus):
 
 
 # --- actions: POST + CSRF, admin only, 4xx with a message, one audit line each ----------------
-@pytest.fixture
-def audit_lines(caplog):
-    """The ``fleet.audit`` lines logged during the test (the logger does not propagate)."""
-    import logging
-
-    logger = logging.getLogger("fleet.audit")
-    logger.addHandler(caplog.handler)
-    caplog.set_level(logging.INFO, logger="fleet.audit")
-    yield lambda: [r.getMessage() for r in caplog.records if r.name == "fleet.audit"]
-    logger.removeHandler(caplog.handler)
-
-
 def admin_token(client) -> str:
     return csrf_token(client.get("/admin/").data)
 
