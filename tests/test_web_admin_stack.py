@@ -105,3 +105,6 @@ def test_restart_from_the_page_and_the_recorded_event_history(live, browser):
     events = panel[panel.index('id="events"'):panel.index('id="compactor"')]
     assert f"<td>{after}</td>" in events and "from STARTING" in events and "ADMIN_RESTART" in events
     live.wait_healthz(2)
+    # the action's audit line is in the web log (gunicorn leaves the root logger bare)
+    assert "fleet.audit admin=boss addr=127.0.0.1 action=process.restart process='fleet:bokeh_02'" in (
+        live.var / "log" / "web.log").read_text()
