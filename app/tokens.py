@@ -3,8 +3,10 @@
 
 A token is Bokeh's signed JWT-like token for a signed session id, with our payload:
 ``dashboard`` (the only one it opens), ``user`` and ``roles`` (re-checked against the
-account store while the session lives), optionally ``origin`` (the embedding page it
-was minted for), and Bokeh's ``session_expiry`` (unix seconds).  Pure: signing and
+account store while the session lives), ``gen`` (the user's account generation when it
+was minted: a password change makes it stale, so the user's open pages are closed),
+optionally ``origin`` (the embedding page it was minted for), and Bokeh's
+``session_expiry`` (unix seconds).  Pure: signing and
 checking only, no I/O; both checkers use :func:`check`, so they agree on what is
 valid and when a token expires (expired from ``session_expiry`` on).
 """
@@ -28,7 +30,8 @@ class Minted:
 
 
 def mint(secret: str, dashboard: str | None, user: str, roles: Any, *, origin: str | None = None,
-         expiration: int = 300, signed: bool = True, extra: dict | None = None) -> Minted:
+         gen: str | None = None, expiration: int = 300, signed: bool = True,
+         extra: dict | None = None) -> Minted:
     """A fresh signed session id and a token for it, valid ``expiration`` seconds.
 
     ``dashboard`` None and ``extra`` exist for tests that need a token the checkers
@@ -37,6 +40,8 @@ def mint(secret: str, dashboard: str | None, user: str, roles: Any, *, origin: s
     payload: dict[str, Any] = {"user": user, "roles": list(roles)}
     if dashboard is not None:
         payload = {"dashboard": dashboard, **payload}
+    if gen:
+        payload["gen"] = gen
     if origin is not None:
         payload["origin"] = origin
     payload.update(extra or {})

@@ -1,6 +1,7 @@
 """Issue 10 item 5: revocation bites, on the whole stack (nginx, gunicorn, 2 instances).
 
-* ``fleetctl access revoke``, ``users remove`` and ``users roles`` close the user's live
+* ``fleetctl access revoke``, ``users remove``, ``users roles`` and ``users passwd``
+  (and a password change on the site) close the user's live
   websockets on both instances within seconds, and the same token cannot reconnect
   (through nginx or straight to an instance);
 * a request pairing an approved URL token with another subprotocol token is refused;
@@ -149,6 +150,37 @@ def test_role_change_closes_live_websockets(live):
     live.add_user("carol", PASSWORD, "sales")
     carol = Browser(live, "carol")
     asyncio.run(cut_off(live, carol, lambda: live.fleetctl("users", "roles", "carol", "--role", "controller")))
+
+
+def test_password_change_by_an_operator_closes_live_websockets(live):
+    live.add_user("frank", PASSWORD, "sales")
+    frank = Browser(live, "frank")
+    asyncio.run(cut_off(live, frank, lambda: live.fleetctl(
+        "users", "passwd", "frank", "--password-stdin", input="frank-new-password\n")))
+
+
+def test_own_password_change_closes_the_users_other_open_dashboards(live):
+    """On the site: the user's open dashboards close (those of this login too: their
+    tokens are stale), the copy of the login elsewhere ends, this one goes on."""
+    live.add_user("grace", PASSWORD, "sales")
+    grace, elsewhere = Browser(live, "grace"), Browser(live, "grace")
+
+    def change() -> None:
+        page = grace.http.get(live.url + "/auth/password", timeout=10)
+        r = grace.http.post(live.url + "/auth/password", timeout=10, allow_redirects=False, data={
+            "csrf_token": csrf_token(page.text), "current": PASSWORD, "new": "grace-new-password",
+            "confirm": "grace-new-password"})
+        assert r.status_code == 302, r.text[:500]
+
+    asyncio.run(cut_off(live, elsewhere, change))
+    r = elsewhere.http.get(live.url + "/d/sales", timeout=10, allow_redirects=False)
+    assert r.status_code == 302 and "/auth/login" in r.headers["Location"]
+
+    async def fresh() -> None:  # this login goes on: its new tokens open sessions
+        c = await BokehClient(ws_direct(live, 1), grace.token()).connect()
+        await c.close()
+
+    asyncio.run(fresh())
 
 
 def test_paired_tokens_are_refused(live):

@@ -392,7 +392,7 @@ def test_every_page_type_has_a_strict_csp(live, published, browser):
     ctx, page = login(browser, live.url, "boss", ADMIN_PASSWORD)
     try:
         for path, where in (("/", "index"), (f"/d/{DASH}", "dashboard"), ("/admin/", "admin"),
-                            ("/admin/panel", "admin panel")):
+                            ("/admin/panel", "admin panel"), ("/auth/password", "password")):
             r = page.goto(live.url + path)
             assert r.status == 200, (path, r.status)
             _csp_ok(r.headers.get("content-security-policy"), where)

@@ -58,7 +58,8 @@ def test_dashboard_page_mints_signed_token_for_that_dashboard(client, auth, flee
     now = time.time()
     assert now < payload["session_expiry"] <= now + web_settings.session_token_expiration + 1
     # nothing of the browser is copied into the token: no cookies, no headers
-    assert set(payload) == {"dashboard", "user", "roles", "session_expiry"}
+    assert set(payload) == {"dashboard", "user", "roles", "gen", "session_expiry"}
+    assert payload["gen"] == fleet_bus.accounts.get_user("alice").gen  # stale after a password change
     session_cookie = client.get_cookie("fleet_session").value
     assert session_cookie not in token
     # every page load is a new session
@@ -147,6 +148,18 @@ def test_auth_check_token_of_removed_user(client, users, fleet_bus, web_settings
     assert client.get("/auth/check", headers={"X-Original-URI": uri}).status_code == 401
 
 
+def test_auth_check_token_from_before_a_password_change(client, auth, fleet_bus):
+    """A token minted before the user's password changed is refused (the instances do
+    the same to open sessions), even for the same, still logged-in user."""
+    _setup(fleet_bus)
+    auth.login("alice")
+    token = token_of(autoload_src(client.get("/d/sales").data))
+    uri = f"/bokeh/dashboard/autoload.js?bokeh-token={token}"
+    assert client.get("/auth/check", headers={"X-Original-URI": uri}).status_code == 204
+    fleet_bus.accounts.set_password("alice", hash_password("alice-new-password"))
+    assert client.get("/auth/check", headers={"X-Original-URI": uri}).status_code == 401
+
+
 def test_index_requires_login_and_lists_titles(client, auth, fleet_bus):
     _setup(fleet_bus)
     r = client.get("/d/sales")
@@ -155,6 +168,36 @@ def test_index_requires_login_and_lists_titles(client, auth, fleet_bus):
     assert r.headers["Location"] == "/d/sales"
     page = client.get("/").get_data(as_text=True)
     assert "Sales" in page and "Ops" not in page
+
+
+def test_index_search_and_last_update(client, auth, fleet_bus):
+    """``?q=`` narrows the list by name or title (every word, any case), among the
+    dashboards the user may view only; each row says when its dashboard last changed."""
+    f = fleet_bus
+    for name, title in (("sales", "Sales EMEA"), ("sales-us", "Sales <US>"), ("ops", "Operations"),
+                        ("hidden", "Sales secret")):
+        registry.create_dashboard(f.client, f.keys, name, title=title)
+    for name in ("sales", "sales-us", "ops"):
+        f.accounts.grant_access(name, users=["alice"])
+    f.client.xadd(f.keys.commands("sales"), {"op": "clear", "name": "p"})
+    auth.login("alice")
+
+    def listed(q=None):
+        page = client.get("/", query_string={"q": q} if q is not None else None).get_data(as_text=True)
+        return re.findall(r'<a href="/d/([^"]+)">', page), page
+
+    assert listed()[0] == ["ops", "sales", "sales-us"]
+    assert listed("SALES")[0] == ["sales", "sales-us"]  # not "hidden": alice may not view it
+    assert listed("sales us")[0] == ["sales-us"]
+    assert listed("operat")[0] == ["ops"]
+    names, page = listed("<us>")
+    assert names == ["sales-us"] and "Sales &lt;US&gt;" in page and 'value="&lt;us&gt;"' in page
+    names, page = listed("nothing-like-it")
+    assert names == [] and "No dashboard matches" in page and "show all 3" in page
+    names, page = listed()
+    rows = dict(re.findall(r'<a href="/d/([^"]+)">.*?<td class="updated">(.*?)</td>', page, re.S))
+    assert re.search(r'<time datetime="[^"]+" title="[^"]+">(just now|\d+ s ago)</time>', rows["sales"])
+    assert "no data yet" in rows["ops"] and "no data yet" in rows["sales-us"]
 
 
 def test_scheme_from_trusted_proxy_only(make_app, users, fleet_bus):

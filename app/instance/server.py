@@ -15,8 +15,8 @@
 * Access bites: a session opens only while its token's user may view its dashboard
   with the roles the token names (:mod:`app.bus.access`), and every
   ``access_recheck_seconds`` the users of all live sessions are checked again; the
-  websockets of a removed user, a user whose access was revoked or whose roles
-  changed are closed (1008).  The same loop reads Redis memory for ``/metrics``.
+  websockets of a removed user, a user whose access was revoked, whose roles or
+  password changed are closed (1008).  The same loop reads Redis memory for ``/metrics``.
 * A websocket whose URL also carries a ``bokeh-token`` is refused: the token nginx's
   ``/auth/check`` approved and the one the session uses must be the same.
 """
@@ -47,6 +47,7 @@ from tornado.iostream import StreamClosedError
 from tornado.netutil import bind_sockets
 
 from app import tokens
+from app.bus import heartbeat
 from app.bus.keys import Keys
 from app.control import columns
 from app.instance import bokeh_compat, teardown, wire
@@ -315,6 +316,8 @@ class Instance:
             "healthy": ok, "reason": reason,
             # times Redis's history went backwards under this instance (admin page)
             "history_rewinds": int(getattr(self.reader, "stats", {}).get("history_rewinds", 0)),
+            # who is viewing what (admin page): bounded, see app.bus.heartbeat.viewers
+            "viewers": heartbeat.viewers((v.dashboard, u) for v, u, *_ in self._live()),
         }
 
     async def _heartbeat(self) -> None:
@@ -346,27 +349,27 @@ class Instance:
             return "token names no user"
         roles = payload.get("roles")
         roles = tuple(roles) if isinstance(roles, list) else None
+        key = (user, roles, dashboard, payload.get("gen"))  # gen: stale after a password change
         try:
             found = await asyncio.wait_for(
-                verdicts(self._access(), self.keys, [(user, roles, dashboard)],
-                         sso=bool(self.settings.sso_header)), 2.0)
+                verdicts(self._access(), self.keys, [key], sso=bool(self.settings.sso_header)), 2.0)
         except Exception as exc:
             # Fail open while Redis is away (nginx's /auth/check needs Redis too, so no
             # session opens through the site then); the periodic re-check closes the
             # session once Redis answers again, if its user may no longer view it.
             log.warning("session access not checked: Redis: %s: %s", type(exc).__name__, exc)
             return None
-        return found.get((user, roles, dashboard))
+        return found.get(key)
 
-    def _live(self) -> list[tuple[Any, str, tuple[str, ...] | None]]:
-        """(view, user, token roles) of every live session."""
+    def _live(self) -> list[tuple[Any, str, tuple[str, ...] | None, str | None]]:
+        """(view, user, token roles, token gen) of every live session."""
         out = []
         for views in self.fanout.views.values():
             for view in views.values():
                 payload = getattr(view.context, "token_payload", None) or {}
                 roles = payload.get("roles")
                 out.append((view, str(payload.get("user", view.user)),
-                            tuple(roles) if isinstance(roles, list) else None))
+                            tuple(roles) if isinstance(roles, list) else None, payload.get("gen")))
         return out
 
     async def recheck_sessions(self) -> int:
@@ -376,11 +379,11 @@ class Instance:
         live = self._live()
         if not live:
             return 0
-        found = await verdicts(self._access(), self.keys, [(u, r, v.dashboard) for v, u, r in live],
+        found = await verdicts(self._access(), self.keys, [(u, r, v.dashboard, gen) for v, u, r, gen in live],
                                sso=bool(self.settings.sso_header))
         closed = 0
-        for view, user, roles in live:
-            reason = found.get((user, roles, view.dashboard))
+        for view, user, roles, gen in live:
+            reason = found.get((user, roles, view.dashboard, gen))
             if reason:
                 closed += self.fanout.revoke_session(view, reason)
         return closed

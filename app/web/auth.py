@@ -5,7 +5,8 @@ TCP peer is a trusted proxy, else from the Flask session.  The session holds onl
 user name, the user's ``gen`` and a server-side login id (``sid``, see
 :func:`bind_login_session`); passwd/remove change ``gen`` and so end every existing
 session of that user, and logout deletes the login id, so a copied session cookie
-stops working at logout.  Failed logins are counted in Redis per user+client
+stops working at logout.  ``/auth/password``: users change their own password.
+Failed logins are counted in Redis per user+client
 address (and, more loosely, per client address) so the limit holds across all
 gunicorn workers; lock-outs back off exponentially.  The client address is the one
 nginx puts in X-Forwarded-For (see :mod:`app.web.proxy`).  Requests for a Host the
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import fnmatch
 import functools
+import logging
 import time
 from collections.abc import Callable
 from urllib.parse import parse_qs, urlsplit
@@ -39,7 +41,7 @@ from wtforms.validators import DataRequired, Length
 
 from app import passwords, tokens
 from app.bus import ratelimit
-from app.bus.accounts import USERNAME_RE, User
+from app.bus.accounts import USERNAME_RE, AccountError, User
 from app.web import fleet
 from app.web.proxy import is_trusted
 
@@ -56,6 +58,12 @@ class LoginForm(FlaskForm):
 
 class LogoutForm(FlaskForm):
     """Empty form: carries the CSRF token of the logout button."""
+
+
+class PasswordChangeForm(FlaskForm):
+    current = PasswordField("Current password", validators=[DataRequired(), Length(max=1024)])
+    new = PasswordField("New password", validators=[DataRequired(), Length(max=1024)])
+    confirm = PasswordField("New password again", validators=[DataRequired(), Length(max=1024)])
 
 
 def client_addr() -> str:
@@ -244,6 +252,52 @@ def logout():  # type: ignore[no-untyped-def]
     return redirect(url_for("auth.login"))
 
 
+@bp.route("/password", methods=("GET", "POST"))
+def password():  # type: ignore[no-untyped-def]
+    """Users change their own password: the current one first (wrong guesses count
+    against the same lock-out as logins), then the new one twice.  The user's other
+    logins end and their open dashboards close everywhere (the account ``gen`` changes:
+    see :mod:`app.bus.access`); this login goes on."""
+    if g.user is None:
+        return redirect(url_for("auth.login", next=request.path))
+    form = PasswordChangeForm()
+
+    def page(status: int, error: str | None = None) -> tuple[str, int]:
+        return render_template("password.html", form=form, error=error, logout_form=LogoutForm()), status
+
+    if g.sso:
+        return page(400, "You are logged in through single sign-on: change your password there.")
+    if request.method == "GET":
+        return page(200)
+    if not form.validate_on_submit():
+        return page(400)
+    f = fleet()
+    s = f.settings
+    name, addr = g.user.name, client_addr()
+    wait = ratelimit.locked_for(f.client, f.keys, "login", name.lower(), addr)
+    if wait:
+        resp = Response(page(429, f"Too many wrong passwords. Try again in {_human(wait)}.")[0], 429)
+        resp.headers["Retry-After"] = str(wait)
+        return resp
+    if passwords.authenticate(f.accounts, name, form.current.data) is None:
+        ratelimit.fail(f.client, f.keys, "login", name.lower(), addr, limit=s.login_rate_limit,
+                       window=s.login_rate_window_seconds, max_lock=s.login_max_lock_seconds)
+        return page(403, "The current password is wrong.")
+    if form.new.data != form.confirm.data:
+        return page(400, "The new passwords differ.")
+    if form.new.data == form.current.data:
+        return page(400, "The new password is the current one.")
+    try:
+        user = f.accounts.set_password(name, passwords.hash_password(form.new.data))
+    except AccountError as exc:
+        return page(400, str(exc))
+    ratelimit.reset(f.client, f.keys, "login", name.lower(), addr)
+    session["gen"] = user.gen  # this login goes on; every other one ends
+    logging.getLogger("fleet.audit").info("user=%s addr=%s action=password.change", name, addr)
+    flash("Password changed. Your other logins and open dashboards were closed.")
+    return redirect(url_for("pages.index"))
+
+
 @bp.before_request
 def embed_origin_binding():  # type: ignore[no-untyped-def]
     """``/auth/check``: a token minted for an embedding page (payload ``origin``) is
@@ -342,6 +396,8 @@ def check():  # type: ignore[no-untyped-def]
         roles = payload.get("roles")
         if user is None or (roles is not None and user.effective_roles != User("", roles).effective_roles):
             return empty  # removed, or roles changed since the token was minted
+        if "gen" in payload and payload["gen"] != user.gen:
+            return empty  # password (or roles) changed since: the user's open pages end
         if not accounts.can_view(user, payload["dashboard"]):
             return empty
     if user is None:

@@ -37,7 +37,7 @@ def mint(settings: Settings, dashboard: str, user: User, origin: str | None = No
     ``Origin``, so a token that leaks is no use to a page elsewhere.
     """
     return tokens.mint(settings.secret_key, dashboard, user.name, user.effective_roles, origin=origin,
-                       expiration=settings.session_token_expiration)
+                       gen=user.gen, expiration=settings.session_token_expiration)
 
 
 def normalize_origin(value: str | None) -> str | None:

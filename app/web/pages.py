@@ -12,12 +12,13 @@ from pathlib import Path
 
 from flask import Blueprint, Response, abort, g, render_template, request, url_for
 
-from app.bus import registry
+from app.bus import activity, registry
 from app.bus.keys import DASHBOARD_RE
-from app.web import csp_nonce, embed, fleet
+from app.web import csp_nonce, embed, fleet, humanize
 from app.web.auth import LogoutForm, login_required
 
 bp = Blueprint("pages", __name__)
+bp.record_once(lambda state: humanize.install(state.app))  # |time_tag & co. in templates
 # The status mark and re-authentication, appended to /embed/<name>.js (pages load it).
 STATUS_JS = (Path(__file__).parent / "static" / "status.js").read_text()
 
@@ -45,14 +46,31 @@ def _checked(name: str) -> dict:
     return dashboards[name]
 
 
+SEARCH_MAX = 100  # characters of the index's search text
+
+
+def matches(query: str, *texts: str) -> bool:
+    """Whether every word of ``query`` is in one of ``texts`` (case-insensitive)."""
+    hay = " ".join(texts).casefold()
+    return all(word in hay for word in query.casefold().split())
+
+
 @bp.route("/")
 @login_required
 def index():  # type: ignore[no-untyped-def]
+    """The dashboards the user may view, with when each last changed; ``?q=`` searches
+    names and titles (a plain GET form: no script needed)."""
     f = fleet()
     dashboards = registry.list_dashboards(f.client, f.keys)
     names = f.accounts.viewable(g.user, dashboards)
+    query = request.args.get("q", "").strip()[:SEARCH_MAX]
     items = [{"name": n, "title": dashboards[n].get("title") or n} for n in names]
-    return render_template("index.html", dashboards=items, logout_form=LogoutForm())
+    shown = [d for d in items if matches(query, d["name"], d["title"])]
+    updated = activity.last_updates(f.client, f.keys, [d["name"] for d in shown])
+    for d in shown:
+        d["last_update"] = updated.get(d["name"])
+    return render_template("index.html", dashboards=shown, total=len(items), query=query,
+                           logout_form=LogoutForm())
 
 
 @bp.route("/d/<name>")
