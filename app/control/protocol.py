@@ -38,7 +38,7 @@ from bokeh_fleet.wire import (  # noqa: E402,F401
 )
 
 from app.control import columns as cols
-from app.control import models
+from app.control import models, panelspec
 from app.control.columns import ColumnError, Columns
 
 
@@ -76,6 +76,8 @@ class Command:
     layout_mode: str | None = None
     layout: tuple[tuple[str, ...], ...] | None = None
     model: dict | None = field(default=None, repr=False)
+    # text/unit/min/max/height of replace and set (app/control/panelspec.py)
+    panel: dict | None = None
 
     @property
     def rows(self) -> int:
@@ -312,12 +314,16 @@ def parse(fields: Mapping[Any, Any], limits: Limits = Limits()) -> Command:
         kw["y_label"] = _short(f, "y_label")
         kw["tooltips"] = _tooltips(f)
         kw["rollover"] = _int(f, "rollover", 1, 10_000_000)
+        kw["panel"] = panelspec.parse(f)
     if op == "set" and kw["name"] is None:
         extra = [k for k in ("x_label", "y_label", "rollover", "tooltips") if kw[k] is not None]
+        extra += sorted(kw["panel"] or ())
         if extra:
             raise Rejected("without name, set changes only the dashboard title", extra[0])
-    if op == "set" and all(kw[k] is None for k in ("title", "x_label", "y_label", "rollover", "tooltips")):
-        raise Rejected("set needs at least one of title, x_label, y_label, rollover, tooltips")
+    if op == "set" and not kw["panel"] and all(
+            kw[k] is None for k in ("title", "x_label", "y_label", "rollover", "tooltips")):
+        raise Rejected("set needs at least one of title, x_label, y_label, rollover, tooltips, "
+                       + ", ".join(wire.PANEL_FIELDS))
     if op == "replace":
         kw["kind"] = _choice(f, "kind", KINDS)
         kw["x_axis_type"] = _choice(f, "x_axis_type", AXIS_TYPES)
@@ -351,6 +357,11 @@ def _check_replace(kw: dict[str, Any]) -> None:
             f"data has columns {sorted(data)} but columns declares {sorted(declared)}", "columns"
         )
     known = list(declared or (data.keys() if data else ()))
+    panelspec.check_kind(kw["kind"] or "line", kw["panel"])
+    if kw["kind"] == "text":
+        if known:
+            raise Rejected("a text panel has no data: give its Markdown in text", "data" if data else "columns")
+        return
     if not known:
         raise Rejected("replace needs columns or data", "columns")
     for key in ("x",):
@@ -359,6 +370,8 @@ def _check_replace(kw: dict[str, Any]) -> None:
     for y in kw["y"] or ():
         if y not in known:
             raise Rejected(f"{y!r} is not one of the columns {known}", "y")
+    if kw["kind"] in panelspec.PANEL_KINDS:
+        return
     if kw["kind"] != "table" and len(known) < 2 and not (kw["y"] or kw["x"]):
         raise Rejected("a plot needs at least two columns (x and y)", "columns")
 

@@ -39,10 +39,10 @@ from bokeh.palettes import Category10_10
 from bokeh.plotting import figure as bk_figure
 from bokeh.transform import dodge
 
-from app.control import models
+from app.control import models, panelspec
 from app.control.protocol import Command
 from app.control.state import DashboardState, Figure
-from app.instance import bokeh_compat, pagestatus
+from app.instance import bokeh_compat, pagestatus, panels
 
 log = logging.getLogger("fleet.instance.documents")
 
@@ -102,7 +102,12 @@ class FigureView:
         self.hover: HoverTool | None = None
         self.title_div: Div | None = None
         self.factors: list[str] | None = None
-        if fig.kind == "model":
+        self.panel: panels.PanelView | None = None  # stat, gauge, text (app/instance/panels.py)
+        self.table: DataTable | None = None
+        if fig.kind in panelspec.PANEL_KINDS:
+            self.panel = panels.PanelView(fig)
+            self.root = self.panel.div
+        elif fig.kind == "model":
             self.root = _model_root(fig, f"{id_prefix or 'fleet'}:{fig.name}:{fig.version}:m")
         elif fig.kind == "table":
             self.root = self._table(fig)
@@ -124,8 +129,8 @@ class FigureView:
             if fig.x_axis_type == "datetime" and c == fig.x:
                 fmt["formatter"] = DateFormatter(format="%Y-%m-%d %H:%M:%S")
             columns.append(TableColumn(field=c, title=c, **fmt))
-        table = DataTable(source=self.source, columns=columns, sizing_mode="stretch_width",
-                          height=TABLE_HEIGHT, index_position=None)
+        table = self.table = DataTable(source=self.source, columns=columns, sizing_mode="stretch_width",
+                                       height=fig.panel.get("height") or TABLE_HEIGHT, index_position=None)
         self.title_div = Div(text=_title_html(fig.title or fig.name, "h3"))
         return Column(children=[self.title_div, table], sizing_mode="stretch_width")
 
@@ -137,7 +142,8 @@ class FigureView:
         elif fig.x_axis_type == "categorical":
             self.factors = _factors(fig.data[fig.x]) if fig.x in fig.data else []
             kw["x_range"] = FactorRange(factors=self.factors)
-        p = bk_figure(title=fig.title or fig.name, sizing_mode="stretch_width", height=PLOT_HEIGHT,
+        p = bk_figure(title=fig.title or fig.name, sizing_mode="stretch_width",
+                      height=fig.panel.get("height") or PLOT_HEIGHT,
                       tools=TOOLS, toolbar_location="above", **kw)
         # Auto-ranges would echo every change back from each browser: not synced.
         p.x_range.syncable = False
@@ -187,6 +193,9 @@ class FigureView:
         again in every session (most of an instance's CPU at 100 sessions); the fold has
         done all of that once, so only the event is raised here.
         """
+        if self.panel is not None:
+            self.panel.update(after)
+            return
         source = self.source
         assert source is not None
         doc = source.document
@@ -200,6 +209,9 @@ class FigureView:
         self._sync_factors(after)
 
     def patch(self, patches: Mapping[str, list], after: Figure) -> None:
+        if self.panel is not None:
+            self.panel.update(after)
+            return
         assert self.source is not None
         raw = self.source.data
         for c in patches:  # shared arrays are read-only: patch a private copy
@@ -210,11 +222,21 @@ class FigureView:
         self._sync_factors(after)
 
     def reset_data(self, after: Figure) -> None:
+        if self.panel is not None:
+            self.panel.update(after)
+            return
         assert self.source is not None
         self.source.data = dict(after.data)
         self._sync_factors(after)
 
     def set_props(self, after: Figure) -> None:
+        if self.panel is not None:
+            self.panel.update(after)
+            return
+        if self.table is not None:
+            self.table.height = after.panel.get("height") or TABLE_HEIGHT
+        if self.plot is not None:
+            self.plot.height = after.panel.get("height") or PLOT_HEIGHT
         if self.kind == "model":
             if after.title and getattr(self.root, "title", None) is not None and hasattr(self.root.title, "text"):
                 self.root.title.text = after.title

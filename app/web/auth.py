@@ -27,6 +27,7 @@ from flask import (
     current_app,
     flash,
     g,
+    jsonify,
     redirect,
     render_template,
     request,
@@ -242,6 +243,27 @@ def logout():  # type: ignore[no-untyped-def]
     session.clear()
     flash("Logged out.")
     return redirect(url_for("auth.login"))
+
+
+@bp.route("/renew")
+def renew():  # type: ignore[no-untyped-def]
+    """Keep the login alive while a dashboard page is open and connected.
+
+    The page (app/web/static/viewer.js) calls this every quarter of the login lifetime
+    (at most every 5 minutes) while its websocket is up: the request itself renews
+    the session cookie (a permanent session is re-sent on every request) and the
+    server-side login id (:func:`login_session_live` in :func:`load_user`), so a
+    wall display stays logged in for weeks while a closed page's login still ends.
+    JSON, never cached: 200 ``{"user", "lifetime"}``, or 401 when the login is gone.
+    """
+    lifetime = int(current_app.permanent_session_lifetime.total_seconds())
+    if g.user is None:
+        resp = jsonify({"error": {"status": 401, "message": "not logged in"}})
+        resp.status_code = 401
+    else:
+        resp = jsonify({"user": g.user.name, "lifetime": lifetime, "sso": bool(g.sso)})
+    resp.headers["Cache-Control"] = "no-store"
+    return resp
 
 
 @bp.before_request
