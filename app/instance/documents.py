@@ -49,6 +49,9 @@ log = logging.getLogger("fleet.instance.documents")
 PLOT_HEIGHT = 320
 TABLE_HEIGHT = 280
 TOOLS = "pan,wheel_zoom,box_zoom,reset,save"
+# Rows wrap on narrow screens: each figure keeps at least 320 px (or the whole width),
+# so a phone shows a row's figures one below the other, never a sideways scroll.
+ROW_CSS = ":host{flex-wrap:wrap} :host > *{min-width:min(320px,100%)}"
 
 
 # --- figures -----------------------------------------------------------------------------
@@ -400,7 +403,7 @@ class DashboardDoc:
             if state.layout_mode == "columns":
                 box = Column(children=members, sizing_mode="stretch_width")
             else:
-                box = Row(children=members, sizing_mode="stretch_width")
+                box = Row(children=members, sizing_mode="stretch_width", stylesheets=[ROW_CSS])
             for n in group:
                 self.containers[n] = box
             groups.append(box)
