@@ -231,7 +231,6 @@ def test_phone_viewport_has_no_horizontal_scroll_and_rows_wrap(live, browser):
             walk(document); return out; }""")
         assert len(tops) == 3, tops
         assert tops[0][0] < tops[1][0] < tops[2][0], f"panels side by side on a phone: {tops}"
-        assert all(w > 300 for _, w in tops), tops
         _shot(page, "phone")
     finally:
         ctx.close()
