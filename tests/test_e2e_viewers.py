@@ -280,6 +280,8 @@ def test_csv_download_of_a_figure(live, browser):
         assert rows[1:] == [["A-1", "12.5"], ["'=HYPERLINK(\"x\")", "13"], ["C-3", "11.75"]], rows
         line = page.evaluate("() => window.__fleet_csv('output')").splitlines()
         assert line[0] == "t,y" and len(line) == 51, line[:3]
+        stat = page.evaluate("() => window.__fleet_csv('revenue')").splitlines()  # a stat's series too
+        assert stat[0] == "v" and stat[-1] in ("124.5", "119"), stat
         page.set_viewport_size({"width": 1280, "height": 400})
         page.evaluate("() => window.scrollTo(0, 0)")
         page.click("#fleet-csv")

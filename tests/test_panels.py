@@ -26,10 +26,12 @@ def test_stat_shows_the_latest_value_and_its_change_and_stream_updates_it():
     fig = s.figures["rev"]
     assert fig.y == ("v",) and dict(fig.panel) == {"unit": "kEUR"}
     view = FigureView(fig)
+    assert view.root.tags[0] is view.source and view.source.name == "rev"  # in the document, for CSV
     assert "124.5" in view.root.text and "kEUR" in view.root.text and "▲ +6.50 (+5.5%)" in view.root.text
     s2 = state.apply(s, protocol.parse({"op": "stream", "name": "rev", "data": json.dumps({"v": [100]})}))
     view.stream({"v": s2.figures["rev"].data["v"][-1:]}, None, s2.figures["rev"])
     assert "▼ -24.50 (-19.7%)" in view.root.text
+    assert list(view.source.data["v"]) == [118, 124.5, 100]
 
 
 def test_gauge_range_and_set_change_the_presentation():

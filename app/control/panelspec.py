@@ -21,11 +21,11 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from bokeh_fleet.wire import PANEL_FIELDS, Rejected
+from bokeh_fleet.wire import MAX_TEXT, PANEL_FIELDS, Rejected
 
 PANEL_KINDS = ("stat", "gauge", "text")
 MAX_MARKDOWN = 20_000  # characters of a text panel
-MAX_UNIT = 40
+MAX_UNIT = MAX_TEXT  # like titles
 HEIGHT_RANGE = (60, 3000)
 #: which kinds take which panel field (height: all but model, checked apart)
 FOR_KINDS = {"text": ("text",), "unit": ("stat", "gauge"), "min": ("gauge",), "max": ("gauge",)}

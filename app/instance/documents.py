@@ -108,7 +108,9 @@ class FigureView:
         self.panel: panels.PanelView | None = None  # stat, gauge, text (app/instance/panels.py)
         self.table: DataTable | None = None
         if fig.kind in panelspec.PANEL_KINDS:
-            self.panel = panels.PanelView(fig)
+            # a stat's or gauge's series rides along as a named source (the page's CSV)
+            self.source = self._source(fig) if fig.kind != "text" else None
+            self.panel = panels.PanelView(fig, self.source)
             self.root = self.panel.div
         elif fig.kind == "model":
             self.root = _model_root(fig, f"{id_prefix or 'fleet'}:{fig.name}:{fig.version}:m")
@@ -196,9 +198,6 @@ class FigureView:
         again in every session (most of an instance's CPU at 100 sessions); the fold has
         done all of that once, so only the event is raised here.
         """
-        if self.panel is not None:
-            self.panel.update(after)
-            return
         source = self.source
         assert source is not None
         doc = source.document
@@ -212,9 +211,6 @@ class FigureView:
         self._sync_factors(after)
 
     def patch(self, patches: Mapping[str, list], after: Figure) -> None:
-        if self.panel is not None:
-            self.panel.update(after)
-            return
         assert self.source is not None
         raw = self.source.data
         for c in patches:  # shared arrays are read-only: patch a private copy
@@ -225,9 +221,6 @@ class FigureView:
         self._sync_factors(after)
 
     def reset_data(self, after: Figure) -> None:
-        if self.panel is not None:
-            self.panel.update(after)
-            return
         assert self.source is not None
         self.source.data = dict(after.data)
         self._sync_factors(after)
@@ -256,6 +249,8 @@ class FigureView:
                 self.hover.formatters = formatters
 
     def _sync_factors(self, after: Figure) -> None:
+        if self.panel is not None:  # every data change of a panel re-renders it
+            self.panel.update(after)
         if self.factors is None or self.plot is None:
             return
         factors = _factors(after.data[after.x])

@@ -17,7 +17,7 @@ from functools import lru_cache
 from typing import Any
 
 import numpy as np
-from bokeh.models import Div
+from bokeh.models import ColumnDataSource, Div
 from markdown_it import MarkdownIt
 
 from app.control import panelspec
@@ -157,11 +157,13 @@ RENDER = {"stat": stat_html, "gauge": gauge_html, "text": text_html}
 class PanelView:
     """The Div of one panel; :meth:`update` re-renders it from the figure's new state."""
 
-    def __init__(self, fig: Figure) -> None:
+    def __init__(self, fig: Figure, source: ColumnDataSource | None = None) -> None:
         height = fig.panel.get("height") or DEFAULT_HEIGHT.get(fig.kind)
         kw: dict[str, Any] = {"height": height} if height else {}
         if height and fig.kind == "text":
             kw["styles"] = {"overflow": "auto"}
+        if source is not None:  # not drawn: in the document so that the page can offer it as CSV
+            kw["tags"] = [source]
         self.div = Div(text=RENDER[fig.kind](fig), sizing_mode="stretch_width", disable_math=True,
                        render_as_text=False, **kw)
         self.height = height
