@@ -111,3 +111,10 @@ def test_login_renewal_and_lifetime_setting(make_app):
     fb = app.extensions["fleet"]
     ttls = [fb.client.ttl(k) for k in fb.client.scan_iter(match=f"{fb.keys.prefix}:websession:*")]
     assert ttls and all(500 < t <= 600 for t in ttls), ttls
+
+
+def test_the_remembered_theme_applies_to_every_page(make_app):
+    c = _client(_app(make_app), "alice")
+    assert 'class="theme-light"' in c.get("/").get_data(as_text=True)
+    c.get("/d/sales?theme=dark")
+    assert 'class="theme-dark"' in c.get("/").get_data(as_text=True)

@@ -70,6 +70,13 @@ def _theme() -> tuple[str, str | None]:
     return (kept if kept in THEMES else "light"), None
 
 
+@bp.app_context_processor
+def _theme_everywhere() -> dict:
+    """Every page (index, admin, login) in the viewer's remembered theme."""
+    kept = request.cookies.get(THEME_COOKIE)
+    return {"theme": kept if kept in THEMES else "light"}
+
+
 def _flag(name: str) -> bool:
     return request.args.get(name, "").lower() in ("1", "true", "yes", "on")
 
