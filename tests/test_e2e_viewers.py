@@ -94,11 +94,12 @@ def _shot(page, name: str) -> None:
 def _ready(page, figures: int = 5) -> None:
     """The dashboard's Bokeh document is there with all its figures drawn."""
     page.wait_for_function(
-        """(n) => { const b = window.Bokeh; if (!b || !b.documents.length) return false;
-             const names = new Set(); for (const m of b.documents[0].all_models)
-               if (String(m.type).endsWith('ColumnDataSource') || String(m.type) === 'Div') names.add(m.id);
-             return document.querySelectorAll('.bk-Column, .bk-Row').length >= 0
-               && b.documents[0].roots().length > 0 && names.size >= n; }""", arg=figures, timeout=30000)
+        """(n) => { const b = window.Bokeh;
+             if (!b || !b.documents.length || !b.documents[0].roots().length) return false;
+             let k = 0;  // the figures' sources and Divs (panels, titles) have arrived
+             for (const m of b.documents[0].all_models)
+               if (String(m.type).endsWith('ColumnDataSource') || String(m.type) === 'Div') k += 1;
+             return k >= n; }""", arg=figures, timeout=30000)
     page.wait_for_selector("canvas", state="attached", timeout=20000)
     page.wait_for_timeout(800)  # let BokehJS lay out and paint
 
