@@ -129,8 +129,13 @@ class Settings:
     # allowed_origins.  Anything else gets 400, so no foreign host reaches a URL.
     allowed_hosts: tuple[str, ...] = ()
     # Origins (scheme://host[:port]) whose pages may embed dashboards with
-    # /embed/<name>.js; empty = no cross-origin embedding.
+    # /embed/<name>.js, or frame /frame/<name> in an iframe (CSP frame-ancestors);
+    # empty = no cross-origin embedding.
     embed_origins: tuple[str, ...] = ()
+    # A web login ends after this long without a request from the browser; an open
+    # dashboard page renews it while its websocket is connected (wall displays stay
+    # logged in for weeks).  Also the lifetime of the session cookie.
+    login_lifetime_seconds: int = 12 * 3600
     api_max_body_bytes: int = 16 * 1024 * 1024
     # Publish requests (POST .../commands) per second per API token (token bucket in
     # Redis, shared by every worker), and the burst allowed; 0 = no limit.

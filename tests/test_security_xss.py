@@ -139,8 +139,30 @@ def spec_commands() -> list[list[str]]:
         ["op", "set", "name", "bars", "title", p("set-title", 3), "x_label", p("set-x-label", 0)],
         ["op", "stream", "name", "table", "data", j({p("table-column", 0): [p("streamed-cell", 1)], "n": [4]})],
         ["op", "patch", "name", "table", "patches", j({p("table-column", 0): [[0, p("patched-cell", 0)]]})],
+        # panels (issue 16): every text field of stat, gauge and text
+        ["op", "replace", "name", "p-stat", "kind", "stat", "title", p("stat-title", 0), "unit", p("stat-unit", 2),
+         "data", j({p("stat-column", 1): [p("stat-value", 0), p("stat-value", 3)]})],
+        ["op", "replace", "name", "p-gauge", "kind", "gauge", "title", p("gauge-title", 3),
+         "unit", p("gauge-unit", 0), "min", "0", "max", "10", "data", j({p("gauge-column", 4): [5]})],
+        ["op", "replace", "name", "p-text", "kind", "text", "title", p("text-title", 1),
+         "text", markdown_payloads("md-text")],
+        ["op", "set", "name", "p-stat", "unit", p("set-unit", 5), "title", p("set-stat-title", 6)],
+        ["op", "stream", "name", "p-stat", "data", j({p("stat-column", 1): [p("streamed-stat", 7)]})],
+        ["op", "set", "name", "p-gauge", "unit", p("set-gauge-unit", 1)],
+        ["op", "set", "name", "p-text", "text", markdown_payloads("md-set-text"), "title", p("set-text-title", 4)],
     ]
     return cmds
+
+
+def markdown_payloads(tag: str) -> str:
+    """Markdown with every payload, plus script links, an image and raw HTML blocks."""
+    c, run = CANARY.url, f"window.__pwned='{tag}'"
+    return "\n\n".join([
+        f"# {p(tag, 0)}", *payloads(tag),
+        f"[click](javascript:{run})", f"[data](data:text/html,<script>{run}</script>)",
+        f"![img]({c}/md-img/{tag})", f"<{c}/autolink/{tag}>", f'<div onmouseover="{run}">raw</div>',
+        f"| a | b |\n|---|---|\n| {p(tag, 1)} | `{p(tag, 2)}` |",
+    ])
 
 
 def model_commands() -> list[list[str]]:
@@ -284,7 +306,7 @@ def test_no_controller_payload_runs_in_a_viewers_browser(live, published, browse
     try:
         page.set_viewport_size({"width": 1280, "height": 1000})
         page.goto(f"{live.url}/d/{DASH}")
-        expected = 4 + len(model_commands())  # figures on the dashboard (one row each)
+        expected = 7 + len(model_commands())  # figures on the dashboard (one row each)
         page.wait_for_function(
             """(n) => window.Bokeh && Bokeh.documents.length && Bokeh.documents[0].roots().length
                 && Bokeh.documents[0].roots()[0].children[1].children.length >= n""", arg=expected,

@@ -58,3 +58,11 @@ def test_wrong_current_passwords_are_locked_out(client, auth, fleet_bus):
 def test_password_page_needs_a_login(client, users):
     r = client.get("/auth/password")
     assert r.status_code == 302 and "/auth/login?next=/auth/password" in r.headers["Location"]
+
+
+def test_a_display_account_cannot_change_its_password(client, auth, fleet_bus):
+    fleet_bus.accounts.add_user("wall", passwords.hash_password("wall-password"), roles=("display",))
+    assert auth.login("wall", "wall-password").status_code == 302
+    r = change(client, "wall-password", "wall-new-password")
+    assert r.status_code == 403 and b"display account" in r.data
+    assert passwords.authenticate(fleet_bus.accounts, "wall", "wall-password") is not None  # unchanged

@@ -168,7 +168,8 @@ def register(sub) -> None:  # type: ignore[no-untyped-def]
     # users
     p = sub.add_parser("users", help="web users and their roles",
                        description=f"Users of the web app. Roles: {', '.join(ROLES)} "
-                                   "(each implies the ones before it).")
+                                   "(viewer < controller < admin: each implies the ones before it; display "
+                                   "stands alone: a wall display that may only view, always in kiosk mode).")
     us = p.add_subparsers(dest="action", metavar="ACTION", required=True)
 
     def pw_opt(q) -> None:  # type: ignore[no-untyped-def]
@@ -177,7 +178,8 @@ def register(sub) -> None:  # type: ignore[no-untyped-def]
 
     q = us.add_parser("add", help="add a user (password from a prompt or --password-stdin)")
     q.add_argument("name", help="user name (letters, digits, '_.@+-')")
-    q.add_argument("--role", action="append", choices=ROLES, help="viewer (default), controller, admin (repeat)")
+    q.add_argument("--role", action="append", choices=ROLES,
+                   help="viewer (default), controller, admin, display (repeat)")
     pw_opt(q)
     q.set_defaults(handler=users_add)
     q = us.add_parser("passwd", help="set a new password (ends the user's sessions)")

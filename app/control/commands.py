@@ -36,6 +36,8 @@ class Replace(Command):
     data: Columns | None = None
     rollover: int | None = None
     tooltips: tuple[tuple[str, str], ...] | None = None
+    # text/unit/min/max/height of replace and set (app/control/panelspec.py)
+    panel: dict | None = None
 
 
 @dataclass(frozen=True, eq=False, kw_only=True)
@@ -88,6 +90,8 @@ class SetProps(Command):
     y_label: str | None = None
     rollover: int | None = None
     tooltips: tuple[tuple[str, str], ...] | None = None
+    # text/unit/min/max/height of replace and set (app/control/panelspec.py)
+    panel: dict | None = None
 
 
 @dataclass(frozen=True, eq=False, kw_only=True)

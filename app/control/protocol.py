@@ -41,7 +41,7 @@ from bokeh_fleet.wire import (  # noqa: E402,F401
 )
 
 from app.control import columns as cols
-from app.control import models, ops
+from app.control import models, ops, panelspec
 from app.control.columns import ColumnError, Columns
 from app.control.ops import Command
 
@@ -293,7 +293,8 @@ def parse(fields: Mapping[Any, Any], limits: Limits = Limits()) -> Command:
 def _props(f: Mapping[str, bytes]) -> dict[str, Any]:
     """The figure properties ``replace`` and ``set`` share."""
     return {"title": _short(f, "title"), "x_label": _short(f, "x_label"), "y_label": _short(f, "y_label"),
-            "tooltips": _tooltips(f), "rollover": _int(f, "rollover", 1, 10_000_000)}
+            "tooltips": _tooltips(f), "rollover": _int(f, "rollover", 1, 10_000_000),
+            "panel": panelspec.parse(f)}
 
 
 def parse_replace(f: Mapping[str, bytes], limits: Limits) -> dict[str, Any]:
@@ -334,10 +335,12 @@ def parse_set(f: Mapping[str, bytes], limits: Limits) -> dict[str, Any]:
     kw = _props(f)
     if "name" not in f:
         extra = [k for k in ("x_label", "y_label", "rollover", "tooltips") if kw[k] is not None]
+        extra += sorted(kw["panel"] or ())
         if extra:
             raise Rejected("without name, set changes only the dashboard title", extra[0])
-    if all(v is None for v in kw.values()):
-        raise Rejected("set needs at least one of title, x_label, y_label, rollover, tooltips")
+    if not kw["panel"] and all(v is None for k, v in kw.items() if k != "panel"):
+        raise Rejected("set needs at least one of title, x_label, y_label, rollover, tooltips, "
+                       + ", ".join(wire.PANEL_FIELDS))
     return kw
 
 
@@ -355,6 +358,11 @@ def _check_replace(kw: dict[str, Any]) -> None:
             f"data has columns {sorted(data)} but columns declares {sorted(declared)}", "columns"
         )
     known = list(declared or (data.keys() if data else ()))
+    panelspec.check_kind(kw["kind"] or "line", kw["panel"])
+    if kw["kind"] == "text":
+        if known:
+            raise Rejected("a text panel has no data: give its Markdown in text", "data" if data else "columns")
+        return
     if not known:
         raise Rejected("replace needs columns or data", "columns")
     for key in ("x",):
@@ -363,6 +371,8 @@ def _check_replace(kw: dict[str, Any]) -> None:
     for y in kw["y"] or ():
         if y not in known:
             raise Rejected(f"{y!r} is not one of the columns {known}", "y")
+    if kw["kind"] in panelspec.PANEL_KINDS:
+        return
     if kw["kind"] != "table" and len(known) < 2 and not (kw["y"] or kw["x"]):
         raise Rejected("a plot needs at least two columns (x and y)", "columns")
 

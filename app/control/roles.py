@@ -1,6 +1,9 @@
 """Role and dashboard-access policy: who may view what.  Pure (no Redis, no web).
 
 Roles: ``viewer`` < ``controller`` < ``admin``; a higher role implies the lower ones.
+``display`` stands apart, below them all: an account for a wall display (a TV in
+kiosk mode) that may only view: it sees dashboards without chrome, no embed hint and
+no controller tools, and implies no other role (with another role, it is ignored).
 An admin may view every dashboard; anyone else needs an access rule naming them or one
 of their roles, for that dashboard or ``*``.  The account store (app/bus/accounts.py),
 the instances' revocation check (app/bus/access.py) and the web app all decide with
@@ -12,14 +15,25 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-ROLES = ("viewer", "controller", "admin")
+HIERARCHY = ("viewer", "controller", "admin")
+DISPLAY = "display"
+ROLES = (DISPLAY, *HIERARCHY)  # every valid role name
 SSO_ROLES = ("viewer",)  # an SSO user unknown to the store is a plain viewer (see auth.sso_user)
 
 
 def effective_roles(roles: Any) -> tuple[str, ...]:
-    """Roles with the implied lower ones added, in ROLES order."""
-    top = max((ROLES.index(r) for r in roles or () if r in ROLES), default=-1)
-    return ROLES[: top + 1]
+    """Roles with the implied lower ones added, in HIERARCHY order; ``("display",)`` for
+    an account whose only known role is display."""
+    roles = tuple(roles or ())
+    top = max((HIERARCHY.index(r) for r in roles if r in HIERARCHY), default=-1)
+    if top < 0:
+        return (DISPLAY,) if DISPLAY in roles else ()
+    return HIERARCHY[: top + 1]
+
+
+def view_only(roles: Any) -> bool:
+    """Whether ``roles`` make a display account (kiosk only, no tools)."""
+    return effective_roles(roles) == (DISPLAY,)
 
 
 def rule_allows(name: str, roles: Any, rule: Mapping[str, Any] | None) -> bool:

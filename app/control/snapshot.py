@@ -33,6 +33,7 @@ def _fig_to_dict(fig: Figure, data: dict) -> dict[str, Any]:
         "y_label": fig.y_label, "x_axis_type": fig.x_axis_type, "x": fig.x, "y": list(fig.y),
         "rollover": fig.rollover, "tooltips": [list(t) for t in fig.tooltips],
         "model": fig.model, "version": fig.version, "data": data,
+        **({"panel": dict(fig.panel)} if fig.panel else {}),  # absent: older digests stay the same
     }
 
 
@@ -56,7 +57,7 @@ def load_state(obj: dict[str, Any]) -> DashboardState:
             y_label=f["y_label"], x_axis_type=f["x_axis_type"], x=f["x"], y=tuple(f["y"]),
             data=MappingProxyType({n: cols.load(a) for n, a in f["data"].items()}),
             rollover=f["rollover"], tooltips=tuple(tuple(t) for t in f["tooltips"]),  # type: ignore[misc]
-            model=f["model"], version=f["version"],
+            model=f["model"], version=f["version"], panel=MappingProxyType(dict(f.get("panel") or {})),
         )
     return DashboardState(
         title=obj["title"], figures=figs, layout_mode=obj["layout_mode"],

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from app.control import columns as cols
-from app.control import ops
+from app.control import ops, panelspec
 from app.control.columns import ColumnError, Columns
 from app.control.ops import Command
 from app.control.protocol import Rejected
@@ -35,7 +35,7 @@ class Figure:
     """One figure of a dashboard: a declarative spec plus its data, or a Bokeh model."""
 
     name: str
-    kind: str  # line|scatter|bar|area|step|table, or "model" for an op=figure tree
+    kind: str  # line|scatter|bar|area|step|table|stat|gauge|text, or "model" for an op=figure tree
     title: str = ""
     x_label: str = ""
     y_label: str = ""
@@ -46,6 +46,8 @@ class Figure:
     rollover: int | None = None
     tooltips: tuple[tuple[str, str], ...] = ()
     model: dict | None = None
+    # text/unit/min/max/height (app/control/panelspec.py); empty for most figures
+    panel: Mapping[str, Any] = field(default_factory=dict)
     # Set by every replace/figure to the dashboard's applied count at that moment:
     # unique per incarnation of a figure, identical on every instance and session
     # (the Bokeh side derives model ids from it).
@@ -187,22 +189,25 @@ def fold_replace(state: DashboardState, cmd: Replace, cfg: FoldConfig) -> tuple[
         raise Rejected(f"dashboard already has {cfg.max_figures} figures (the limit)", "name")
     names = list(cmd.columns or cmd.data or ())
     kind = cmd.kind or "line"
-    x = cmd.x or (names[0] if kind != "table" else "")
-    y = cmd.y or tuple(n for n in names if n != x)
+    if kind in panelspec.PANEL_KINDS:
+        x, y = panelspec.columns_of(kind, cmd.x, cmd.y, names)
+    else:
+        x = cmd.x or (names[0] if kind != "table" else "")
+        y = cmd.y or tuple(n for n in names if n != x)
     axis = cmd.x_axis_type or ("categorical" if kind == "bar" and cmd.data and
                                cols.kind_of(cmd.data[x]) == "text" else "number")
     limit = min(cmd.rollover or cfg.max_figure_rows, cfg.max_figure_rows)
     data = cmd.data or {n: cols.empty() for n in names}
     data = _typed(None, data, axis, x)
     data = {n: cols.concat(cols.empty(cols.kind_of(a)), a, limit) for n, a in data.items()}
-    if kind != "table" and axis != "categorical" and x:
+    if kind not in ("table", *panelspec.PANEL_KINDS) and axis != "categorical" and x:
         if cols.kind_of(data[x]) == "text" and len(data[x]):
             raise Rejected(f"x column {x!r} holds text; use x_axis_type categorical or datetime", "x")
     fig = Figure(
         name=cmd.name, kind=kind, title=cmd.title or "", x_label=cmd.x_label or "",  # type: ignore[arg-type]
         y_label=cmd.y_label or "", x_axis_type=axis, x=x, y=tuple(y), data=MappingProxyType(data),
         rollover=cmd.rollover, tooltips=cmd.tooltips if cmd.tooltips is not None else (("*", "*"),),
-        version=state.applied + 1,
+        panel=MappingProxyType(dict(cmd.panel or {})), version=state.applied + 1,
     )
     resolved = evolve(cmd, kind=kind, x=x, y=tuple(y), x_axis_type=axis, data=data)
     return {"figures": _with_figure(state, fig), "layout": _place(state.layout, fig.name)}, resolved
@@ -296,8 +301,10 @@ def fold_set(state: DashboardState, cmd: SetProps, cfg: FoldConfig) -> tuple[dic
     fig = state.figure(cmd.name, cmd.op)
     changes = {k: getattr(cmd, k) for k in ("title", "x_label", "y_label", "rollover", "tooltips")
                if getattr(cmd, k) is not None}
-    if fig.kind == "model" and set(changes) - {"title"}:
+    if fig.kind == "model" and (set(changes) - {"title"} or cmd.panel):
         raise Rejected(f"figure {fig.name!r} is a Bokeh model tree; only its title can be set", "name")
+    if cmd.panel:
+        changes["panel"] = MappingProxyType(panelspec.merged(fig.kind, fig.panel, cmd.panel))
     return {"figures": _with_figure(state, evolve(fig, **changes))}, cmd
 
 

@@ -39,17 +39,20 @@ from bokeh.palettes import Category10_10
 from bokeh.plotting import figure as bk_figure
 from bokeh.transform import dodge
 
-from app.control import models, ops
+from app.control import models, ops, panelspec
 from app.control.commands import Clear, FigureModel, Layout, Patch, Remove, Replace, SetProps, Stream
 from app.control.protocol import Command
 from app.control.state import DashboardState, Figure
-from app.instance import bokeh_compat, pagestatus
+from app.instance import bokeh_compat, pagestatus, panels
 
 log = logging.getLogger("fleet.instance.documents")
 
 PLOT_HEIGHT = 320
 TABLE_HEIGHT = 280
 TOOLS = "pan,wheel_zoom,box_zoom,reset,save"
+# Rows wrap on narrow screens: each figure keeps at least 320 px (or the whole width),
+# so a phone shows a row's figures one below the other, never a sideways scroll.
+ROW_CSS = ":host{flex-wrap:wrap} :host > *{min-width:min(320px,100%)}"
 
 
 # --- figures -----------------------------------------------------------------------------
@@ -103,7 +106,14 @@ class FigureView:
         self.hover: HoverTool | None = None
         self.title_div: Div | None = None
         self.factors: list[str] | None = None
-        if fig.kind == "model":
+        self.panel: panels.PanelView | None = None  # stat, gauge, text (app/instance/panels.py)
+        self.table: DataTable | None = None
+        if fig.kind in panelspec.PANEL_KINDS:
+            # a stat's or gauge's series rides along as a named source (the page's CSV)
+            self.source = self._source(fig) if fig.kind != "text" else None
+            self.panel = panels.PanelView(fig, self.source)
+            self.root = self.panel.div
+        elif fig.kind == "model":
             self.root = _model_root(fig, f"{id_prefix or 'fleet'}:{fig.name}:{fig.version}:m")
         elif fig.kind == "table":
             self.root = self._table(fig)
@@ -125,8 +135,8 @@ class FigureView:
             if fig.x_axis_type == "datetime" and c == fig.x:
                 fmt["formatter"] = DateFormatter(format="%Y-%m-%d %H:%M:%S")
             columns.append(TableColumn(field=c, title=c, **fmt))
-        table = DataTable(source=self.source, columns=columns, sizing_mode="stretch_width",
-                          height=TABLE_HEIGHT, index_position=None)
+        table = self.table = DataTable(source=self.source, columns=columns, sizing_mode="stretch_width",
+                                       height=fig.panel.get("height") or TABLE_HEIGHT, index_position=None)
         self.title_div = Div(text=_title_html(fig.title or fig.name, "h3"))
         return Column(children=[self.title_div, table], sizing_mode="stretch_width")
 
@@ -138,7 +148,8 @@ class FigureView:
         elif fig.x_axis_type == "categorical":
             self.factors = _factors(fig.data[fig.x]) if fig.x in fig.data else []
             kw["x_range"] = FactorRange(factors=self.factors)
-        p = bk_figure(title=fig.title or fig.name, sizing_mode="stretch_width", height=PLOT_HEIGHT,
+        p = bk_figure(title=fig.title or fig.name, sizing_mode="stretch_width",
+                      height=fig.panel.get("height") or PLOT_HEIGHT,
                       tools=TOOLS, toolbar_location="above", **kw)
         # Auto-ranges would echo every change back from each browser: not synced.
         p.x_range.syncable = False
@@ -216,6 +227,13 @@ class FigureView:
         self._sync_factors(after)
 
     def set_props(self, after: Figure) -> None:
+        if self.panel is not None:
+            self.panel.update(after)
+            return
+        if self.table is not None:
+            self.table.height = after.panel.get("height") or TABLE_HEIGHT
+        if self.plot is not None:
+            self.plot.height = after.panel.get("height") or PLOT_HEIGHT
         if self.kind == "model":
             if after.title and getattr(self.root, "title", None) is not None and hasattr(self.root.title, "text"):
                 self.root.title.text = after.title
@@ -232,6 +250,8 @@ class FigureView:
                 self.hover.formatters = formatters
 
     def _sync_factors(self, after: Figure) -> None:
+        if self.panel is not None:  # every data change of a panel re-renders it
+            self.panel.update(after)
         if self.factors is None or self.plot is None:
             return
         factors = _factors(after.data[after.x])
@@ -361,7 +381,7 @@ class DashboardDoc:
             if state.layout_mode == "columns":
                 box = Column(children=members, sizing_mode="stretch_width")
             else:
-                box = Row(children=members, sizing_mode="stretch_width")
+                box = Row(children=members, sizing_mode="stretch_width", stylesheets=[ROW_CSS])
             for n in group:
                 self.containers[n] = box
             groups.append(box)

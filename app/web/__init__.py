@@ -55,7 +55,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
         SESSION_COOKIE_SECURE=settings.cookie_secure,
-        PERMANENT_SESSION_LIFETIME=dt.timedelta(hours=12),
+        PERMANENT_SESSION_LIFETIME=dt.timedelta(seconds=settings.login_lifetime_seconds),
         MAX_CONTENT_LENGTH=settings.api_max_body_bytes,
         WTF_CSRF_TIME_LIMIT=None,  # the token is bound to the session; the session expires
         JSON_SORT_KEYS=False,
@@ -85,8 +85,13 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         resp.headers.setdefault("X-Content-Type-Options", "nosniff")
         resp.headers.setdefault("Referrer-Policy", "same-origin")
         if resp.mimetype == "text/html":
-            resp.headers.setdefault("X-Frame-Options", "SAMEORIGIN")
-            resp.headers.setdefault("Content-Security-Policy", content_security_policy(g.get("csp_nonce")))
+            # a page meant for other origins' iframes (pages.frame) sets its own CSP
+            # frame-ancestors and no X-Frame-Options; every other page: ours only
+            ancestors = g.get("frame_ancestors")
+            if not ancestors:
+                resp.headers.setdefault("X-Frame-Options", "SAMEORIGIN")
+            resp.headers.setdefault("Content-Security-Policy",
+                                    content_security_policy(g.get("csp_nonce"), ancestors))
         return resp
 
     @app.errorhandler(CSRFError)
@@ -122,19 +127,21 @@ def csp_nonce() -> str:
     return g.csp_nonce
 
 
-def content_security_policy(nonce: str | None) -> str:
+def content_security_policy(nonce: str | None, frame_ancestors: tuple[str, ...] | None = None) -> str:
     """The CSP of every HTML page: scripts only from this origin, the response's nonce
     (inline) and ``blob:`` (the dashboard loader runs Bokeh's autoload.js from a blob,
     so the token-carrying URL is never a ``src``), never inline handlers or ``eval``
     (no 'unsafe-inline'/'unsafe-eval': nothing a controller smuggles into a page can
     run).  Styles need 'unsafe-inline': BokehJS styles its views with ``<style>``
     elements and ``style`` attributes.  ``frame-ancestors 'self'`` matches
-    ``X-Frame-Options: SAMEORIGIN``; ``connect-src 'self'`` covers the websocket."""
+    ``X-Frame-Options: SAMEORIGIN`` (``frame_ancestors``: the origins, besides ours,
+    that may frame an iframe page); ``connect-src 'self'`` covers the websocket."""
     script = "script-src 'self' blob:" + (f" 'nonce-{nonce}'" if nonce else "")
     return "; ".join((
         "default-src 'self'", script, "style-src 'self' 'unsafe-inline'",
         "img-src 'self' data: blob:", "font-src 'self' data:", "connect-src 'self'",
-        "object-src 'none'", "base-uri 'none'", "frame-ancestors 'self'", "form-action 'self'",
+        "object-src 'none'", "base-uri 'none'", " ".join(("frame-ancestors 'self'", *(frame_ancestors or ()))),
+        "form-action 'self'",
     ))
 
 

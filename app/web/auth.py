@@ -29,6 +29,7 @@ from flask import (
     current_app,
     flash,
     g,
+    jsonify,
     redirect,
     render_template,
     request,
@@ -42,6 +43,7 @@ from wtforms.validators import DataRequired, Length
 from app import passwords, tokens
 from app.bus import ratelimit
 from app.bus.accounts import USERNAME_RE, AccountError, User
+from app.control.roles import view_only
 from app.web import fleet
 from app.web.proxy import is_trusted
 
@@ -267,6 +269,8 @@ def password():  # type: ignore[no-untyped-def]
 
     if g.sso:
         return page(400, "You are logged in through single sign-on: change your password there.")
+    if view_only(g.user.roles):
+        return page(403, "A display account cannot change its password: ask an administrator.")
     if request.method == "GET":
         return page(200)
     if not form.validate_on_submit():
@@ -296,6 +300,27 @@ def password():  # type: ignore[no-untyped-def]
     logging.getLogger("fleet.audit").info("user=%s addr=%s action=password.change", name, addr)
     flash("Password changed. Your other logins and open dashboards were closed.")
     return redirect(url_for("pages.index"))
+
+
+@bp.route("/renew")
+def renew():  # type: ignore[no-untyped-def]
+    """Keep the login alive while a dashboard page is open and connected.
+
+    The page (app/web/static/viewer.js) calls this every quarter of the login lifetime
+    (at most every 5 minutes) while its websocket is up: the request itself renews
+    the session cookie (a permanent session is re-sent on every request) and the
+    server-side login id (:func:`login_session_live` in :func:`load_user`), so a
+    wall display stays logged in for weeks while a closed page's login still ends.
+    JSON, never cached: 200 ``{"user", "lifetime"}``, or 401 when the login is gone.
+    """
+    lifetime = int(current_app.permanent_session_lifetime.total_seconds())
+    if g.user is None:
+        resp = jsonify({"error": {"status": 401, "message": "not logged in"}})
+        resp.status_code = 401
+    else:
+        resp = jsonify({"user": g.user.name, "lifetime": lifetime, "sso": bool(g.sso)})
+    resp.headers["Cache-Control"] = "no-store"
+    return resp
 
 
 @bp.before_request

@@ -56,6 +56,13 @@ FIELD_SCHEMAS: dict[str, dict[str, Any]] = {
                                          "items": {"type": "array", "minItems": 2, "maxItems": 2}},
                 "description": "{column: [[index, value], ...]}"},
     "model": {"type": ["object", "string"], "description": "bokeh.embed.json_item JSON"},
+    # panels and heights (app/control/panelspec.py)
+    "text": {"type": "string", "maxLength": 20_000, "description": "Markdown of a text panel"},
+    "unit": {**_text, "description": "shown after a stat's or gauge's value"},
+    "min": {"type": ["number", "string"], "description": "a gauge's lowest value (default 0)"},
+    "max": {"type": ["number", "string"], "description": "a gauge's highest value (default 100)"},
+    "height": {"type": ["integer", "string"], "minimum": 60, "maximum": 3000,
+               "description": "the figure's height in pixels"},
 }
 LAYOUT_FIELDS = {"rows": _layout, "cols": _layout,
                  "columns": {**_layout, "deprecated": True, "description": "the old name of cols (still read)"}}

@@ -1,4 +1,5 @@
-"""Pages: the index of viewable dashboards, a dashboard page, ``/embed/<name>.js``.
+"""Pages: the index of viewable dashboards, a dashboard page (plain or kiosk, light or
+dark), ``/frame/<name>`` for iframes, ``/embed/<name>.js``.
 
 Every page that embeds a dashboard mints a new session id and token (never reused,
 never cached) and makes sure the browser has the ``fleet_route`` cookie that nginx
@@ -14,6 +15,7 @@ from flask import Blueprint, Response, abort, g, render_template, request, url_f
 
 from app.bus import activity, registry
 from app.bus.keys import DASHBOARD_RE
+from app.control.roles import view_only
 from app.web import csp_nonce, embed, fleet, humanize
 from app.web.auth import LogoutForm, login_required
 
@@ -21,6 +23,8 @@ bp = Blueprint("pages", __name__)
 bp.record_once(lambda state: humanize.install(state.app))  # |time_tag & co. in templates
 # The status mark and re-authentication, appended to /embed/<name>.js (pages load it).
 STATUS_JS = (Path(__file__).parent / "static" / "status.js").read_text()
+THEMES = ("light", "dark")
+THEME_COOKIE = "fleet_theme"
 
 
 def _route_cookie(resp: Response) -> Response:
@@ -73,11 +77,32 @@ def index():  # type: ignore[no-untyped-def]
                            logout_form=LogoutForm())
 
 
-@bp.route("/d/<name>")
-@login_required
-def dashboard(name: str):  # type: ignore[no-untyped-def]
-    meta = _checked(name)
+def _theme() -> tuple[str, str | None]:
+    """(theme of this page, value to remember or None): ``?theme=dark|light`` wins and
+    is remembered in the ``fleet_theme`` cookie (each viewer's own choice), else the
+    cookie, else light."""
+    asked = request.args.get("theme")
+    if asked in THEMES:
+        return asked, asked
+    kept = request.cookies.get(THEME_COOKIE)
+    return (kept if kept in THEMES else "light"), None
+
+
+@bp.app_context_processor
+def _theme_everywhere() -> dict:
+    """Every page (index, admin, login) in the viewer's remembered theme."""
+    kept = request.cookies.get(THEME_COOKIE)
+    return {"theme": kept if kept in THEMES else "light"}
+
+
+def _flag(name: str) -> bool:
+    return request.args.get(name, "").lower() in ("1", "true", "yes", "on")
+
+
+def _viewer_page(name: str, meta: dict, *, kiosk: bool, frame: bool) -> Response:
+    """The dashboard page (plain, kiosk or iframe): the autoload tag, theme, tools."""
     s = fleet().settings
+    theme, remember = _theme()
     minted = embed.mint(s, name, g.user)
     elementid = embed.element_id()
     src = embed.autoload_src(embed.app_url(s, request.host_url), minted.token, elementid)
@@ -86,9 +111,52 @@ def dashboard(name: str):  # type: ignore[no-untyped-def]
         tag=embed.autoload_tag(src, elementid, csp_nonce()), logout_form=LogoutForm(),
         # the embed snippet only where it can work: origins listed, and for people who
         # build pages (controllers, admins), not for every viewer
-        embed_hint=bool(s.embed_origins) and g.user.has_role("controller"),
+        embed_hint=bool(s.embed_origins) and g.user.has_role("controller") and not kiosk,
+        frame_url=url_for("pages.frame", name=name, _external=True),
+        kiosk=kiosk, frame=frame, theme=theme,
+        renew_url=url_for("auth.renew"), renew_every=_renew_every(s.login_lifetime_seconds),
     )
-    return _route_cookie(Response(html, mimetype="text/html"))
+    resp = Response(html, mimetype="text/html")
+    if remember:
+        resp.set_cookie(THEME_COOKIE, remember, max_age=365 * 24 * 3600, httponly=True,
+                        samesite="Lax", secure=s.cookie_secure, path="/")
+    return _route_cookie(resp)
+
+
+def _renew_every(lifetime: int) -> int:
+    """Seconds between a page's login renewals: a quarter of the lifetime, 1 s to 5 min."""
+    return max(1, min(300, lifetime // 4))
+
+
+@bp.route("/d/<name>")
+@login_required
+def dashboard(name: str):  # type: ignore[no-untyped-def]
+    """A dashboard; ``?kiosk=1``: no chrome, the whole screen (a display account always
+    gets this); ``?theme=dark|light``."""
+    meta = _checked(name)
+    kiosk = _flag("kiosk") or view_only(g.user.roles)
+    return _viewer_page(name, meta, kiosk=kiosk, frame=False)
+
+
+@bp.route("/frame/<name>")
+def frame(name: str):  # type: ignore[no-untyped-def]
+    """A dashboard for an ``<iframe>`` on a page of ``FLEET_EMBED_ORIGINS`` (pages that
+    strip scripts: Confluence, SharePoint): kiosk layout, and a CSP ``frame-ancestors``
+    naming those origins (nginx sends no X-Frame-Options for /frame/).  Any other
+    origin's frame is refused by the browser.  The iframe is a page of our own origin,
+    so it uses the viewer's own login (the session cookie is SameSite=Lax: the
+    embedding page must be same-site, e.g. another host of the intranet's domain);
+    without one it shows a link that opens the login in a new tab."""
+    s = fleet().settings
+    g.frame_ancestors = tuple(sorted(embed.embed_origins(s)))
+    if g.user is None:
+        login = url_for("auth.login", next=url_for("pages.dashboard", name=name), _external=True)
+        html = render_template("frame_login.html", login=login, theme=_theme()[0], kiosk=True)
+        resp = Response(html, status=401, mimetype="text/html")
+        resp.headers["Cache-Control"] = "no-store"
+        return resp
+    meta = _checked(name)
+    return _viewer_page(name, meta, kiosk=True, frame=True)
 
 
 def _js(body: str, status: int = 200) -> Response:

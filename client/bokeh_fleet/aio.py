@@ -74,11 +74,11 @@ class AsyncController(_Commands):
                       title: Optional[str] = None, x_label: Optional[str] = None,
                       y_label: Optional[str] = None, x_axis_type: Optional[str] = None,
                       rollover: Optional[int] = None, tooltips: Any = None,
-                      id: Optional[str] = None) -> str:
+                      id: Optional[str] = None, **panel: Any) -> str:
         """Create or replace figure ``name`` (see :meth:`bokeh_fleet.Controller.replace`)."""
         f = self._replace(name, kind, data, columns, x, y, x_axis_type, id,
                           dict(title=title, x_label=x_label, y_label=y_label, rollover=rollover,
-                               tooltips=tooltips))
+                               tooltips=tooltips, **panel))
         return (await self._publish(dashboard, [f]))[0]
 
     async def stream(self, dashboard: str, name: str, data: Any, *, rollover: Optional[int] = None,

@@ -172,12 +172,14 @@ class Controller(_Commands):
                 columns: Optional[Sequence[str]] = None, x: Optional[str] = None, y: Any = None,
                 title: Optional[str] = None, x_label: Optional[str] = None, y_label: Optional[str] = None,
                 x_axis_type: Optional[str] = None, rollover: Optional[int] = None,
-                tooltips: Any = None, id: Optional[str] = None) -> str:
+                tooltips: Any = None, id: Optional[str] = None, **panel: Any) -> str:
         """Create or replace figure ``name``; x defaults to the first column (a
-        datetime x column gets a datetime axis).  Returns the stream id."""
+        datetime x column gets a datetime axis).  ``panel``: ``height`` (pixels, any
+        kind), ``unit`` (stat, gauge), ``min``/``max`` (gauge), ``text`` (Markdown of a
+        text panel); see docs/protocol.md.  Returns the stream id."""
         f = self._replace(name, kind, data, columns, x, y, x_axis_type, id,
                           dict(title=title, x_label=x_label, y_label=y_label, rollover=rollover,
-                               tooltips=tooltips))
+                               tooltips=tooltips, **panel))
         return self._publish(dashboard, [f])[0]
 
     def stream(self, dashboard: str, name: str, data: Any, *, rollover: Optional[int] = None,
@@ -207,7 +209,8 @@ class Controller(_Commands):
 
     def set(self, dashboard: str, name: Optional[str] = None, *, id: Optional[str] = None,
             **props: Any) -> str:
-        """Change title / x_label / y_label / rollover / tooltips of a figure (or the dashboard title)."""
+        """Change title / x_label / y_label / rollover / tooltips / height (and a panel's
+        unit / min / max / text) of a figure, or the dashboard title."""
         return self.send(dashboard, "set", id=id, name=name, **props)
 
     def figure(self, dashboard: str, name: str, fig: Any, *, title: Optional[str] = None,

@@ -16,7 +16,9 @@ from typing import Any, Dict, Iterable, Mapping, Optional, Union
 
 VERSION = 1
 OPS = ("replace", "stream", "patch", "clear", "remove", "layout", "set", "figure")
-KINDS = ("line", "scatter", "bar", "area", "step", "table")
+KINDS = ("line", "scatter", "bar", "area", "step", "table", "stat", "gauge", "text")
+#: fields of replace/set for panels (stat, gauge, text) and figure heights
+PANEL_FIELDS = ("text", "unit", "min", "max", "height")
 AXIS_TYPES = ("number", "datetime", "categorical")
 #: figure names (``name``, layout entries)
 NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:-]{0,63}\Z")
@@ -30,14 +32,14 @@ MAX_ID = 200
 COMMON_FIELDS = {"op", "id", "ts"}
 OP_FIELDS: Dict[str, set] = {
     "replace": {"name", "kind", "title", "x_label", "y_label", "x_axis_type", "x", "y",
-                "columns", "data", "arrow", "rollover", "tooltips"},
+                "columns", "data", "arrow", "rollover", "tooltips", *PANEL_FIELDS},
     "stream": {"name", "data", "arrow", "rollover"},
     "patch": {"name", "patches"},
     "clear": {"name"},
     "remove": {"name"},
     # ``cols``: a column layout; ``columns`` is its old name, still read (docs/protocol.md)
     "layout": {"rows", "cols", "columns"},
-    "set": {"name", "title", "x_label", "y_label", "rollover", "tooltips"},
+    "set": {"name", "title", "x_label", "y_label", "rollover", "tooltips", *PANEL_FIELDS},
     "figure": {"name", "model", "title"},
 }
 REQUIRED: Dict[str, set] = {

@@ -44,7 +44,8 @@ fleet:
   # sso_header: X-Remote-User
   # sso_proxies: [10.0.0.5]
   # front_proxies: [10.0.0.6]        # load balancers whose X-Forwarded-For nginx believes
-  # embed_origins: [http://wiki.example.internal]   # pages that may use /embed/<name>.js
+  # embed_origins: [http://wiki.example.internal]   # pages that may use /embed/<name>.js or frame /frame/<name>
+  # extra_env: {FLEET_LOGIN_LIFETIME_SECONDS: "43200"}   # any other FLEET_* setting
 
   secrets:
     secret_key: CHANGE-ME-bokeh-session-signing-key-at-least-32-chars
