@@ -57,6 +57,7 @@ from app.instance.sessions import Fanout
 from app.settings import Settings
 
 log = logging.getLogger("fleet.instance")
+access_log = logging.getLogger("fleet.instance.access")
 
 APP_PATH = "/dashboard"
 
@@ -103,7 +104,7 @@ class NoDelayWSHandler(WSHandler):
                     raise Refused("token in the URL as well as in the subprotocol header")
                 app.check_token(bokeh_compat.websocket_token(self))
             except Refused as exc:  # one log line and one counter for every refusal
-                app._refuse(exc, f"websocket from {self.request.remote_ip}")
+                app._refuse(exc, f"websocket from {self.request.remote_ip}", self.request)
                 self.close(1008, "session refused")
                 return None
         return super().open()
@@ -156,10 +157,21 @@ class FleetTornado(BokehTornado):
         if reason:
             raise Refused(reason, "access")
 
-    def _refuse(self, exc: Refused, who: str) -> None:
+    def _refuse(self, exc: Refused, who: str, request: Any = None) -> None:
         self.instance.fanout.stats["sessions_refused"] += 1
         self.instance.refusals[exc.kind] += 1
-        log.warning("session refused: %s (%s)", exc, who)
+        log.warning("session refused: %s (%s)", exc, who, extra={"request_id": _request_id(request)})
+
+    def log_request(self, handler: Any) -> None:
+        """One access line per request with nginx's request id (the path only: queries
+        carry tokens); health checks and scrapes are not logged."""
+        req = handler.request
+        if req.path.endswith(("/healthz", "/metrics")):
+            return
+        status = handler.get_status()
+        level = logging.INFO if status < 400 else logging.WARNING if status < 500 else logging.ERROR
+        access_log.log(level, "%d %s %s %.1fms", status, req.method, req.path, 1000.0 * req.request_time(),
+                       extra={"request_id": _request_id(req)})
 
     async def create_session(self, application_context: Any, request: Any) -> Any:
         values = request.arguments.get("bokeh-token") or []
@@ -171,7 +183,7 @@ class FleetTornado(BokehTornado):
             self._check_existing(application_context, token, dashboard)
             await self.check_access(token)
         except Refused as exc:
-            self._refuse(exc, f"http from {request.remote_ip}")
+            self._refuse(exc, f"http from {request.remote_ip}", request)
             raise SessionError(403, str(exc)) from None
         return await super().create_session(application_context, request)
 
@@ -184,7 +196,7 @@ class FleetTornado(BokehTornado):
         except Refused as exc:
             from bokeh.protocol.exceptions import ProtocolError
 
-            self._refuse(exc, f"websocket from {getattr(request, 'remote_ip', '?')}")
+            self._refuse(exc, f"websocket from {getattr(request, 'remote_ip', '?')}", request)
             raise ProtocolError(f"session refused: {exc}") from None
         return await super().create_session_if_needed(application_context, session_id, request, token)
 
@@ -428,6 +440,14 @@ class Instance:
             await client.aclose()
         except Exception:
             pass
+
+
+def _request_id(request: Any) -> str:
+    """nginx's X-Request-ID of a tornado request, if well-formed (else '')."""
+    from app.logsetup import clean_request_id
+
+    headers = getattr(request, "headers", None)
+    return clean_request_id(headers.get("X-Request-ID") if headers is not None else None)
 
 
 def _bus_reader(settings: Settings, fanout: Fanout) -> Any:

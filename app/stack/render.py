@@ -483,8 +483,11 @@ def prepare_dirs(ctx: dict[str, Any]) -> None:
             pw = pwd.getpwnam(user)
             os.chown(d, pw.pw_uid, pw.pw_gid)
             os.chown(d.parent, pw.pw_uid, pw.pw_gid)
+    # the web app's prometheus_client multiprocess files (gunicorn empties it at start)
+    (var / "web-metrics").mkdir(mode=0o700, exist_ok=True)
     if root and ctx["run_as"]:
         pw = pwd.getpwnam(ctx["run_as"])
+        os.chown(var / "web-metrics", pw.pw_uid, pw.pw_gid)
         for d in (var / "redis", var / "redis" / "data", *(var / "redis" / "data").rglob("*")):
             os.chown(d, pw.pw_uid, pw.pw_gid)
 
