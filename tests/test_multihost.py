@@ -315,7 +315,8 @@ def test_every_process_binds_its_host_address_not_loopback(fleet):
     """No listener on 127.0.0.1 or a wildcard: each binds the address its role names."""
     expect = {"redis": {f"{ADDR['redis']}:{REDIS_PORT}"},
               "bokeh1": {f"{ADDR['bokeh1']}:{BASE + 1}"}, "bokeh2": {f"{ADDR['bokeh2']}:{BASE + 1}"},
-              "web": {f"{ADDR['web']}:{HTTP_PORT}", f"{ADDR['web']}:{WEB_PORT}"}}
+              "web": {f"{ADDR['web']}:{HTTP_PORT}", f"{ADDR['web']}:{WEB_PORT}",
+                      f"{ADDR['web']}:{BASE}"}}  # the compactor's /metrics (FLEET_COMPACTOR_METRICS_PORT)
     for host, want in expect.items():
         out = fleet.net.run(host, "ss", "-Hltn").stdout
         listening = {line.split()[3] for line in out.splitlines() if line.strip()}

@@ -18,6 +18,7 @@ its own Redis URL), ``redis_acl_keep`` (runtime ACL lines kept: controllers),
 Prometheus target list).  Bind addresses are never assumed: ``bokeh_host``,
 ``web_host``, ``http_host`` and ``redis_bind`` are what the processes listen on, and
 every URL a program gets names the address it must connect to;
+``log_format`` (FLEET_LOG_FORMAT: text|json, nginx's access log too),
 ``redis_ha`` (FLEET_REDIS_MODE=sentinel on the stack's own Redis, see :func:`_ha_context`;
 absent or empty = one Redis) and ``redis_appendfsync``.
 """
@@ -312,6 +313,7 @@ def build_context(
         "bokeh_prefix": s.bokeh_prefix.rstrip("/"),
         "proxy_read_timeout": max(120, 3 * s.keep_alive_ms // 1000),
         "client_max_body_size": s.api_max_body_bytes,
+        "log_format": s.log_format,
         "log_maxbytes": "20MB",
         "log_backups": 5,
         "web_address": _web_address(s),
