@@ -299,7 +299,9 @@ def test_render_prometheus_targets(tmp_path):
     groups = json.loads(render.prometheus_targets(ctx))
     assert groups == [{"targets": ["10.0.0.21:5101", "10.0.0.21:5102", "10.0.0.21:5103"],
                        "labels": {"fleet_role": "bokeh"}},
-                      {"targets": ["10.0.0.20:8080"], "labels": {"fleet_role": "web"}}]
+                      {"targets": ["10.0.0.20:8080"], "labels": {"fleet_role": "web"}},
+                      {"targets": ["127.0.0.1:8000"], "labels": {"fleet_role": "web_app"}},
+                      {"targets": ["10.0.0.21:5100"], "labels": {"fleet_role": "compactor"}}]
     out = tmp_path / "sd.json"
     res = subprocess.run([str(Path(sys.prefix) / "bin" / "fleetctl"), "render", "--out", str(tmp_path / "var"),
                           "--prometheus", str(out)], capture_output=True, text=True, cwd=tmp_path,

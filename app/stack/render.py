@@ -18,7 +18,8 @@ its own Redis URL), ``redis_acl_keep`` (runtime ACL lines kept: controllers),
 Prometheus target list).  Bind addresses are never assumed: ``bokeh_host``,
 ``web_host``, ``http_host`` and ``redis_bind`` are what the processes listen on, and
 every URL a program gets names the address it must connect to;
-``log_format`` (FLEET_LOG_FORMAT: text|json, nginx's access log too),
+``compactor_metrics_port`` (its /metrics, on ``bokeh_host``), ``log_format``
+(FLEET_LOG_FORMAT: text|json, nginx's access log too),
 ``redis_ha`` (FLEET_REDIS_MODE=sentinel on the stack's own Redis, see :func:`_ha_context`;
 absent or empty = one Redis) and ``redis_appendfsync``.
 """
@@ -306,6 +307,7 @@ def build_context(
         "http_port": s.http_port,
         "web_host": s.web_host,
         "web_port": s.web_port,
+        "compactor_metrics_port": s.compactor_metrics_port_effective,
         "nginx_bin": shutil.which("nginx") or "/usr/sbin/nginx",
         "nginx_user": _nginx_user(run_as),
         "nginx_mime_types": "/etc/nginx/mime.types",
