@@ -78,8 +78,9 @@ class Settings:
     snapshot_every_commands: int = 1000
     snapshot_every_seconds: float = 10.0
     compactor_lock_ttl_ms: int = 10_000
-    # The compactor's /metrics port (on bokeh_host; FLEET_METRICS_ALLOW applies);
-    # 0 = bokeh_port_base (5100: the number below instance 01, which no instance uses).
+    # The compactor's /metrics port, on web_host (the compactor runs beside the web app;
+    # FLEET_METRICS_ALLOW applies); 0 = bokeh_port_base (5100: the number below
+    # instance 01, which no instance uses).
     compactor_metrics_port: int = 0
 
     # --- Bokeh instances -----------------------------------------------------------

@@ -32,8 +32,8 @@ def cmd_compactor(args, cfg):
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, compactor.stop)
         port = cfg.compactor_metrics_port_effective
-        server = serve(compactor, cfg.bokeh_host, port, cfg.metrics_allow)  # a port in use: exit, say why
-        logging.getLogger("fleet").info("compactor metrics on http://%s:%d/metrics", cfg.bokeh_host, port)
+        server = serve(compactor, cfg.web_host, port, cfg.metrics_allow)  # a port in use: exit, say why
+        logging.getLogger("fleet").info("compactor metrics on http://%s:%d/metrics", cfg.web_host, port)
         try:
             await compactor.run()
         finally:

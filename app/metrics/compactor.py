@@ -3,7 +3,7 @@
 Read at scrape time from :class:`app.bus.compactor.Compactor`: whether it leads,
 snapshots written, stream entries trimmed behind them, and per dashboard the age of
 the newest snapshot it wrote and the commands folded since (what a reader that
-resyncs now must replay).  Served on ``bokeh_host:compactor_metrics_port`` by
+resyncs now must replay).  Served on ``web_host:compactor_metrics_port`` by
 tornado on the compactor's own loop; the TCP peer is checked like an instance's.
 """
 

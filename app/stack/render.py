@@ -18,7 +18,7 @@ its own Redis URL), ``redis_acl_keep`` (runtime ACL lines kept: controllers),
 Prometheus target list).  Bind addresses are never assumed: ``bokeh_host``,
 ``web_host``, ``http_host`` and ``redis_bind`` are what the processes listen on, and
 every URL a program gets names the address it must connect to;
-``compactor_metrics_port`` (its /metrics, on ``bokeh_host``), ``log_format``
+``compactor_metrics_port`` (its /metrics, on ``web_host``), ``log_format``
 (FLEET_LOG_FORMAT: text|json, nginx's access log too),
 ``redis_ha`` (FLEET_REDIS_MODE=sentinel on the stack's own Redis, see :func:`_ha_context`;
 absent or empty = one Redis) and ``redis_appendfsync``.
