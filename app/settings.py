@@ -78,6 +78,10 @@ class Settings:
     snapshot_every_commands: int = 1000
     snapshot_every_seconds: float = 10.0
     compactor_lock_ttl_ms: int = 10_000
+    # The compactor's /metrics port, on web_host (the compactor runs beside the web app;
+    # FLEET_METRICS_ALLOW applies); 0 = bokeh_port_base (5100: the number below
+    # instance 01, which no instance uses).
+    compactor_metrics_port: int = 0
 
     # --- Bokeh instances -----------------------------------------------------------
     instances: int = 2
@@ -162,6 +166,11 @@ class Settings:
     # started as root; created (system, nologin) if missing.  Unused when not root.
     run_user: str = "fleet"
 
+    # --- Logs ------------------------------------------------------------------------
+    # "text" (one readable line) or "json" (one JSON object per line: time, level,
+    # logger, message, request_id when known), for every program and nginx.
+    log_format: str = "text"
+
     # --- fleetctl --------------------------------------------------------------------
     # Print the traceback behind an error message (like ``fleetctl --debug``).
     debug: bool = False
@@ -170,6 +179,8 @@ class Settings:
         if self.redis_durability not in DURABILITY_MODES:
             raise SettingsError(f"FLEET_REDIS_DURABILITY={self.redis_durability!r}: use one of "
                                 f"{', '.join(DURABILITY_MODES)}")
+        if self.log_format not in ("text", "json"):
+            raise SettingsError(f"FLEET_LOG_FORMAT={self.log_format!r}: use text or json")
         if self.redis_mode not in ("single", "sentinel"):
             raise SettingsError(f"FLEET_REDIS_MODE={self.redis_mode!r}: use single or sentinel")
         for hp in self.redis_sentinels:
@@ -190,6 +201,11 @@ class Settings:
         host = u.hostname or ""
         netloc = f"{u.username or ''}:***@{host}" + (f":{u.port}" if u.port else "")
         return urlunsplit(u._replace(netloc=netloc)) + via
+
+    @property
+    def compactor_metrics_port_effective(self) -> int:
+        """Where the compactor serves /metrics (FLEET_COMPACTOR_METRICS_PORT, else bokeh_port_base)."""
+        return self.compactor_metrics_port or self.bokeh_port_base
 
     def bokeh_port(self, n: int) -> int:
         """Port of instance number ``n`` (1-based, as supervisord numbers them)."""

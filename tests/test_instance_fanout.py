@@ -179,7 +179,9 @@ def test_bad_tokens_are_refused(bus, fleet_settings, start_instance):
         await ok.close()
 
     asyncio.run(main())
-    assert inst.metrics()["fleet_sessions_refused_total"] >= len(bad) * 2 + 1
+    assert sum(v for k, v in inst.metrics().items()
+               if k.startswith("fleet_sessions_refused_total")) >= len(bad) * 2 + 1
+    assert inst.metrics()['fleet_sessions_refused_total{reason="token"}'] >= 1  # a bounded reason label
     assert "session refused: token expired" in inst.log()
 
 
@@ -223,7 +225,8 @@ def test_healthz_and_metrics(bus, fleet_settings, start_instance):
     status, text = inst.get("/metrics")
     assert status == 200
     for name in ("fleet_sessions", "fleet_commands_applied_total", "fleet_commands_rejected_total",
-                 "fleet_reader_lag_seconds", "fleet_fanout_seconds_bucket", "fleet_process_resident_memory_bytes"):
+                 "fleet_reader_lag_seconds", "fleet_fanout_seconds_bucket", "process_resident_memory_bytes",
+                 "fleet_sessions_refused_total", "fleet_build_info"):
         assert f"# TYPE {name.removesuffix('_bucket')}" in text
 
 

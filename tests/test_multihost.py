@@ -299,7 +299,9 @@ def test_render_prometheus_targets(tmp_path):
     groups = json.loads(render.prometheus_targets(ctx))
     assert groups == [{"targets": ["10.0.0.21:5101", "10.0.0.21:5102", "10.0.0.21:5103"],
                        "labels": {"fleet_role": "bokeh"}},
-                      {"targets": ["10.0.0.20:8080"], "labels": {"fleet_role": "web"}}]
+                      {"targets": ["10.0.0.20:8080"], "labels": {"fleet_role": "web"}},
+                      {"targets": ["127.0.0.1:8000"], "labels": {"fleet_role": "web_app"}},
+                      {"targets": ["127.0.0.1:5100"], "labels": {"fleet_role": "compactor"}}]
     out = tmp_path / "sd.json"
     res = subprocess.run([str(Path(sys.prefix) / "bin" / "fleetctl"), "render", "--out", str(tmp_path / "var"),
                           "--prometheus", str(out)], capture_output=True, text=True, cwd=tmp_path,
@@ -315,7 +317,8 @@ def test_every_process_binds_its_host_address_not_loopback(fleet):
     """No listener on 127.0.0.1 or a wildcard: each binds the address its role names."""
     expect = {"redis": {f"{ADDR['redis']}:{REDIS_PORT}"},
               "bokeh1": {f"{ADDR['bokeh1']}:{BASE + 1}"}, "bokeh2": {f"{ADDR['bokeh2']}:{BASE + 1}"},
-              "web": {f"{ADDR['web']}:{HTTP_PORT}", f"{ADDR['web']}:{WEB_PORT}"}}
+              "web": {f"{ADDR['web']}:{HTTP_PORT}", f"{ADDR['web']}:{WEB_PORT}",
+                      f"{ADDR['web']}:{BASE}"}}  # the compactor's /metrics (FLEET_COMPACTOR_METRICS_PORT)
     for host, want in expect.items():
         out = fleet.net.run(host, "ss", "-Hltn").stdout
         listening = {line.split()[3] for line in out.splitlines() if line.strip()}
@@ -356,6 +359,13 @@ def test_prometheus_scrapes_from_another_host_only_if_allowed(fleet):
         assert fleet.http("redis", url)[0] == 403  # another host, not in the list
         assert fleet.http("web", url.replace("/metrics", "/healthz"))[0] == 403
         assert fleet.http(host, url.replace("/metrics", "/healthz"))[0] == 200  # the host itself
+    # the web app's gunicorn and the compactor (beside it on the web host): the same rule
+    for url, name in ((f"http://{ADDR['web']}:{WEB_PORT}/metrics", "fleet_web_request_duration_seconds"),
+                      (f"http://{ADDR['web']}:{BASE}/metrics", "fleet_compactor_leader 1")):
+        status, body = fleet.http("ctl", url)
+        assert status == 200 and name in body, (url, status, body[:300])
+        assert fleet.http("redis", url)[0] == 403
+    assert fleet.http("ctl", f"http://{ADDR['web']}:{HTTP_PORT}/metrics")[0] == 404  # never through the site
     targets = json.loads((fleet.var("web") / "prometheus" / "targets.json").read_text())
     assert targets[0]["targets"] == [f"{ADDR['bokeh1']}:{BASE + 1}", f"{ADDR['bokeh2']}:{BASE + 1}"]
     assert targets[1]["targets"] == [f"{ADDR['web']}:{HTTP_PORT}"]

@@ -29,11 +29,13 @@ from app.settings import Settings
 log = logging.getLogger("fleet.compactor")
 
 # KEYS: lock, snapshot, stream.  ARGV: owner, snapshot JSON, trim MINID ('' = none).
+# Returns 0 (not the leader: nothing written), else 1 + the number of entries trimmed.
 WRITE_SNAPSHOT = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 redis.call('SET', KEYS[2], ARGV[2])
-if ARGV[3] ~= '' then redis.call('XTRIM', KEYS[3], 'MINID', ARGV[3]) end
-return 1
+local trimmed = 0
+if ARGV[3] ~= '' then trimmed = redis.call('XTRIM', KEYS[3], 'MINID', ARGV[3]) end
+return 1 + trimmed
 """
 # KEYS: lock.  ARGV: owner, ttl ms.
 RENEW = """
@@ -54,6 +56,8 @@ class Compactor:
         self.leader = False
         self.reader: Reader | None = None
         self.snapshots_written = 0
+        self.trimmed_entries = 0  # stream entries removed behind snapshots (/metrics)
+        self.snapshot_at: dict[str, float] = {}  # wall time of each dashboard's last snapshot written
         # per dashboard: (applied count, last id, time) at the last snapshot, and the
         # id of the snapshot before it (the trim point).
         self._written: dict[str, tuple[int, str, float]] = {}
@@ -128,6 +132,8 @@ class Compactor:
             await self._step_down()
             return
         self.snapshots_written += 1
+        self.trimmed_entries += int(ok) - 1
+        self.snapshot_at[name] = time.time()
         self._written[name] = (state.applied, last_id, time.monotonic())
         await self._client.hset(self.keys.compactor_status, f"snapshot:{name}",
                                 f"{last_id} {time.time():.3f} {len(text)}")

@@ -162,6 +162,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                            "variables from its environment only")
         overrides = {"redis_url": args.redis_url} if args.redis_url else {}
         cfg = settings_mod.load(env=env.environ if env else None, **overrides)
+        if not getattr(args, "reads_site", True):  # a program under supervisord: FLEET_LOG_FORMAT
+            from app import logsetup
+
+            logsetup.configure(cfg.log_format, logging.DEBUG if args.verbose else logging.INFO)
         debug = debug or cfg.debug
         url = cfg.redis_url_redacted
         url_source = "--redis-url" if args.redis_url else (

@@ -26,10 +26,18 @@ def cmd_compactor(args, cfg):
         cfg.snapshot_every_commands, cfg.snapshot_every_seconds, cfg.redis_url_redacted)
 
     async def main() -> None:
+        from app.metrics.compactor import serve
+
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, compactor.stop)
-        await compactor.run()
+        port = cfg.compactor_metrics_port_effective
+        server = serve(compactor, cfg.web_host, port, cfg.metrics_allow)  # a port in use: exit, say why
+        logging.getLogger("fleet").info("compactor metrics on http://%s:%d/metrics", cfg.web_host, port)
+        try:
+            await compactor.run()
+        finally:
+            server.stop()
 
     asyncio.run(main())
     return 0

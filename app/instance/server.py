@@ -28,6 +28,7 @@ import logging
 import os
 import signal
 import socket
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import urlsplit
@@ -57,12 +58,22 @@ from app.instance.sessions import Fanout
 from app.settings import Settings
 
 log = logging.getLogger("fleet.instance")
+access_log = logging.getLogger("fleet.instance.access")
 
 APP_PATH = "/dashboard"
 
 
+#: the ``reason`` label of fleet_sessions_refused_total (a bounded set; the log line has the detail)
+REFUSAL_KINDS = ("token", "dashboard", "access", "request")
+
+
 class Refused(Exception):
-    """A session request that must not get a document; the message says why."""
+    """A session request that must not get a document; the message says why, ``kind``
+    (one of :data:`REFUSAL_KINDS`) is what the metrics count it as."""
+
+    def __init__(self, message: str, kind: str = "request") -> None:
+        super().__init__(message)
+        self.kind = kind if kind in REFUSAL_KINDS else "request"
 
 
 class NoDelayWSHandler(WSHandler):
@@ -94,7 +105,7 @@ class NoDelayWSHandler(WSHandler):
                     raise Refused("token in the URL as well as in the subprotocol header")
                 app.check_token(bokeh_compat.websocket_token(self))
             except Refused as exc:  # one log line and one counter for every refusal
-                app._refuse(str(exc), f"websocket from {self.request.remote_ip}")
+                app._refuse(exc, f"websocket from {self.request.remote_ip}", self.request)
                 self.close(1008, "session refused")
                 return None
         return super().open()
@@ -134,10 +145,10 @@ class FleetTornado(BokehTornado):
         """Return the token's dashboard, or raise Refused."""
         payload = tokens.check(token, self.secret_key, session_id=session_id)
         if isinstance(payload, str):
-            raise Refused(payload)
+            raise Refused(payload, "token")
         dashboard = payload["dashboard"]
         if self.instance.state_of(dashboard) is None:
-            raise Refused(f"unknown dashboard {dashboard!r}")
+            raise Refused(f"unknown dashboard {dashboard!r}", "dashboard")
         return dashboard
 
     async def check_access(self, token: str | None) -> None:
@@ -145,11 +156,23 @@ class FleetTornado(BokehTornado):
         payload = (tokens.read(token) or {}) if token else {}
         reason = await self.instance.access_refusal(payload)
         if reason:
-            raise Refused(reason)
+            raise Refused(reason, "access")
 
-    def _refuse(self, reason: str, who: str) -> None:
+    def _refuse(self, exc: Refused, who: str, request: Any = None) -> None:
         self.instance.fanout.stats["sessions_refused"] += 1
-        log.warning("session refused: %s (%s)", reason, who)
+        self.instance.refusals[exc.kind] += 1
+        log.warning("session refused: %s (%s)", exc, who, extra={"request_id": _request_id(request)})
+
+    def log_request(self, handler: Any) -> None:
+        """One access line per request with nginx's request id (the path only: queries
+        carry tokens); health checks and scrapes are not logged."""
+        req = handler.request
+        if req.path.endswith(("/healthz", "/metrics")):
+            return
+        status = handler.get_status()
+        level = logging.INFO if status < 400 else logging.WARNING if status < 500 else logging.ERROR
+        access_log.log(level, "%d %s %s %.1fms", status, req.method, req.path, 1000.0 * req.request_time(),
+                       extra={"request_id": _request_id(req)})
 
     async def create_session(self, application_context: Any, request: Any) -> Any:
         values = request.arguments.get("bokeh-token") or []
@@ -161,7 +184,7 @@ class FleetTornado(BokehTornado):
             self._check_existing(application_context, token, dashboard)
             await self.check_access(token)
         except Refused as exc:
-            self._refuse(str(exc), f"http from {request.remote_ip}")
+            self._refuse(exc, f"http from {request.remote_ip}", request)
             raise SessionError(403, str(exc)) from None
         return await super().create_session(application_context, request)
 
@@ -174,7 +197,7 @@ class FleetTornado(BokehTornado):
         except Refused as exc:
             from bokeh.protocol.exceptions import ProtocolError
 
-            self._refuse(str(exc), f"websocket from {getattr(request, 'remote_ip', '?')}")
+            self._refuse(exc, f"websocket from {getattr(request, 'remote_ip', '?')}", request)
             raise ProtocolError(f"session refused: {exc}") from None
         return await super().create_session_if_needed(application_context, session_id, request, token)
 
@@ -209,6 +232,16 @@ class Instance:
         self._stopped = asyncio.Event()
         self._access_client: Any = None
         self.redis_memory: dict[str, Any] = {}  # from app.bus.health.memory_status
+        self.refusals: Counter[str] = Counter()  # refused session requests by Refused.kind
+        self._metrics: Any = None
+
+    def metrics_registry(self) -> Any:
+        """This instance's Prometheus registry (built on first use)."""
+        if self._metrics is None:
+            from app.metrics.instance import registry_for
+
+            self._metrics = registry_for(self)
+        return self._metrics
 
     # --- state -----------------------------------------------------------------------
     def state_of(self, dashboard: str):
@@ -410,6 +443,14 @@ class Instance:
             await client.aclose()
         except Exception:
             pass
+
+
+def _request_id(request: Any) -> str:
+    """nginx's X-Request-ID of a tornado request, if well-formed (else '')."""
+    from app.logsetup import clean_request_id
+
+    headers = getattr(request, "headers", None)
+    return clean_request_id(headers.get("X-Request-ID") if headers is not None else None)
 
 
 def _bus_reader(settings: Settings, fanout: Fanout) -> Any:

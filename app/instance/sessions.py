@@ -117,6 +117,7 @@ class Fanout:
         self.applied: Counter[str] = Counter()  # commands fanned out, per dashboard
         self.rejected: Counter[str] = Counter()
         self.resets: Counter[str] = Counter()
+        self.reset_at: dict[str, float] = {}  # wall time of each dashboard's last reset (/metrics)
         self.stats: Counter[str] = Counter()  # session_updates, coalesced, opened, closed, ...
         self.last_id: dict[str, str] = {}
         self.fanout_seconds = Histogram()
@@ -192,6 +193,7 @@ class Fanout:
 
     def on_reset(self, dashboard: str, state: DashboardState | None, last_id: str) -> None:
         self.resets[dashboard] += 1
+        self.reset_at[dashboard] = time.time()
         self.last_id[dashboard] = last_id
         views = self.views.get(dashboard, {})
         log.info("resync: dashboard=%s %s at %s; rebuilding %d sessions", dashboard,

@@ -18,6 +18,8 @@ its own Redis URL), ``redis_acl_keep`` (runtime ACL lines kept: controllers),
 Prometheus target list).  Bind addresses are never assumed: ``bokeh_host``,
 ``web_host``, ``http_host`` and ``redis_bind`` are what the processes listen on, and
 every URL a program gets names the address it must connect to;
+``compactor_metrics_port`` (its /metrics, on ``web_host``), ``log_format``
+(FLEET_LOG_FORMAT: text|json, nginx's access log too),
 ``redis_ha`` (FLEET_REDIS_MODE=sentinel on the stack's own Redis, see :func:`_ha_context`;
 absent or empty = one Redis) and ``redis_appendfsync``.
 """
@@ -305,6 +307,7 @@ def build_context(
         "http_port": s.http_port,
         "web_host": s.web_host,
         "web_port": s.web_port,
+        "compactor_metrics_port": s.compactor_metrics_port_effective,
         "nginx_bin": shutil.which("nginx") or "/usr/sbin/nginx",
         "nginx_user": _nginx_user(run_as),
         "nginx_mime_types": "/etc/nginx/mime.types",
@@ -312,6 +315,7 @@ def build_context(
         "bokeh_prefix": s.bokeh_prefix.rstrip("/"),
         "proxy_read_timeout": max(120, 3 * s.keep_alive_ms // 1000),
         "client_max_body_size": s.api_max_body_bytes,
+        "log_format": s.log_format,
         "log_maxbytes": "20MB",
         "log_backups": 5,
         "web_address": _web_address(s),
@@ -483,8 +487,11 @@ def prepare_dirs(ctx: dict[str, Any]) -> None:
             pw = pwd.getpwnam(user)
             os.chown(d, pw.pw_uid, pw.pw_gid)
             os.chown(d.parent, pw.pw_uid, pw.pw_gid)
+    # the web app's prometheus_client multiprocess files (gunicorn empties it at start)
+    (var / "web-metrics").mkdir(mode=0o700, exist_ok=True)
     if root and ctx["run_as"]:
         pw = pwd.getpwnam(ctx["run_as"])
+        os.chown(var / "web-metrics", pw.pw_uid, pw.pw_gid)
         for d in (var / "redis", var / "redis" / "data", *(var / "redis" / "data").rglob("*")):
             os.chown(d, pw.pw_uid, pw.pw_gid)
 

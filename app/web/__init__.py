@@ -79,6 +79,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     csrf.exempt(api.bp)  # bearer tokens, no cookies: nothing for a forged form to ride on
 
     app.jinja_env.globals["csp_nonce"] = csp_nonce
+    _observe(app)
 
     @app.after_request
     def security_headers(resp):  # type: ignore[no-untyped-def]
@@ -117,6 +118,40 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         return _error_response(exc.code, exc.description or exc.name)
 
     return app
+
+
+def _observe(app: Flask) -> None:
+    """Request ids (nginx's X-Request-ID, into every log line of the request), request
+    latency, and ``/metrics`` ahead of Flask (no session, no Host check) for the TCP
+    peers FLEET_METRICS_ALLOW lets in (nginx answers 404 for it: scrape gunicorn's
+    own address)."""
+    import time
+
+    from app import logsetup
+    from app.metrics import web as web_metrics
+
+    app.wsgi_app = web_metrics.MetricsEndpoint(app.wsgi_app, app.extensions["fleet"].settings.metrics_allow)
+
+    def start_request() -> None:
+        g.request_started = time.perf_counter()
+        g.request_id_token = logsetup.request_id.set(
+            logsetup.clean_request_id(request.headers.get("X-Request-ID")))
+
+    app.before_request_funcs.setdefault(None, []).insert(0, start_request)  # before the Host check
+
+    @app.after_request
+    def observe(resp):  # type: ignore[no-untyped-def]
+        started = g.get("request_started")
+        if started is not None:
+            web_metrics.observe_request(request.endpoint, request.method, resp.status_code,
+                                        time.perf_counter() - started)
+        return resp
+
+    @app.teardown_request
+    def end_request(exc: BaseException | None) -> None:
+        token = g.pop("request_id_token", None)
+        if token is not None:
+            logsetup.request_id.reset(token)
 
 
 def csp_nonce() -> str:

@@ -38,6 +38,7 @@ from app.bus.connection import ResponseError
 from app.bus.keys import DASHBOARD_RE
 from app.control.protocol import COMMON_FIELDS, OP_FIELDS, Limits, Rejected, parse
 from app.control.snapshot import view
+from app.metrics.web import API_COMMANDS, API_PUBLISHES
 from app.web import fleet
 from app.web.auth import client_addr
 from app.web.openapi import json_types, openapi_document
@@ -269,6 +270,8 @@ def post_commands(name: str) -> tuple[Response, int]:
         raise ApiError(400, exc.reason, exc.field) from None
     except ResponseError as exc:
         raise _redis_full(exc) from None
+    API_PUBLISHES.labels(tok.name or tok.id).inc()
+    API_COMMANDS.labels(tok.name or tok.id).inc(len(ids))
     if wait is None:
         return jsonify({"dashboard": name, "ids": ids}), 202
     status, reason, entry_id = applied.wait(f.client, f.keys, name, ids, wait)

@@ -44,6 +44,7 @@ from app import passwords, tokens
 from app.bus import ratelimit
 from app.bus.accounts import USERNAME_RE, AccountError, User
 from app.control.roles import view_only
+from app.metrics.web import LOGINS
 from app.web import fleet
 from app.web.proxy import is_trusted
 
@@ -211,6 +212,7 @@ def login():  # type: ignore[no-untyped-def]
         form.next.data = request.args.get("next", "")
         return render_template("login.html", form=form)
     if not form.validate_on_submit():
+        LOGINS.labels("invalid").inc()
         return render_template("login.html", form=form), 400
     f = fleet()
     s = f.settings
@@ -226,6 +228,7 @@ def login():  # type: ignore[no-untyped-def]
             "login.html", form=form,
             error=f"Too many failed logins from your address. Try again in {_human(wait)}."), 429)
         resp.headers["Retry-After"] = str(wait)
+        LOGINS.labels("locked").inc()
         return resp
     user = passwords.authenticate(acc, name, form.password.data)
     if user is None:
@@ -233,8 +236,10 @@ def login():  # type: ignore[no-untyped-def]
                        window=window, max_lock=s.login_max_lock_seconds)
         ratelimit.fail(f.client, f.keys, "login-addr", addr, limit=limit * ADDRESS_FACTOR,
                        window=window, max_lock=s.login_max_lock_seconds)
+        LOGINS.labels("failure").inc()
         return render_template("login.html", form=form, error="Wrong user name or password."), 401
     ratelimit.reset(f.client, f.keys, "login", name.lower(), addr)
+    LOGINS.labels("success").inc()
     session.clear()
     session.permanent = True
     session["user"] = user.name

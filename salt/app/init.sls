@@ -62,11 +62,12 @@ fleet-run-user-access:
       - file: fleet-var
 {%- endif %}
 
-{%- for sub in ('log', 'run', 'supervisor') %}
+{#- web-metrics: the web app's prometheus_client multiprocess files (gunicorn empties it) #}
+{%- for sub in ('log', 'run', 'supervisor', 'web-metrics') %}
 fleet-var-{{ sub }}:
   file.directory:
     - name: {{ ctx.var_dir }}/{{ sub }}
-    - mode: '{{ '0700' if sub == 'run' else '0750' if sub == 'log' else '0755' }}'
+    - mode: '{{ '0700' if sub in ('run', 'web-metrics') else '0750' if sub == 'log' else '0755' }}'
 {%- if fleet.user %}
     - user: {{ fleet.user }}
 {%- endif %}

@@ -38,7 +38,8 @@ fleet:
   # web_address: dashboards.example.internal   # the site's name (default http_host)
   # trusted_proxies: [10.0.0.20]   # nginx's address as gunicorn sees it (default web_host
   #                                # when that is not loopback)
-  metrics_allow: [10.0.0.5/32]     # Prometheus: may read every instance's /metrics, /healthz
+  metrics_allow: [10.0.0.5/32]     # Prometheus: may read every process's /metrics, /healthz
+  # log_format: json               # every program's log and nginx's access log as JSON lines
   # Trusted-header SSO (docs/web.md): nginx passes sso_header on only from the
   # authenticating proxy's addresses and strips it from everyone else.
   # sso_header: X-Remote-User
