@@ -13,7 +13,7 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify, render_template
 
-from app.bus import heartbeat, process_events, registry, store
+from app.bus import compactor, health, heartbeat, process_events, registry, store
 from app.bus.connection import CONNECTION_ERRORS
 from app.web import fleet
 from app.web.auth import LogoutForm, role_required
@@ -28,11 +28,12 @@ REFRESH_SECONDS = 3
 
 def status() -> dict[str, Any]:
     f = fleet()
-    out: dict[str, Any] = {"time": time.time(), "redis": f.accounts.redis_health(f.settings.redis_memory_alarm_ratio)}
+    out: dict[str, Any] = {"time": time.time(),
+                           "redis": health.redis_health(f.client, f.settings.redis_memory_alarm_ratio)}
     if out["redis"]["ok"]:
         try:
             out["instances"] = heartbeat.read_heartbeats(f.client, f.keys)
-            out["compactor"] = f.accounts.compactor_status()
+            out["compactor"] = compactor.read_status(f.client, f.keys)
             dashboards = registry.list_dashboards(f.client, f.keys)
             out["dashboards"] = [
                 {"name": n, "title": meta.get("title") or n,
