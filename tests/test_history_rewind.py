@@ -17,8 +17,8 @@ import time
 import pytest
 
 from app.bus import registry
-from app.bus.keys import Keys
 from app.bus.history import Feed, HistoryRewound, judge, missing_last_entry
+from app.bus.keys import Keys
 from app.bus.reader import Reader
 from app.bus.redis_log import stream_info
 from app.bus.store import read_state
