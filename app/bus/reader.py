@@ -153,6 +153,12 @@ class Reader:
                 await self._task
             except (asyncio.CancelledError, Exception):
                 pass
+        if self._pending and self._log is not None:  # what the last batches owe the log
+            writes, self._pending = list(self._pending.values()), {}
+            try:
+                await asyncio.wait_for(self._log.write(writes), 2.0)
+            except (TimeoutError, *CONNECTION_ERRORS) as exc:
+                log.warning("%s: stopping without recording the last batch: %s", self.name, exc)
         if self._own_log and self._log is not None:
             await self._log.close()
             self._log = None
