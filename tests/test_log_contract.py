@@ -299,3 +299,32 @@ def test_lock_fences_the_snapshot_write_and_trim(broker):
         await log.set_status({"owner": "A", "snapshots_written": 2})
         assert broker.status() == {"owner": "A", "snapshots_written": "2"}
     run(broker, body)
+
+
+# --- the seam itself ------------------------------------------------------------------------
+def _methods(cls) -> dict[str, list[str]]:
+    import inspect
+
+    return {n: list(inspect.signature(f).parameters) for n, f in vars(cls).items()
+            if not n.startswith("_") and inspect.iscoroutinefunction(f)}
+
+
+def test_every_log_has_the_whole_interface_and_the_docs_name_it():
+    """The walkthrough in docs/architecture.md ("How to add a broker") holds: both logs
+    implement every CommandLog method with its parameters, the contract above lists every
+    broker, and the docs' contract names every method."""
+    from pathlib import Path
+
+    wanted = _methods(CommandLog)
+    assert len(wanted) >= 15
+    for impl in (RedisLog, MemoryLog):
+        have = _methods(impl)
+        for name, params in wanted.items():
+            assert have.get(name) == params, f"{impl.__name__}.{name}{tuple(params)}"
+    doc = (Path(__file__).parent.parent / "docs" / "architecture.md").read_text()
+    section = doc.split("## How to add a broker", 1)[1].split("\n## ", 1)[0]
+    assert "tests/test_log_contract.py" in section and "BROKERS" in section
+    contract = doc.split("* `app.bus.log.CommandLog`", 1)[1].split("\n* `app.bus.reader", 1)[0]
+    assert [n for n in wanted if f"`{n}(" not in contract and f"{n}/" not in contract
+            and f"/{n}" not in contract] == [], "a CommandLog method missing from the docs"
+    assert set(BROKERS) == {"memory", "redis"}
