@@ -17,8 +17,10 @@ import time
 import pytest
 
 from app.bus import registry
+from app.bus.history import Feed, HistoryRewound, judge, missing_last_entry
 from app.bus.keys import Keys
-from app.bus.reader import HistoryRewound, Reader, missing_last_entry
+from app.bus.reader import Reader
+from app.bus.redis_log import stream_info
 from app.bus.store import read_state
 from app.settings import Settings
 from tests.fixtures.bokeh import BokehClient, allow_viewer, mint_token
@@ -32,10 +34,11 @@ def point(i: int) -> dict:
     return {"op": "stream", "name": "p", "data": json.dumps({"t": [i], "y": [i * 2]})}
 
 
-def info(first: str | None, last_gen: str, length: int = 3, added: int = 3) -> dict:
-    return {b"length": length, b"entries-added": added, b"last-generated-id": last_gen.encode(),
-            b"max-deleted-entry-id": b"0-0",
-            b"first-entry": (first.encode(), {}) if first else None}
+def info(first: str | None, last_gen: str, length: int = 3, added: int = 3):
+    """An ``XINFO STREAM`` reply as redis-py gives it, parsed as the Redis log does."""
+    return stream_info({b"length": length, b"entries-added": added, b"last-generated-id": last_gen.encode(),
+                        b"max-deleted-entry-id": b"0-0",
+                        b"first-entry": (first.encode(), {}) if first else None})
 
 
 # --- the judgement ------------------------------------------------------------------------
@@ -61,13 +64,10 @@ def test_missing_last_entry_under_newer_ones_is_a_rewind():
 
 
 def test_stream_ending_before_us_raises_rewound():
-    reader = Reader(Settings())
-    from app.bus.reader import Feed
     from app.control.state import EMPTY
 
-    reader.feeds["d"] = Feed(EMPTY, "5-0", "0-0", entries_added=3)
     with pytest.raises(HistoryRewound):
-        reader._judge("d", info("1-0", "4-0"))
+        judge(Feed(EMPTY, "5-0", "0-0", entries_added=3), info("1-0", "4-0"))
 
 
 # --- a real redis-server rolled back while down ------------------------------------------

@@ -164,7 +164,7 @@ def test_role_users_reach_their_own_keys(stack):
     comp.set(K.compactor_lock, "me", px=1000)
     comp.set(K.snapshot("sales"), comp.get(K.snapshot("sales")) or "{}")
     comp.xtrim(K.commands("sales"), minid="0-1")  # trims behind its snapshots
-    from app.bus.compactor import WRITE_SNAPSHOT  # the fenced snapshot + trim script
+    from app.bus.redis_log import WRITE_SNAPSHOT  # the fenced snapshot + trim script
 
     assert comp.eval(WRITE_SNAPSHOT, 3, K.compactor_lock, K.snapshot("sales"), K.commands("sales"),
                      "me", "{}", "0-1") == 1

@@ -126,7 +126,7 @@ def test_token_lifecycle(client, fleet_bus, setup):
     assert client.post(URL.format("sales"), json={"op": "clear"}, headers=h).status_code == 202
     (t,) = acc.list_tokens()
     assert t.last_used is not None and t.last_used >= before
-    dump = b"".join(k + v for k, v in fleet_bus.client.hgetall(acc.tokens_key).items())
+    dump = b"".join(k + v for k, v in fleet_bus.client.hgetall(acc.keys.tokens).items())
     assert setup["secret"].encode() not in dump
     # scoped: another dashboard -> 403; unknown dashboard -> 403 too (not in scope)
     e = err(client.post(URL.format("ops"), json={"op": "clear"}, headers=h), 403)

@@ -53,7 +53,7 @@ def test_users_add_from_stdin_subprocess(env, accounts):
     assert user is not None and user.roles == ("controller",)
     assert passwords.authenticate(accounts, "bob", "wrong") is None
     # the stored value is a scrypt hash, not the password
-    raw = accounts.client.hget(accounts.users_key, "bob")
+    raw = accounts.client.hget(accounts.keys.users, "bob")
     assert b"bob-secret-pw" not in raw and b"scrypt:" in raw
 
 
@@ -92,7 +92,7 @@ def test_tokens_create_prints_once(env, accounts, monkeypatch, capsys):
     assert run(["tokens", "list"], "", monkeypatch) == 0
     listing = capsys.readouterr().out
     assert "feeder" in listing and tok.id in listing and secret not in listing
-    assert secret.encode() not in b"".join(accounts.client.hgetall(accounts.tokens_key).values())
+    assert secret.encode() not in b"".join(accounts.client.hgetall(accounts.keys.tokens).values())
     assert run(["tokens", "revoke", tok.id], "", monkeypatch) == 0
     assert accounts.verify_token(secret) is None
     assert run(["tokens", "revoke", tok.id], "", monkeypatch) == 2

@@ -19,8 +19,8 @@ next request everywhere.  Key names (all in :class:`app.bus.keys.Keys`):
 The store keeps password hashes only: hashing and checking passwords is
 app/passwords.py's job (the bus does not import werkzeug).  Who may view what is the
 pure policy of :mod:`app.control.roles`.  Login lock-outs: :mod:`app.bus.ratelimit`;
-Redis health and compactor status: :mod:`app.bus.health`.  Sync, like the rest of the
-web side.
+Redis health: :mod:`app.bus.health`; the compactor's status:
+:func:`app.bus.compactor.read_status`.  Sync, like the rest of the web side.
 """
 
 from __future__ import annotations
@@ -35,7 +35,6 @@ from typing import Any
 
 import redis
 
-from app.bus import health, ratelimit
 from app.bus.keys import Keys, check_dashboard_name
 from app.control.roles import ROLES, effective_roles, may_view
 
@@ -114,26 +113,9 @@ class Accounts:
     client: redis.Redis
     keys: Keys = field(default_factory=Keys)
 
-    # --- key names -----------------------------------------------------------------
-    @property
-    def users_key(self) -> str:
-        return self.keys.users
-
-    @property
-    def access_key(self) -> str:
-        return self.keys.access
-
-    @property
-    def tokens_key(self) -> str:
-        return self.keys.tokens
-
-    @property
-    def tokens_used_key(self) -> str:
-        return self.keys.tokens_used
-
     # --- users ---------------------------------------------------------------------
     def _load_user(self, name: str) -> dict | None:
-        raw = self.client.hget(self.users_key, name)
+        raw = self.client.hget(self.keys.users, name)
         return json.loads(raw) if raw else None
 
     def add_user(self, name: str, password_hash: str, roles: Any = ("viewer",)) -> User:
@@ -142,7 +124,7 @@ class Accounts:
         roles = check_roles(roles)
         rec = {"password": _check_hash(password_hash),
                "roles": list(roles), "gen": secrets.token_hex(8), "created": time.time()}
-        if not self.client.hsetnx(self.users_key, name, json.dumps(rec)):
+        if not self.client.hsetnx(self.keys.users, name, json.dumps(rec)):
             raise AccountError(f"user {name!r} exists (use passwd or remove it first)")
         return User(name, roles, rec["gen"], rec["created"])
 
@@ -157,15 +139,15 @@ class Accounts:
         with self.client.pipeline() as pipe:
             while True:
                 try:
-                    pipe.watch(self.users_key)
-                    raw = pipe.hget(self.users_key, name)
+                    pipe.watch(self.keys.users)
+                    raw = pipe.hget(self.keys.users, name)
                     if not raw:
                         raise AccountError(f"no user {name!r}")
                     rec = json.loads(raw)
                     rec.update(changes)
                     rec["gen"] = secrets.token_hex(8)
                     pipe.multi()
-                    pipe.hset(self.users_key, name, json.dumps(rec))
+                    pipe.hset(self.keys.users, name, json.dumps(rec))
                     pipe.execute()
                     return User(name, tuple(rec["roles"]), rec["gen"], rec.get("created", 0.0))
                 except redis.WatchError:
@@ -179,7 +161,7 @@ class Accounts:
         return self._update(name, roles=list(check_roles(roles)))
 
     def remove_user(self, name: str) -> bool:
-        removed = bool(self.client.hdel(self.users_key, name))
+        removed = bool(self.client.hdel(self.keys.users, name))
         if removed:  # drop the user from access rules too, so a re-created name starts clean
             for dashboard, rule in self.access_rules().items():
                 if name in rule.users:
@@ -188,7 +170,7 @@ class Accounts:
 
     def list_users(self) -> list[User]:
         out = []
-        for k, v in sorted(self.client.hgetall(self.users_key).items()):
+        for k, v in sorted(self.client.hgetall(self.keys.users).items()):
             rec = json.loads(v)
             out.append(User(k.decode(), tuple(rec["roles"]), rec.get("gen", ""), rec.get("created", 0.0)))
         return out
@@ -205,7 +187,7 @@ class Accounts:
     # --- dashboard access ----------------------------------------------------------
     def access_rules(self) -> dict[str, Rule]:
         out = {}
-        for k, v in sorted(self.client.hgetall(self.access_key).items()):
+        for k, v in sorted(self.client.hgetall(self.keys.access).items()):
             rec = json.loads(v)
             out[k.decode()] = Rule(tuple(rec.get("users", ())), tuple(rec.get("roles", ())))
         return out
@@ -218,8 +200,8 @@ class Accounts:
         with self.client.pipeline() as pipe:
             while True:
                 try:
-                    pipe.watch(self.access_key)
-                    raw = pipe.hget(self.access_key, dashboard)
+                    pipe.watch(self.keys.access)
+                    raw = pipe.hget(self.keys.access, dashboard)
                     rec = json.loads(raw) if raw else {"users": [], "roles": []}
                     for key, vals in (("users", users), ("roles", roles)):
                         cur = list(rec.get(key, []))
@@ -230,9 +212,9 @@ class Accounts:
                         rec[key] = cur
                     pipe.multi()
                     if rec["users"] or rec["roles"]:
-                        pipe.hset(self.access_key, dashboard, json.dumps(rec))
+                        pipe.hset(self.keys.access, dashboard, json.dumps(rec))
                     else:
-                        pipe.hdel(self.access_key, dashboard)
+                        pipe.hdel(self.keys.access, dashboard)
                     pipe.execute()
                     return Rule(tuple(rec["users"]), tuple(rec["roles"]))
                 except redis.WatchError:
@@ -252,7 +234,7 @@ class Accounts:
             return False
         if user.has_role("admin"):
             return True
-        raws = self.client.hmget(self.access_key, [dashboard, "*"])
+        raws = self.client.hmget(self.keys.access, [dashboard, "*"])
         rules = {key: json.loads(raw) for key, raw in zip((dashboard, "*"), raws, strict=False) if raw}
         return may_view(user.name, user.effective_roles, dashboard, rules)
 
@@ -294,7 +276,7 @@ class Accounts:
         tok = Token(id=digest[:12], name=name, dashboards=dashboards, created=now, expires=expires)
         rec = {"id": tok.id, "name": name, "dashboards": list(dashboards), "created": tok.created,
                "revoked": None, "expires": expires}
-        self.client.hset(self.tokens_key, digest, json.dumps(rec))
+        self.client.hset(self.keys.tokens, digest, json.dumps(rec))
         return secret, tok
 
     def _token(self, digest: str, raw: bytes, used: bytes | None) -> Token:
@@ -309,7 +291,7 @@ class Accounts:
         if not isinstance(secret, str) or not secret.startswith(TOKEN_PREFIX) or len(secret) > 200:
             return None
         digest = hash_token(secret)
-        raw = self.client.hget(self.tokens_key, digest)
+        raw = self.client.hget(self.keys.tokens, digest)
         if not raw:
             return None
         tok = self._token(digest, raw, None)
@@ -317,7 +299,7 @@ class Accounts:
             return None
         if touch:
             now = time.time()
-            self.client.hset(self.tokens_used_key, digest, repr(now))
+            self.client.hset(self.keys.tokens_used, digest, repr(now))
             tok = Token(tok.id, tok.name, tok.dashboards, tok.created, None, now, tok.expires)
         return tok
 
@@ -325,7 +307,7 @@ class Accounts:
         """Why :meth:`verify_token` refused ``secret``, for the 401 message."""
         raw = None
         if isinstance(secret, str) and secret.startswith(TOKEN_PREFIX) and len(secret) <= 200:
-            raw = self.client.hget(self.tokens_key, hash_token(secret))
+            raw = self.client.hget(self.keys.tokens, hash_token(secret))
         if not raw:
             return "invalid or revoked token"
         tok = self._token("", raw, None)
@@ -337,21 +319,21 @@ class Accounts:
         return "invalid or revoked token"
 
     def list_tokens(self) -> list[Token]:
-        raw = self.client.hgetall(self.tokens_key)
-        used = self.client.hgetall(self.tokens_used_key)
+        raw = self.client.hgetall(self.keys.tokens)
+        used = self.client.hgetall(self.keys.tokens_used)
         toks = [self._token(k.decode(), v, used.get(k)) for k, v in raw.items()]
         return sorted(toks, key=lambda t: t.created)
 
     def revoke_token(self, ident: str) -> list[Token]:
         """Revoke tokens whose id (or id prefix of 6+ chars) or name is ``ident``."""
         out = []
-        for k, v in self.client.hgetall(self.tokens_key).items():
+        for k, v in self.client.hgetall(self.keys.tokens).items():
             rec = json.loads(v)
             if rec.get("revoked"):
                 continue
             if rec["name"] == ident or (len(ident) >= 6 and rec["id"].startswith(ident)):
                 rec["revoked"] = time.time()
-                self.client.hset(self.tokens_key, k, json.dumps(rec))
+                self.client.hset(self.keys.tokens, k, json.dumps(rec))
                 out.append(self._token(k.decode(), json.dumps(rec).encode(), None))
         return out
 
@@ -379,22 +361,6 @@ class Accounts:
         """Logout: the session id (and any copy of the cookie holding it) stops working."""
         if isinstance(sid, str) and sid and len(sid) <= 100:
             self.client.delete(self._websession_key(sid))
-
-    # --- moved to app/bus/ratelimit.py and app/bus/health.py ---------------------------
-    # re-exported for app/web/api.py; remove after merge
-    def locked_for(self, kind: str, *parts: str) -> int:
-        return ratelimit.locked_for(self.client, self.keys, kind, *parts)
-
-    def fail(self, kind: str, *parts: str, limit: int, window: int, max_lock: int = 86400) -> int:
-        return ratelimit.fail(self.client, self.keys, kind, *parts, limit=limit, window=window,
-                              max_lock=max_lock)
-
-    # re-exported for app/web/admin.py; remove after merge
-    def compactor_status(self) -> dict[str, Any]:
-        return health.compactor_status(self.client, self.keys)
-
-    def redis_health(self, alarm_ratio: float = 0.8) -> dict[str, Any]:
-        return health.redis_health(self.client, alarm_ratio)
 
 
 def _check_hash(password_hash: Any) -> str:

@@ -1,57 +1,51 @@
 """The compactor: snapshots of every dashboard, and trimming of the streams behind them.
 
-Exactly one compactor writes at a time: leadership is a Redis lock with a TTL
-(``SET NX PX``), renewed while leading.  The snapshot write and the trim run in one
-Lua script that first checks the lock still names this compactor, so a paused
-former leader whose lock expired cannot write a stale snapshot (fencing).
+Exactly one compactor writes at a time: leadership is a lock with a TTL in the
+command log (on Redis ``SET NX PX``), renewed while leading.  The snapshot write and
+the trim are one fenced step that first checks the lock still names this compactor
+(on Redis one Lua script), so a paused former leader whose lock expired cannot write
+a stale snapshot.
 
 A snapshot holds the folded state, the id of the last entry folded and the epoch.
 The stream is trimmed (``XTRIM MINID``) only up to the id of the *previous*
 snapshot, so an entry is removed only once a snapshot holds it, and readers a little
 behind the newest snapshot can still read on without a resync.
+
+The compactor works through the command log seam (:mod:`app.bus.log`): Redis in
+production, the in-memory twin in unit tests.  Its status hash is read back by
+:func:`read_status` (admin page).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import socket
 import time
 import uuid
+from typing import Any
 
-from app.bus.connection import CONNECTION_ERRORS, async_client
+import redis
+
+from app.bus.connection import CONNECTION_ERRORS
+from app.bus.history import Feed
 from app.bus.keys import Keys
+from app.bus.log import CommandLog, current_snapshot
 from app.bus.reader import NullListener, Reader
+from app.bus.redis_log import RedisLog
 from app.control import snapshot as snap
 from app.settings import Settings
 
 log = logging.getLogger("fleet.compactor")
 
-# KEYS: lock, snapshot, stream.  ARGV: owner, snapshot JSON, trim MINID ('' = none).
-# Returns 0 (not the leader: nothing written), else 1 + the number of entries trimmed.
-WRITE_SNAPSHOT = """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-redis.call('SET', KEYS[2], ARGV[2])
-local trimmed = 0
-if ARGV[3] ~= '' then trimmed = redis.call('XTRIM', KEYS[3], 'MINID', ARGV[3]) end
-return 1 + trimmed
-"""
-# KEYS: lock.  ARGV: owner, ttl ms.
-RENEW = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
-return 0
-"""
-RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
-
 
 class Compactor:
-    def __init__(self, settings: Settings, owner: str | None = None) -> None:
+    def __init__(self, settings: Settings, owner: str | None = None, *, log: CommandLog | None = None) -> None:
+        """``log``: the command log (default: a Redis log of its own; its reader then
+        gets a Redis connection of its own too)."""
         self.settings = settings
-        self.keys = Keys(settings.key_prefix)
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.leader = False
         self.reader: Reader | None = None
@@ -62,10 +56,12 @@ class Compactor:
         # id of the snapshot before it (the trim point).
         self._written: dict[str, tuple[int, str, float]] = {}
         self._stopping = False
-        self._client = None
+        self._given_log = log
+        self._log: CommandLog | None = log
 
     async def run(self) -> None:
-        self._client = async_client(self.settings, client_name="fleet-compactor")
+        if self._log is None:
+            self._log = RedisLog(self.settings, client_name="fleet-compactor")
         ttl = self.settings.compactor_lock_ttl_ms
         tick = max(0.05, min(self.settings.snapshot_every_seconds / 2, ttl / 3000))
         try:
@@ -78,23 +74,27 @@ class Compactor:
                 await asyncio.sleep(tick)
         finally:
             await self._step_down(release=True)
-            await self._client.aclose()
+            if self._given_log is None:
+                await self._log.close()
+                self._log = None
 
     def stop(self) -> None:
         self._stopping = True
 
     async def _tick(self, ttl: int) -> None:
-        c = self._client
+        lg = self._log
+        assert lg is not None
         if self.leader:
-            if not await c.eval(RENEW, 1, self.keys.compactor_lock, self.owner, ttl):
+            if not await lg.renew(self.owner, ttl):
                 log.warning("compactor %s: lost the lock; stepping down", self.owner)
                 await self._step_down()
                 return
-        elif await c.set(self.keys.compactor_lock, self.owner, nx=True, px=ttl):
+        elif await lg.acquire(self.owner, ttl):
             log.info("compactor %s: leading", self.owner)
             self.leader = True
             self._written.clear()
-            self.reader = Reader(self.settings, NullListener(), mark_applied=False, name="compactor")
+            self.reader = Reader(self.settings, NullListener(), mark_applied=False, name="compactor",
+                                 log=self._given_log)
             self.reader.start()
         else:
             return
@@ -104,16 +104,14 @@ class Compactor:
             return
         for name, feed in list(reader.feeds.items()):
             await self._maybe_snapshot(name, feed)
-        await c.hset(self.keys.compactor_status, mapping={
-            "owner": self.owner, "time": time.time(), "snapshots_written": self.snapshots_written,
-        })
+        await lg.set_status({"owner": self.owner, "time": time.time(),
+                             "snapshots_written": self.snapshots_written})
 
-    async def _maybe_snapshot(self, name: str, feed) -> None:
+    async def _maybe_snapshot(self, name: str, feed: Feed) -> None:
+        assert self._log is not None and self.reader is not None
         if name not in self._written:
             # The snapshot already stored (if any) is the trim point of our first write.
-            raw = await self._client.get(self.keys.snapshot(name))
-            prev = snap.loads(raw) if raw else None
-            prev_id = prev.last_id if prev and prev.epoch == self.reader.epoch else "0-0"
+            prev_id = current_snapshot(await self._log.snapshot(name), self.reader.epoch or "").last_id
             self._written[name] = (feed.state.applied if prev_id == feed.last_id else -1, prev_id, 0.0)
         applied, prev_id, at = self._written[name]
         if feed.last_id == prev_id:
@@ -124,19 +122,17 @@ class Compactor:
             return
         state, last_id = feed.state, feed.last_id  # consistent: same loop as the reader
         text = snap.dumps(snap.Snapshot(state, last_id, self.reader.epoch or ""))
-        trim = prev_id if prev_id != "0-0" else ""
-        ok = await self._client.eval(WRITE_SNAPSHOT, 3, self.keys.compactor_lock, self.keys.snapshot(name),
-                                     self.keys.commands(name), self.owner, text, trim)
-        if not ok:
+        trim = prev_id if prev_id != "0-0" else None
+        trimmed = await self._log.put_snapshot(self.owner, name, text, trim)
+        if trimmed is None:
             log.warning("compactor %s: lock lost before writing %s; stepping down", self.owner, name)
             await self._step_down()
             return
         self.snapshots_written += 1
-        self.trimmed_entries += int(ok) - 1
+        self.trimmed_entries += trimmed
         self.snapshot_at[name] = time.time()
         self._written[name] = (state.applied, last_id, time.monotonic())
-        await self._client.hset(self.keys.compactor_status, f"snapshot:{name}",
-                                f"{last_id} {time.time():.3f} {len(text)}")
+        await self._log.set_status({f"snapshot:{name}": f"{last_id} {time.time():.3f} {len(text)}"})
         log.info("compactor: %s snapshot at %s (%d bytes), trimmed before %s", name, last_id,
                  len(text), trim or "-")
 
@@ -144,9 +140,22 @@ class Compactor:
         if self.reader is not None:
             await self.reader.stop()
             self.reader = None
-        if self.leader and release:
+        if self.leader and release and self._log is not None:
             try:
-                await self._client.eval(RELEASE, 1, self.keys.compactor_lock, self.owner)
+                await self._log.release(self.owner)
             except CONNECTION_ERRORS:
                 pass
         self.leader = False
+
+
+def read_status(client: redis.Redis, keys: Keys) -> dict[str, Any]:
+    """The compactor's status hash (what :class:`Compactor` writes), JSON values decoded
+    where they parse: ``owner``, ``time``, ``snapshots_written``, ``snapshot:<name>``."""
+    out: dict[str, Any] = {}
+    for k, v in sorted(client.hgetall(keys.compactor_status).items()):
+        text = v.decode("utf-8", "replace")
+        try:
+            out[k.decode("utf-8", "replace")] = json.loads(text)
+        except ValueError:
+            out[k.decode("utf-8", "replace")] = text
+    return out

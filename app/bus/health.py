@@ -2,20 +2,17 @@
 
 :func:`memory_status` turns ``INFO memory`` into the Redis memory alarm that the
 instance loop (app/instance/server.py) and the admin page show; :func:`redis_health`
-is the admin page's ping + INFO summary; :func:`compactor_status` reads the hash the
-leading compactor (app/bus/compactor.py) writes.
+is the admin page's ping + INFO summary.  (The compactor's status is read beside its
+writer: :func:`app.bus.compactor.read_status`.)
 """
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Mapping
 from typing import Any
 
 import redis
-
-from app.bus.keys import Keys
 
 
 def memory_status(info: Mapping[str, Any], alarm_ratio: float) -> dict[str, Any]:
@@ -46,18 +43,3 @@ def redis_health(client: redis.Redis, alarm_ratio: float = 0.8) -> dict[str, Any
             "rdb_last_bgsave_status", "loading", "evicted_keys", "instantaneous_ops_per_sec")
     return {"ok": True, "ping_ms": round(ping_ms, 3), **{k: info.get(k) for k in keep if k in info},
             "memory": memory_status(info, alarm_ratio)}
-
-
-def compactor_status(client: redis.Redis, keys: Keys) -> dict[str, Any]:
-    """The compactor's status hash, JSON values decoded where they parse.
-
-    The reader side of what app/bus/compactor.py writes (it belongs beside the writer
-    once that module is free to edit)."""
-    out: dict[str, Any] = {}
-    for k, v in sorted(client.hgetall(keys.compactor_status).items()):
-        text = v.decode("utf-8", "replace")
-        try:
-            out[k.decode("utf-8", "replace")] = json.loads(text)
-        except ValueError:
-            out[k.decode("utf-8", "replace")] = text
-    return out

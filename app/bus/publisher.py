@@ -19,10 +19,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 import redis
-import redis.asyncio as aioredis
 
 from app.bus.keys import Keys
-from app.bus.registry import UnknownDashboard, require_dashboard
+from app.bus.registry import require_dashboard
 from app.control.protocol import Limits, parse
 
 Fields = Mapping[str, bytes | str]
@@ -70,22 +69,3 @@ def publish_many(client: redis.Redis, keys: Keys, dashboard: str, batch: Iterabl
     if durability == "replica" and int(replies[-1]) < 1:
         raise NotDurable(ids, wait_ms)
     return ids
-
-
-async def apublish(client: aioredis.Redis, keys: Keys, dashboard: str, fields: Fields,
-                   limits: Limits = Limits(), *, durability: str = "everysec",
-                   wait_ms: int = 1000) -> str:
-    """Async twin of :func:`publish`."""
-    parse(fields, limits)
-    if not await client.hexists(keys.dashboards, dashboard):
-        raise UnknownDashboard(dashboard)
-    pipe = client.pipeline(transaction=False)
-    pipe.xadd(keys.commands(dashboard), dict(fields))
-    if durability == "replica":
-        pipe.execute_command("WAIT", 1, wait_ms)
-    replies = await pipe.execute()
-    eid = replies[0].decode()
-    if durability == "replica" and int(replies[-1]) < 1:
-        raise NotDurable([eid], wait_ms)
-    return eid
-

@@ -1,9 +1,11 @@
-"""The per-process reader: XREAD every dashboard's stream, fold it, tell a listener.
+"""The per-process reader: read every dashboard's stream, fold it, tell a listener.
 
-One :class:`Reader` per process and one Redis connection for its reads (never one
-per session).  It uses plain ``XREAD`` from its own last ids (a consumer group would
-split entries between readers), folds each entry into the dashboard's state once,
-and calls the listener on the event loop thread, in stream order.
+One :class:`Reader` per process and one connection for its reads (never one per
+session).  It reads with plain ``XREAD`` from its own last ids (a consumer group would
+split entries between readers) through the command log seam (:mod:`app.bus.log`;
+Redis in production, the in-memory twin in unit tests), folds each entry into the
+dashboard's state once, and calls the listener on the event loop thread, in stream
+order.
 
 Robustness:
 
@@ -12,16 +14,36 @@ Robustness:
   blocks the entries behind it; an exception in the listener is logged, not raised;
 * connection loss: retry with exponential backoff and jitter, resume from the last
   ids, so nothing is lost or applied twice;
-* lost history (Redis restarted empty, stream deleted or trimmed past this
-  reader's position): detected via the epoch key and ``XINFO STREAM`` after every
-  read, and answered with a resync from the snapshot plus ``on_reset``;
-* history that went backwards (an older AOF/RDB restored, a promoted replica that
-  lacked the tail, a machine crash with ``appendfsync everysec``): on every resume the
-  stream must still hold the entry this reader applied last.  It is gone when the
-  stream now ends before it (``last-generated-id``) or - once new commands were
-  added on top of the shorter history - when it is simply missing although the
-  stream was not trimmed past it.  Either way every session is resynced from the
-  fold Redis now holds, and ``stats["history_rewinds"]`` counts it (/metrics, admin).
+* lost history (Redis restarted empty, stream deleted or trimmed past this reader's
+  position, history rewound): judged by :mod:`app.bus.history` from the epoch key and
+  ``XINFO STREAM``, and answered with a resync from the snapshot plus ``on_reset``;
+  ``stats["history_rewinds"]`` counts history that went backwards (/metrics, admin).
+
+When the history is checked (the "when needed" rule).  Every batch is judged before
+it is applied, from an epoch + ``XINFO`` probe that Redis runs right after the
+``XREAD`` that returned the batch, in the same pipeline (Redis holds a connection's
+later commands while its XREAD blocks), so the check costs no round trip of its own:
+
+* on every (re)connect, :meth:`Reader._sync` checks everything before reading on -
+  a Redis restarted from an older copy, a promoted replica or a restart without data
+  always breaks the connection first; this is also where a rewound tail is found
+  (:func:`app.bus.history.missing_last_entry`, one more lookup per dashboard);
+* each read probes the streams that had entries in the previous read (under load,
+  the ones that will have entries again); a stream with entries that was not probed
+  gets a probe of its own before its batch is applied (one extra round trip, when a
+  quiet dashboard wakes up).  Checking *less* often than every applied batch is not
+  safe: entries of a deleted-and-recreated stream folded onto the old state leave
+  nothing a later check could see;
+* after an idle read, and at least every ``CHECK_ALL_SECONDS``, the read probes
+  every stream: a deleted stream does not wake ``XREAD``, nor does a quiet one while
+  others are busy;
+* the registry stream is read in the same ``XREAD``: a dashboard deleted (and
+  perhaps created again) through the registry is dropped or reloaded before any of
+  its new entries is applied.
+
+What the reader writes back (rejections, then the ``applied`` id) rides on the next
+read's round trip too, ahead of the ``XREAD``; it is kept and sent again if that
+round trip fails (both writes are idempotent).
 """
 
 from __future__ import annotations
@@ -30,25 +52,25 @@ import asyncio
 import logging
 import random
 import time
-import uuid
 from collections import Counter
-from dataclasses import dataclass
 from typing import Any, Protocol
 
-from app.bus.connection import CONNECTION_ERRORS, ResponseError, async_client
-from app.bus.keys import Keys
-from app.bus.store import BATCH, exclusive, id_ms, id_tuple
-from app.control import snapshot as snap
+from app.bus.connection import CONNECTION_ERRORS
+from app.bus.history import Feed, HistoryLost, HistoryRewound, judge, missing_last_entry
+from app.bus.log import CommandLog, Entry, Write, current_snapshot, id_tuple
+from app.bus.redis_log import RedisLog
 from app.control.protocol import Command, Limits, Rejected, parse
-from app.control.state import EMPTY, DashboardState, FoldConfig, step
+from app.control.state import DashboardState, FoldConfig, step
 from app.settings import Settings
 
 log = logging.getLogger("fleet.reader")
 
+BATCH = 1000  # entries per stream per read
 # A rejected entry is recorded for operators, truncated: an over-budget or oversized
 # command must not be stored again in full (rejected_maxlen entries of it, per dashboard).
 MAX_REJECTED_VALUE = 1024
 MAX_REJECTED_ENTRY = 4 * 1024
+CHECK_ALL_SECONDS = 1.0  # under load, probe every stream at least this often
 
 
 class Listener(Protocol):
@@ -70,48 +92,29 @@ class NullListener:
         pass
 
 
-@dataclass
-class Feed:
-    """The folded state of one dashboard and the id of the last entry folded."""
-
-    state: DashboardState
-    last_id: str = "0-0"
-    snapshot_id: str = "0-0"  # id of the snapshot this feed started from
-    entries_added: int | None = None  # XINFO entries-added when last checked
-
-
-class HistoryLost(Exception):
-    """Entries after our position are gone; resync from the snapshot."""
-
-
-class HistoryRewound(HistoryLost):
-    """Redis's history ends before (or no longer holds) the entry we applied last."""
-
-
-def missing_last_entry(last_id: str, info: dict | None, present: bool) -> str | None:
-    """Why the stream went backwards behind a reader at ``last_id``, or None.
-
-    ``present``: whether the stream still holds the entry ``last_id``.  An entry may be
-    missing legitimately only when it was never there (``0-0``) or the stream was
-    trimmed past it (its first entry is after it, or it is empty); otherwise Redis lost
-    the tail we applied and possibly took new entries on top of the shorter history.
-    """
-    if present or last_id == "0-0" or info is None:
-        return None
-    info = {(k.decode() if isinstance(k, bytes) else k): v for k, v in info.items()}
-    first = _first_id(info)
-    if first is None or first > id_tuple(last_id):
-        return None
-    return (f"stream went backwards: our last applied entry {last_id} is gone "
-            f"(history now ends at {_info_id(info, 'last-generated-id')} or was rewritten after it)")
+def truncated(fields: dict[bytes, bytes]) -> dict[bytes, bytes]:
+    """The copy of a rejected entry that is recorded (values and total size capped)."""
+    copy: dict[bytes, bytes] = {}
+    total = 0
+    for k, v in fields.items():
+        if total + len(k) > MAX_REJECTED_ENTRY:
+            copy[b"_truncated"] = b"1"
+            break
+        if len(v) > MAX_REJECTED_VALUE:
+            v = v[:MAX_REJECTED_VALUE]
+            copy[b"_truncated"] = b"1"
+        copy[k] = v
+        total += len(k) + len(v)
+    return copy
 
 
 class Reader:
     def __init__(self, settings: Settings, listener: Listener | None = None, *,
                  record_rejections: bool = True, mark_applied: bool = True,
-                 name: str = "reader") -> None:
+                 name: str = "reader", log: CommandLog | None = None) -> None:
+        """``log``: the command log to read (default: a Redis log of its own, made
+        when the reader starts and closed when it stops)."""
         self.settings = settings
-        self.keys = Keys(settings.key_prefix)
         self.listener: Listener = listener or NullListener()
         self.limits = Limits.from_settings(settings)
         self.fold_cfg = FoldConfig.from_settings(settings)
@@ -128,8 +131,12 @@ class Reader:
         self.last_error = ""
         self._caught_up: asyncio.Event | None = None
         self._task: asyncio.Task | None = None
-        self._client = None
+        self._log: CommandLog | None = log
+        self._own_log = log is None
         self._stopping = False
+        self._pending: dict[str, Write] = {}  # writes that ride on the next read
+        self._hot: set[str] = set()  # dashboards with entries in the last read
+        self._probe_all_at = 0.0  # monotonic time of the last probe of every stream
 
     # --- lifecycle ---------------------------------------------------------------------
     def start(self) -> asyncio.Task:
@@ -146,9 +153,15 @@ class Reader:
                 await self._task
             except (asyncio.CancelledError, Exception):
                 pass
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
+        if self._pending and self._log is not None:  # what the last batches owe the log
+            writes, self._pending = list(self._pending.values()), {}
+            try:
+                await asyncio.wait_for(self._log.write(writes), 2.0)
+            except (TimeoutError, *CONNECTION_ERRORS) as exc:
+                log.warning("%s: stopping without recording the last batch: %s", self.name, exc)
+        if self._own_log and self._log is not None:
+            await self._log.close()
+            self._log = None
 
     @property
     def caught_up(self) -> asyncio.Event:
@@ -168,15 +181,18 @@ class Reader:
             return False, f"no answer from Redis for {silent:.0f}s: {self.last_error or 'unknown'}"
         return True, "ok"
 
+    @property
+    def log(self) -> CommandLog:
+        if self._log is None:
+            # no silent reconnect-and-retry: every lost connection comes back through
+            # _sync, which checks the history before reading on
+            self._log = RedisLog(self.settings, client_name=f"fleet-{self.name}", retries=0)
+        return self._log
+
     async def run(self) -> None:
         attempt = 0
         while not self._stopping:
             try:
-                if self._client is None:
-                    # no silent reconnect-and-retry: every lost connection comes back
-                    # through _sync, which checks the history before reading on
-                    self._client = async_client(self.settings, client_name=f"fleet-{self.name}",
-                                                retries=0)
                 await self._sync()
                 attempt = 0
                 while not self._stopping:
@@ -202,12 +218,7 @@ class Reader:
     # --- sync: epoch, registry, catch-up -------------------------------------------------
     async def _check_epoch(self) -> bool:
         """Returns True if the epoch changed (history lost) since we last looked."""
-        c = self._client
-        raw = await c.get(self.keys.epoch)
-        if raw is None:
-            await c.set(self.keys.epoch, uuid.uuid4().hex, nx=True)
-            raw = await c.get(self.keys.epoch)
-        epoch = raw.decode()
+        epoch = await self.log.epoch()
         changed = self.epoch is not None and epoch != self.epoch
         if changed:  # Redis lost everything (or another data set): history went backwards
             self.stats["history_rewinds"] += 1
@@ -218,12 +229,11 @@ class Reader:
 
     async def _sync(self, epoch_changed: bool = False) -> None:
         """Full reconcile after (re)connecting: epoch, registry, history, catch-up."""
-        c = self._client
         epoch_changed = await self._check_epoch() or epoch_changed
-        last_reg = await c.xrevrange(self.keys.registry_events, count=1)
-        self.registry_id = last_reg[0][0].decode() if last_reg else "0-0"
-        names = set((await c.hgetall(self.keys.dashboards)).keys())
-        names = {n.decode() for n in names}
+        if epoch_changed:
+            self._pending.clear()  # they were meant for a data set that is gone
+        self.registry_id = await self.log.registry_head()
+        names = await self.log.dashboards()
         for gone in sorted(set(self.feeds) - names):
             self._drop(gone)
         for name in sorted(names):
@@ -236,21 +246,21 @@ class Reader:
                     await self._resync(name, str(exc), isinstance(exc, HistoryRewound))
                 else:
                     await self._catch_up(name)
+        self._hot.clear()
+        self._probe_all_at = time.monotonic()
         self.last_ok = time.monotonic()
         self.last_error = ""
         self.caught_up.set()
 
     def _drop(self, name: str) -> None:
+        self._pending.pop(name, None)
         if self.feeds.pop(name, None) is not None:
             log.info("%s: dashboard %s deleted", self.name, name)
             self._notify("on_reset", name, None, "0-0")
 
     async def _load(self, name: str) -> None:
         """(Re)build a feed from the snapshot and the stream after it."""
-        raw = await self._client.get(self.keys.snapshot(name))
-        s = snap.loads(raw) if raw else None
-        if s is None or s.epoch != self.epoch:
-            s = snap.Snapshot(EMPTY, "0-0", self.epoch or "")
+        s = current_snapshot(await self.log.snapshot(name), self.epoch)
         self.feeds[name] = Feed(s.state, s.last_id, s.last_id)
         try:
             await self._check_history(name)
@@ -261,7 +271,7 @@ class Reader:
         await self._catch_up(name, notify=False)
         feed = self.feeds[name]
         if self.mark_applied and feed.last_id != "0-0":  # ids folded into the snapshot count too
-            await self._record(name, [], feed.last_id.encode())
+            self._record(Write(name, [], feed.last_id))
         log.info("%s: dashboard %s loaded (snapshot %s, now at %s, %d figures)", self.name, name,
                  s.last_id, feed.last_id, len(feed.state.figures))
         self._notify("on_reset", name, feed.state, feed.last_id)
@@ -274,120 +284,97 @@ class Reader:
         await self._load(name)
 
     async def _catch_up(self, name: str, notify: bool = True) -> None:
-        key = self.keys.commands(name)
         while True:
             feed = self.feeds.get(name)
             if feed is None:
                 return
-            entries = await self._client.xrange(key, min=exclusive(feed.last_id), count=BATCH)
+            entries = await self.log.range(name, feed.last_id, BATCH)
             if not entries:
                 return
-            await self._apply_batch(name, entries, notify)
+            self._apply_batch(name, entries, notify)
 
     async def _check_history(self, name: str) -> None:
         """Raise HistoryLost if entries after our position were deleted or rewound."""
-        key = self.keys.commands(name)
-        try:
-            info = await self._client.xinfo_stream(key)
-        except ResponseError:  # no such key
-            info = None
-        self._judge(name, info)
-        last_id = self.feeds[name].last_id
-        if info is not None and last_id != "0-0":
-            present = bool(await self._client.xrange(key, min=last_id, max=last_id, count=1))
-            if why := missing_last_entry(last_id, info, present):
-                raise HistoryRewound(why)
-
-    def _judge(self, name: str, info: dict | None) -> None:
-        """Compare ``XINFO STREAM`` (None: no such stream) with our position."""
+        _, infos = await self.log.probe([name])
+        info = infos[name]
         feed = self.feeds[name]
-        if info is None:
-            if feed.last_id != "0-0" and feed.last_id != feed.snapshot_id:
-                raise HistoryLost(f"stream gone while at {feed.last_id}")
-            return
-        info = {(k.decode() if isinstance(k, bytes) else k): v for k, v in info.items()}
-        added = info.get("entries-added")
-        if added is not None:
-            if feed.entries_added is not None and int(added) < feed.entries_added:
-                # deleted and recreated, or an older copy of it (a rewind): history went back
-                raise HistoryRewound(f"stream was deleted and recreated or rewound (entries added: "
-                                     f"{int(added)}, we saw {feed.entries_added})")
-            feed.entries_added = int(added)
-        mine = id_tuple(feed.last_id)
-        last_gen = _info_id(info, "last-generated-id")
-        if last_gen is not None and last_gen < mine:
-            raise HistoryRewound(f"stream rewound: last generated id {last_gen} is behind our {feed.last_id}")
-        deleted = _info_id(info, "max-deleted-entry-id")  # XDEL
-        if deleted is not None and deleted > mine:
-            raise HistoryLost(f"entries after {feed.last_id} were deleted (max deleted {deleted})")
-        first = _first_id(info)  # XTRIM does not move max-deleted-entry-id
-        if first is not None and first > mine and int(info.get("entries-added", 0)) > int(info.get("length", 0)):
-            raise HistoryLost(f"stream trimmed past our position {feed.last_id} (first entry now {first})")
+        judge(feed, info)
+        if info is not None and feed.last_id != "0-0":
+            present = await self.log.holds(name, feed.last_id)
+            if why := missing_last_entry(feed.last_id, info, present):
+                raise HistoryRewound(why)
 
     # --- the steady state -------------------------------------------------------------------
     async def _read_once(self) -> None:
-        c = self._client
-        streams = {self.keys.commands(n): f.last_id for n, f in self.feeds.items()}
-        streams[self.keys.registry_events] = self.registry_id
-        reply = await c.xread(streams, count=BATCH, block=self.settings.block_ms)
+        now = time.monotonic()
+        probe_all = now - self._probe_all_at >= CHECK_ALL_SECONDS or not self._hot
+        probed = list(self.feeds) if probe_all else [n for n in self._hot if n in self.feeds]
+        writes, self._pending = self._pending, {}
+        try:
+            reply = await self.log.read({n: f.last_id for n, f in self.feeds.items()}, self.registry_id,
+                                        count=BATCH, block_ms=self.settings.block_ms,
+                                        writes=list(writes.values()), probe=probed)
+        except BaseException:
+            self._pending = writes  # nothing was queued meanwhile; send them again
+            raise
         self.last_ok = time.monotonic()
-        batches = {}
-        registry_entries = []
-        for key, entries in reply or []:
-            key = key.decode()
-            if key == self.keys.registry_events:
-                registry_entries = entries
-            elif (name := self.keys.dashboard_from_commands(key)) in self.feeds:
-                batches[name] = entries
-        # One round trip checks the epoch and the history of what we are about to apply
-        # (or, when idle, of every stream: a deleted stream does not wake XREAD).
-        names = list(batches) if reply else list(self.feeds)
-        pipe = c.pipeline(transaction=False)
-        pipe.get(self.keys.epoch)
-        for name in names:
-            pipe.xinfo_stream(self.keys.commands(name))
-        epoch, *infos = await pipe.execute(raise_on_error=False)
-        if epoch is None or epoch.decode() != self.epoch:
+        if probe_all:
+            self._probe_all_at = now
+        infos = dict(reply.infos)
+        unprobed = [n for n in reply.commands if n not in infos]
+        epoch = reply.epoch
+        if unprobed:  # a quiet dashboard woke up: check it before applying
+            epoch2, more = await self.log.probe(unprobed)
+            infos.update(more)
+            epoch = epoch if epoch != self.epoch else epoch2
+        if epoch != self.epoch:
             await self._check_epoch()
             self.stats["resyncs"] += 1
             await self._sync(epoch_changed=True)
             return
-        if registry_entries:
-            await self._registry(registry_entries)
-        if not reply:
+        reloaded = await self._registry(reply.registry) if reply.registry else set()
+        if reply.idle:
             self.lag_ms = 0.0
-        for name, info in zip(names, infos, strict=True):
-            if name not in self.feeds:
+        self._hot = set(reply.commands)
+        for name, info in infos.items():
+            if name not in self.feeds or name in reloaded:
                 continue
-            if isinstance(info, Exception) and not isinstance(info, ResponseError):
-                raise info
             try:
-                self._judge(name, None if isinstance(info, Exception) else info)
+                judge(self.feeds[name], info)
             except HistoryLost as exc:
                 await self._resync(name, str(exc), isinstance(exc, HistoryRewound))
-                continue
-            if name in batches:
-                entries = batches[name]
-                await self._apply_batch(name, entries, True)
-                self.lag_ms = max(0.0, time.time() * 1000 - id_ms(entries[-1][0]))
+                reloaded.add(name)
+        for name, entries in reply.commands.items():
+            if name in self.feeds and name not in reloaded:
+                self._apply_batch(name, entries, True)
+                self.lag_ms = max(0.0, time.time() * 1000 - id_tuple(entries[-1][0])[0])
 
-    async def _registry(self, entries: list) -> None:
+    async def _registry(self, entries: list[Entry]) -> set[str]:
+        """Follow registry events; returns the dashboards (re)loaded or dropped."""
+        touched: set[str] = set()
         for eid, fields in entries:
-            self.registry_id = eid.decode()
+            self.registry_id = eid
             event = fields.get(b"event", b"").decode()
             name = fields.get(b"dashboard", b"").decode()
-            if event == "created" and name and name not in self.feeds:
-                if await self._client.hexists(self.keys.dashboards, name):
+            if not name:
+                continue
+            if event == "created" and name not in self.feeds:
+                if await self.log.exists(name):
                     await self._load(name)
-            elif event == "deleted" and name:
-                if not await self._client.hexists(self.keys.dashboards, name):
+                    touched.add(name)
+            elif event == "deleted" and name in self.feeds:
+                # deleted, and perhaps created again since: nothing we hold is valid
+                touched.add(name)
+                if await self.log.exists(name):
+                    await self._resync(name, "deleted and created again")
+                else:
                     self._drop(name)
+        return touched
 
-    async def _apply_batch(self, name: str, entries: list, notify: bool) -> None:
+    def _apply_batch(self, name: str, entries: list[Entry], notify: bool) -> None:
         feed = self.feeds[name]
         rejections = []
-        for raw_id, fields in entries:
-            entry_id = raw_id.decode()
+        for entry_id, fields in entries:
             try:
                 cmd = parse(fields, self.limits)
                 state, resolved = step(feed.state, cmd, self.fold_cfg)
@@ -411,35 +398,17 @@ class Reader:
             self.stats["rejected"] += 1
             log.warning("%s: %s %s rejected: %s", self.name, name, entry_id, reason)
             self._notify("on_rejected", name, entry_id, fields, reason)
-        if (rejections and self.record_rejections) or (self.mark_applied and entries):
-            await self._record(name, rejections if self.record_rejections else [],
-                               entries[-1][0] if self.mark_applied else None)
+        recorded = [(i, truncated(f), r) for i, f, r in rejections] if self.record_rejections else []
+        if recorded or (self.mark_applied and entries):
+            self._record(Write(name, recorded, entries[-1][0] if self.mark_applied else None))
 
-    async def _record(self, name: str, rejections: list, last_id: bytes | None) -> None:
-        """Record rejections, then the last folded id in ``fleet:{d}:applied`` (in that
+    def _record(self, write: Write) -> None:
+        """Queue rejections, then the last folded id in ``fleet:{d}:applied`` (in that
         order, on one connection: a controller that sees its id applied also sees its
-        rejection, if any - see bokeh_fleet's ``wait_applied``)."""
-        pipe = self._client.pipeline(transaction=False)
-        for entry_id, fields, reason in rejections:
-            copy: dict[Any, Any] = {}
-            total = 0
-            for k, v in fields.items():
-                if total + len(k) > MAX_REJECTED_ENTRY:
-                    copy[b"_truncated"] = b"1"
-                    break
-                if len(v) > MAX_REJECTED_VALUE:
-                    v = v[:MAX_REJECTED_VALUE]
-                    copy[b"_truncated"] = b"1"
-                copy[k] = v
-                total += len(k) + len(v)
-            copy[b"_reason"] = reason.encode()
-            pipe.xadd(self.keys.rejected(name), copy, id=entry_id,
-                      maxlen=self.settings.rejected_maxlen, approximate=True)
-        if last_id is not None:
-            pipe.set(self.keys.applied(name), last_id)
-        for result in await pipe.execute(raise_on_error=False):
-            if isinstance(result, Exception) and "equal or smaller" not in str(result):
-                log.warning("%s: could not record a rejection of %s: %s", self.name, name, result)
+        rejection, if any - see bokeh_fleet's ``wait_applied``).  They go out ahead of
+        the next read, in its round trip."""
+        old = self._pending.get(write.dashboard)
+        self._pending[write.dashboard] = old.merge(write) if old else write
 
     def _notify(self, method: str, *args: Any) -> None:
         try:
@@ -447,21 +416,3 @@ class Reader:
         except Exception:
             self.stats["listener_errors"] += 1
             log.exception("%s: listener %s failed for %s", self.name, method, args[0])
-
-
-def _first_id(info: dict) -> tuple[int, int] | None:
-    first = info.get("first-entry")
-    if not first:
-        return None
-    eid = first[0]
-    return id_tuple(eid.decode() if isinstance(eid, bytes) else str(eid))
-
-
-def _info_id(info: dict, key: str) -> tuple[int, int] | None:
-    raw = info.get(key)
-    if raw is None:
-        return None
-    raw = raw.decode() if isinstance(raw, bytes) else str(raw)
-    if raw in ("0-0", ""):
-        return None if key == "max-deleted-entry-id" else (0, 0)
-    return id_tuple(raw)

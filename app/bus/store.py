@@ -11,40 +11,13 @@ from typing import Any
 import redis
 
 from app.bus.keys import Keys
+from app.bus.log import current_snapshot
 from app.bus.registry import require_dashboard
-from app.control import snapshot as snap
 from app.control.protocol import Limits, Rejected, parse
-from app.control.state import EMPTY, DashboardState, FoldConfig, step
+from app.control.state import DashboardState, FoldConfig, step
 from app.settings import Settings
 
 BATCH = 1000
-
-
-def exclusive(entry_id: str) -> str:
-    """The XRANGE start just after ``entry_id``."""
-    return "(" + entry_id
-
-
-def id_ms(entry_id: str | bytes) -> int:
-    """Milliseconds part of a stream id."""
-    if isinstance(entry_id, bytes):
-        entry_id = entry_id.decode()
-    return int(entry_id.split("-", 1)[0])
-
-
-def id_tuple(entry_id: str) -> tuple[int, int]:
-    ms, _, seq = entry_id.partition("-")
-    return int(ms), int(seq or 0)
-
-
-def load_snapshot(client: redis.Redis, keys: Keys, dashboard: str, epoch: str | None) -> snap.Snapshot:
-    """The stored snapshot if it belongs to the current epoch, else an empty one."""
-    raw = client.get(keys.snapshot(dashboard))
-    if raw:
-        s = snap.loads(raw)
-        if epoch is None or s.epoch == epoch:
-            return s
-    return snap.Snapshot(EMPTY, "0-0", epoch or "")
 
 
 def fold_range(entries: list, state: DashboardState, limits: Limits, cfg: FoldConfig) -> DashboardState:
@@ -59,12 +32,13 @@ def fold_range(entries: list, state: DashboardState, limits: Limits, cfg: FoldCo
 def read_state(client: redis.Redis, keys: Keys, dashboard: str, settings: Settings) -> tuple[DashboardState, str]:
     """(state, last id) of ``dashboard``: snapshot + fold of the entries after it."""
     require_dashboard(client, keys, dashboard)
-    epoch = client.get(keys.epoch)
-    s = load_snapshot(client, keys, dashboard, epoch.decode() if epoch else None)
+    pipe = client.pipeline(transaction=False)
+    epoch, raw = pipe.get(keys.epoch).get(keys.snapshot(dashboard)).execute()
+    s = current_snapshot(raw, epoch.decode() if epoch else None)
     state, last = s.state, s.last_id
     limits, cfg = Limits.from_settings(settings), FoldConfig.from_settings(settings)
     while True:
-        entries = client.xrange(keys.commands(dashboard), min=exclusive(last), count=BATCH)
+        entries = client.xrange(keys.commands(dashboard), min="(" + last, count=BATCH)
         if not entries:
             return state, last
         state = fold_range(entries, state, limits, cfg)

@@ -25,7 +25,7 @@ from typing import Any
 from flask import Blueprint, Response, abort, flash, g, jsonify, redirect, render_template, request, session, url_for
 
 from app import passwords
-from app.bus import activity, health, heartbeat, process_events, registry, store
+from app.bus import activity, compactor, health, heartbeat, process_events, registry, store
 from app.bus.accounts import check_username
 from app.bus.connection import CONNECTION_ERRORS
 from app.control.roles import ROLES
@@ -88,7 +88,7 @@ def status() -> dict[str, Any]:
     if out["redis"]["ok"]:
         try:
             out["instances"] = heartbeat.read_heartbeats(f.client, f.keys)
-            out["compactor"] = health.compactor_status(f.client, f.keys)
+            out["compactor"] = compactor.read_status(f.client, f.keys)
             dashboards = registry.list_dashboards(f.client, f.keys)
             updated = activity.last_updates(f.client, f.keys, dashboards)
             out["dashboards"] = [

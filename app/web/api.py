@@ -32,7 +32,7 @@ from typing import Any
 from flask import Blueprint, Response, g, jsonify, request, send_from_directory
 from werkzeug.exceptions import BadRequest
 
-from app.bus import applied, buckets, publisher, registry, store
+from app.bus import applied, buckets, publisher, ratelimit, registry, store
 from app.bus.accounts import Token
 from app.bus.connection import ResponseError
 from app.bus.keys import DASHBOARD_RE
@@ -81,7 +81,7 @@ def _bearer() -> Token:
     f = fleet()
     s = f.settings
     addr = client_addr()  # the real client (nginx's X-Forwarded-For): never global
-    wait = f.accounts.locked_for("api-auth", addr)
+    wait = ratelimit.locked_for(f.client, f.keys, "api-auth", addr)
     if wait:
         raise ApiError(429, "too many failed authentications from this address; retry later",
                        headers={"Retry-After": str(wait)})
@@ -92,8 +92,8 @@ def _bearer() -> Token:
         raise ApiError(401, "missing bearer token (Authorization: Bearer <token>)", headers=www)
     tok = f.accounts.verify_token(secret.strip())
     if tok is None:
-        f.accounts.fail("api-auth", addr, limit=s.login_rate_limit * AUTH_FAIL_FACTOR,
-                        window=s.login_rate_window_seconds, max_lock=s.login_max_lock_seconds)
+        ratelimit.fail(f.client, f.keys, "api-auth", addr, limit=s.login_rate_limit * AUTH_FAIL_FACTOR,
+                       window=s.login_rate_window_seconds, max_lock=s.login_max_lock_seconds)
         raise ApiError(401, f.accounts.token_refusal(secret.strip()),
                        headers={"WWW-Authenticate": 'Bearer realm="fleet", error="invalid_token"'})
     return tok
@@ -113,7 +113,7 @@ def _publish_rate(tok: Token) -> None:
     of bodies (bursts up to FLEET_API_MAX_BODY_BYTES); other tokens have buckets of their own."""
     f = fleet()
     s = f.settings
-    key = f"{f.keys.prefix}:ratelimit:publish:{tok.id}"
+    key = f.keys.ratelimit(f"publish:{tok.id}")
     kib = (request.content_length or 0) // 1024 + 1
     try:
         wait = buckets.take(f.client, key, s.api_publish_rate, s.api_publish_burst)
