@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Chaos run: publish continuously while processes die, then prove nothing was lost.
 
-Builds a real stack (``tests.fixtures.stack.Stack``: supervisord, Redis with AOF,
+Builds a real stack (``fleet_testing.stack.Stack``: supervisord, Redis with AOF,
 gunicorn, nginx, N Bokeh instances, the compactor) on free ports, creates
 dashboards and a user, and opens headless Bokeh sessions *through nginx* with
 signed tokens (spread over the instances by the ``fleet_route`` cookie).  Then, for
@@ -61,20 +61,17 @@ from typing import Any
 
 import numpy as np
 
+from app.bus.connection import CONNECTION_ERRORS, ResponseError, sync_client
+from app.bus.keys import Keys
+from app.bus.publisher import NotDurable
+from app.bus.store import read_state
+from app.client import Controller
+from app.control.state import DashboardState
+from fleet_testing.bokeh import BokehClient, mint_token
+from fleet_testing.redis import free_ha_base
+from fleet_testing.stack import Stack
+
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-
-from app.bus.connection import CONNECTION_ERRORS, ResponseError, sync_client  # noqa: E402
-from app.bus.keys import Keys  # noqa: E402
-from app.bus.publisher import NotDurable  # noqa: E402
-from app.bus.store import read_state  # noqa: E402
-from app.client import Controller  # noqa: E402
-from app.control.state import DashboardState  # noqa: E402
-from tests.fixtures.bokeh import BokehClient, mint_token  # noqa: E402
-from tests.fixtures.redis import free_ha_base  # noqa: E402
-from tests.fixtures.stack import Stack  # noqa: E402
 
 FAULTS = ("kill_instance", "restart_redis", "kill_compactor", "client_kill_normal",
           "client_kill_pubsub", "nginx_reload", "kill_web_worker", "stop_compactor")

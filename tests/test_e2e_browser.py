@@ -14,7 +14,7 @@ import urllib.request
 
 import pytest
 
-from tests.fixtures.stack import Stack, login, open_dashboard, probe, wait_marker
+from fleet_testing.stack import Stack, login, open_dashboard, probe, wait_marker
 
 pytestmark = [pytest.mark.browser, pytest.mark.xdist_group("e2e_browser")]
 
