@@ -67,6 +67,7 @@ from app.bus.publisher import NotDurable
 from app.bus.store import read_state
 from app.client import Controller
 from app.control.state import DashboardState
+from app.stack.names import GROUP, instance_name, instance_process, process_key, sentinel_name
 from fleet_testing.bokeh import BokehClient, mint_token
 from fleet_testing.redis import free_ha_base
 from fleet_testing.stack import Stack
@@ -424,11 +425,11 @@ class Chaos:
         s = self.stack
         if kind == "kill_instance":
             n = self.rng.randint(1, self.cfg.instances)
-            pid = s.pid(f"fleet:bokeh_{n:02d}")
+            pid = s.pid(instance_process(n))
             if not pid:
-                return f"skipped: bokeh_{n:02d} not running"
+                return f"skipped: {instance_name(n)} not running"
             os.kill(pid, signal.SIGKILL)
-            return f"SIGKILL bokeh_{n:02d} pid {pid}"
+            return f"SIGKILL {instance_name(n)} pid {pid}"
         if kind == "restart_redis":
             res = s.ctl("restart", "fleet:redis", timeout=120)
             if res.returncode != 0:
@@ -605,10 +606,11 @@ class Chaos:
         from app.stack import health
 
         programs = ["fleet:redis", "fleet:compactor", "fleet:nginx", "fleet:web"] + [
-            f"fleet:bokeh_{n:02d}" for n in range(1, self.cfg.instances + 1)]
+            instance_process(n) for n in range(1, self.cfg.instances + 1)]
         if self.stack.ctx.get("redis_ha"):
+            sentinels = len(self.stack.ctx["redis_ha"]["sentinel_ports"])
             programs += ["fleet:redis_replica"] + [
-                f"fleet:sentinel_{n}" for n in range(1, len(self.stack.ctx["redis_ha"]["sentinel_ports"]) + 1)]
+                process_key(GROUP, sentinel_name(n)) for n in range(1, sentinels + 1)]
         self.stack.wait_running(*programs, timeout=self.cfg.settle)
         problems = health.wait_healthy(self.settings, self.cfg.settle)
         if problems:
@@ -722,9 +724,9 @@ class Chaos:
                     try:
                         c = await self.open_client(self.direct_ws(n), d, None)
                     except Exception as exc:
-                        self.report.failures.append(f"fresh direct session on bokeh_{n:02d} of {d}: {exc!r}")
+                        self.report.failures.append(f"fresh direct session on {instance_name(n)} of {d}: {exc!r}")
                         continue
-                    self.record_session("fresh-direct", f"bokeh_{n:02d}", d, c, want[d], names[d])
+                    self.record_session("fresh-direct", instance_name(n), d, c, want[d], names[d])
                     await c.close()
             served: Counter[int] = Counter()
             for i in range(20 * n_inst):
@@ -738,14 +740,14 @@ class Chaos:
                     continue
                 after = {n: self.stack.instance_sessions(n, d) for n in range(1, n_inst + 1)}
                 up = [n for n in after if after[n] > before[n]]
-                where = f"bokeh_{up[0]:02d}" if len(up) == 1 else "unknown"
+                where = instance_name(up[0]) if len(up) == 1 else "unknown"
                 if len(up) == 1:
                     served[up[0]] += 1
                 self.record_session("fresh-nginx", where, d, c, want[d], names[d])
                 await c.close()
             for n in range(1, n_inst + 1):
                 if served[n] == 0:
-                    self.report.failures.append(f"no fresh session through nginx landed on bokeh_{n:02d} ({d})")
+                    self.report.failures.append(f"no fresh session through nginx landed on {instance_name(n)} ({d})")
 
     def count_nginx_workers(self) -> None:
         """Old nginx workers stay 'shutting down' after a reload while they still hold
@@ -790,8 +792,8 @@ class Chaos:
                 if metric in wanted:
                     st[wanted[metric]] = st.get(wanted[metric], 0.0) + float(line.split()[-1])
             if st.get("delivery_errors") or st.get("listener_errors"):
-                self.report.failures.append(f"bokeh_{n:02d}: session update errors {st}")
-            self.report.instance_stats[f"bokeh_{n:02d}"] = st
+                self.report.failures.append(f"{instance_name(n)}: session update errors {st}")
+            self.report.instance_stats[instance_name(n)] = st
 
     # --- the run ------------------------------------------------------------------------------
     async def main(self) -> None:
@@ -847,7 +849,7 @@ class Chaos:
         self.log(f"sessions converged after {time.monotonic() - t_conv:.1f} s (or timed out); checking")
         self.report.reconnects = sum(max(0, s.connects - 1) for s in self.sessions)
         per_inst = self.sessions_by_instance()
-        self.report.long_lived_by_instance = {f"bokeh_{n:02d}": sum(v.values()) for n, v in per_inst.items()}
+        self.report.long_lived_by_instance = {instance_name(n): sum(v.values()) for n, v in per_inst.items()}
         self.log(f"long-lived sessions per instance (fleet_sessions): {per_inst}")
         for s in self.sessions:
             self.record_session("long-lived", "via nginx", s.dashboard, s.client, want[s.dashboard],
