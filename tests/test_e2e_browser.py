@@ -101,7 +101,7 @@ def _status(url: str, headers: dict | None = None) -> int:
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, *a, **kw):  # type: ignore[no-untyped-def]
+    def redirect_request(self, *a, **kw):
         return None
 
 

@@ -29,7 +29,7 @@ def _json(raw: Any) -> dict | None:
 
 
 async def verdicts(client: Any, keys: Keys, sessions: Iterable[tuple[str, Any, str]], *,
-                   sso: bool = False) -> dict[tuple[str, tuple[str, ...], str], str | None]:
+                   sso: bool = False) -> dict[tuple[str, tuple[str, ...] | None, str], str | None]:
     """For each (user, token roles, dashboard): the refusal reason or None.
 
     One round trip for any number of sessions (``client`` is a ``redis.asyncio`` client).

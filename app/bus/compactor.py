@@ -20,6 +20,8 @@ import socket
 import time
 import uuid
 
+import redis.asyncio as aredis
+
 from app.bus.connection import CONNECTION_ERRORS, async_client
 from app.bus.keys import Keys
 from app.bus.reader import NullListener, Reader
@@ -58,7 +60,7 @@ class Compactor:
         # id of the snapshot before it (the trim point).
         self._written: dict[str, tuple[int, str, float]] = {}
         self._stopping = False
-        self._client = None
+        self._client: aredis.Redis | None = None
 
     async def run(self) -> None:
         self._client = async_client(self.settings, client_name="fleet-compactor")

@@ -35,6 +35,8 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import redis.asyncio as aredis
+
 from app.bus.connection import CONNECTION_ERRORS, ResponseError, async_client
 from app.bus.keys import Keys
 from app.bus.store import BATCH, exclusive, id_ms, id_tuple
@@ -128,7 +130,7 @@ class Reader:
         self.last_error = ""
         self._caught_up: asyncio.Event | None = None
         self._task: asyncio.Task | None = None
-        self._client = None
+        self._client: aredis.Redis | None = None
         self._stopping = False
 
     # --- lifecycle ---------------------------------------------------------------------
@@ -329,10 +331,11 @@ class Reader:
         c = self._client
         streams = {self.keys.commands(n): f.last_id for n, f in self.feeds.items()}
         streams[self.keys.registry_events] = self.registry_id
-        reply = await c.xread(streams, count=BATCH, block=self.settings.block_ms)
+        # RESP2 reply [(stream key, [(id, fields), ...]), ...]; redis-py types it as any reply
+        reply: Any = await c.xread(streams, count=BATCH, block=self.settings.block_ms)
         self.last_ok = time.monotonic()
-        batches = {}
-        registry_entries = []
+        batches: dict[str, list[Any]] = {}
+        registry_entries: list[Any] = []
         for key, entries in reply or []:
             key = key.decode()
             if key == self.keys.registry_events:

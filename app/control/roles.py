@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 ROLES = ("viewer", "controller", "admin")
-SSO_ROLES = ("viewer",)  # an SSO user unknown to the store is a plain viewer (see auth.sso_user)
+SSO_ROLES: tuple[str, ...] = ("viewer",)  # an SSO user unknown to the store is a plain viewer (see auth.sso_user)
 
 
 def effective_roles(roles: Any) -> tuple[str, ...]:

@@ -176,7 +176,7 @@ def _typed(fig: Figure | None, data: Columns, x_axis_type: str, x: str) -> Colum
 
 
 def _replace(state: DashboardState, cmd: Command, cfg: FoldConfig) -> tuple[dict, Command]:
-    old = state.figures.get(cmd.name)  # type: ignore[arg-type]
+    old = state.figures.get(cmd.name)  # type: ignore[arg-type]  # named op: parse() set name
     if old is None and len(state.figures) >= cfg.max_figures:
         raise Rejected(f"dashboard already has {cfg.max_figures} figures (the limit)", "name")
     names = list(cmd.columns or cmd.data or ())
@@ -193,7 +193,7 @@ def _replace(state: DashboardState, cmd: Command, cfg: FoldConfig) -> tuple[dict
         if cols.kind_of(data[x]) == "text" and len(data[x]):
             raise Rejected(f"x column {x!r} holds text; use x_axis_type categorical or datetime", "x")
     fig = Figure(
-        name=cmd.name, kind=kind, title=cmd.title or "", x_label=cmd.x_label or "",  # type: ignore[arg-type]
+        name=cmd.name, kind=kind, title=cmd.title or "", x_label=cmd.x_label or "",  # type: ignore[arg-type]  # named op: parse() set name
         y_label=cmd.y_label or "", x_axis_type=axis, x=x, y=tuple(y), data=MappingProxyType(data),
         rollover=cmd.rollover, tooltips=cmd.tooltips if cmd.tooltips is not None else (("*", "*"),),
         version=state.applied + 1,
@@ -271,8 +271,8 @@ def _clear(state: DashboardState, cmd: Command) -> dict:
 def _remove(state: DashboardState, cmd: Command) -> dict:
     state.figure(cmd.name, cmd.op)
     figs = dict(state.figures)
-    del figs[cmd.name]  # type: ignore[arg-type]
-    return {"figures": figs, "layout": _layout_without(state.layout, cmd.name)}  # type: ignore[arg-type]
+    del figs[cmd.name]  # type: ignore[arg-type]  # named op: parse() set name
+    return {"figures": figs, "layout": _layout_without(state.layout, cmd.name)}  # type: ignore[arg-type]  # named op: parse() set name
 
 
 def _arrange(state: DashboardState, cmd: Command) -> dict:
@@ -297,10 +297,10 @@ def _set(state: DashboardState, cmd: Command) -> dict:
 
 
 def _figure(state: DashboardState, cmd: Command, cfg: FoldConfig) -> dict:
-    old = state.figures.get(cmd.name)  # type: ignore[arg-type]
+    old = state.figures.get(cmd.name)  # type: ignore[arg-type]  # named op: parse() set name
     if old is None and len(state.figures) >= cfg.max_figures:
         raise Rejected(f"dashboard already has {cfg.max_figures} figures (the limit)", "name")
-    fig = Figure(name=cmd.name, kind="model", title=cmd.title or "", model=cmd.model,  # type: ignore[arg-type]
+    fig = Figure(name=cmd.name, kind="model", title=cmd.title or "", model=cmd.model,  # type: ignore[arg-type]  # named op: parse() set name
                  version=state.applied + 1)
     return {"figures": _with_figure(state, fig), "layout": _place(state.layout, fig.name)}
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import html
 import logging
 from collections.abc import Mapping, Sequence
+from typing import Any, Literal, cast
 
 import numpy as np
 from bokeh.document import Document
@@ -25,16 +26,16 @@ from bokeh.document.events import ColumnsStreamedEvent
 from bokeh.models import (
     Column,
     ColumnDataSource,
-    DataTable,
-    DateFormatter,
-    Div,
     FactorRange,
     HoverTool,
     LayoutDOM,
     Range,
     Row,
-    TableColumn,
 )
+
+# from their modules: bokeh.models re-exports the widgets with a star import its stubs lack
+from bokeh.models.widgets.markups import Div
+from bokeh.models.widgets.tables import DataTable, DateFormatter, TableColumn
 from bokeh.palettes import Category10_10
 from bokeh.plotting import figure as bk_figure
 from bokeh.transform import dodge
@@ -66,7 +67,7 @@ def _factors(x: np.ndarray) -> list[str]:
     return list(seen)
 
 
-def _tooltips(fig: Figure) -> tuple[list[tuple[str, str]], dict[str, str]]:
+def _tooltips(fig: Figure) -> tuple[list[tuple[str, str]], dict[str, Any]]:
     pairs = fig.tooltips
     if pairs == (("*", "*"),):
         pairs = tuple((c, c) for c in fig.data)
@@ -98,7 +99,7 @@ class FigureView:
         self.kind = fig.kind
         self.version = fig.version
         self.source: ColumnDataSource | None = None
-        self.plot = None  # bokeh figure, when kind is a plot
+        self.plot: Any = None  # bokeh figure, when kind is a plot
         self.hover: HoverTool | None = None
         self.title_div: Div | None = None
         self.factors: list[str] | None = None
@@ -120,7 +121,7 @@ class FigureView:
         self.source = self._source(fig)
         columns = []
         for c in fig.data:
-            fmt = {}
+            fmt: dict[str, Any] = {}  # Bokeh's stubs type each keyword; a dict of them is Any
             if fig.x_axis_type == "datetime" and c == fig.x:
                 fmt["formatter"] = DateFormatter(format="%Y-%m-%d %H:%M:%S")
             columns.append(TableColumn(field=c, title=c, **fmt))
@@ -145,13 +146,14 @@ class FigureView:
         p.xaxis.axis_label = fig.x_label or fig.x
         p.yaxis.axis_label = fig.y_label or (fig.y[0] if len(fig.y) == 1 else "")
         several = len(fig.y) > 1
-        renderers = []
+        renderers: list[Any] = []
         width = 0.8
         if fig.kind == "bar" and fig.x_axis_type != "categorical" and fig.x in fig.data:
             width = _bar_width(fig.data[fig.x])
         for i, y in enumerate(fig.y):
             color = Category10_10[i % 10]
-            legend = {"legend_label": y} if several else {}
+            legend: dict[str, Any] = {"legend_label": y} if several else {}
+            r: Any
             if fig.kind == "line":
                 r = p.line(fig.x, y, source=self.source, color=color, line_width=2, **legend)
             elif fig.kind == "scatter":
@@ -169,7 +171,7 @@ class FigureView:
             renderers.append(r)
         tips, formatters = _tooltips(fig)
         if tips:
-            mode = "vline" if fig.kind in ("line", "step", "area") else "mouse"
+            mode: Literal["vline", "mouse"] = "vline" if fig.kind in ("line", "step", "area") else "mouse"
             self.hover = HoverTool(tooltips=tips, formatters=formatters, renderers=renderers, mode=mode)
             p.add_tools(self.hover)
         if several:
@@ -216,8 +218,9 @@ class FigureView:
 
     def set_props(self, after: Figure) -> None:
         if self.kind == "model":
-            if after.title and getattr(self.root, "title", None) is not None and hasattr(self.root.title, "text"):
-                self.root.title.text = after.title
+            root: Any = self.root  # any allowed model tree; only some have a title
+            if after.title and getattr(root, "title", None) is not None and hasattr(root.title, "text"):
+                root.title.text = after.title
             return
         if self.title_div is not None:
             self.title_div.text = _title_html(after.title or after.name, "h3")
@@ -251,7 +254,7 @@ def _model_root(fig: Figure, id_prefix: str) -> LayoutDOM:
         models.check(item)  # parse() did; a snapshot from an older version may hold anything
         item = models.reidentified(item, id_prefix + ":")
         tmp = Document.from_json(item["doc"])
-        root = tmp.get_model_by_id(item.get("root_id")) if item.get("root_id") else None
+        root = tmp.get_model_by_id(item["root_id"]) if item.get("root_id") else None
         root = root or tmp.roots[0]
         if not isinstance(root, LayoutDOM):
             raise ValueError(f"its root is a {type(root).__name__}, not a plot or a layout")
@@ -320,20 +323,23 @@ class DashboardDoc:
     def apply(self, cmd: Command, after: DashboardState) -> None:
         """Apply one resolved command; ``after`` is the state it produced."""
         op = cmd.op
+        # stream, patch, replace, figure and remove always name a figure, with their
+        # data (app.control.protocol.parse checked); clear and set may not
+        name = cast(str, cmd.name)
         if op == "stream":
-            self.views[cmd.name].stream(cmd.data, cmd.rollover, after.figures[cmd.name])
+            self.views[name].stream(cast(Mapping[str, np.ndarray], cmd.data), cmd.rollover, after.figures[name])
         elif op == "patch":
-            self.views[cmd.name].patch(cmd.patches, after.figures[cmd.name])
+            self.views[name].patch(cast(Mapping[str, list], cmd.patches), after.figures[name])
         elif op in ("replace", "figure"):
-            self._swap(after.figures[cmd.name], after)
+            self._swap(after.figures[name], after)
         elif op == "clear":
             if cmd.name is None:
                 self.views = {}
                 self._arrange(after)
             else:
-                self.views[cmd.name].reset_data(after.figures[cmd.name])
+                self.views[name].reset_data(after.figures[name])
         elif op == "remove":
-            self.views.pop(cmd.name, None)
+            self.views.pop(name, None)
             self._arrange(after)
         elif op == "layout":
             self._arrange(after)
@@ -370,11 +376,12 @@ class DashboardDoc:
     def _arrange(self, state: DashboardState) -> None:
         """(Re)build the row/column containers around the existing figure models."""
         self.containers = {}
-        groups = []
+        groups: list[Any] = []
         for group in state.layout:
-            members = [self.views[n].root for n in group if n in self.views]
+            members: list[Any] = [self.views[n].root for n in group if n in self.views]
             if not members:
                 continue
+            box: Column | Row
             if state.layout_mode == "columns":
                 box = Column(children=members, sizing_mode="stretch_width")
             else:

@@ -40,8 +40,8 @@ def peer_allowed(peer: str | None, local: str | None, allow: tuple[str, ...]) ->
         ip = ipaddress.ip_address(peer.split("%", 1)[0])
     except ValueError:
         return False
-    if getattr(ip, "ipv4_mapped", None):
-        ip = ip.ipv4_mapped  # type: ignore[union-attr]
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
+        ip = ip.ipv4_mapped
     if ip.is_loopback or (local and peer == local):
         return True
     return any(ip in net for net in _networks(tuple(allow)))
@@ -55,7 +55,7 @@ def _addresses(handler: RequestHandler) -> tuple[str | None, str | None]:
     peer = addr[0] if isinstance(addr, tuple) and addr else None
     local = None
     try:
-        local = conn.stream.socket.getsockname()[0]  # type: ignore[union-attr]
+        local = conn.stream.socket.getsockname()[0]  # type: ignore[union-attr]  # None: AttributeError, caught
     except (AttributeError, OSError, TypeError, IndexError):
         pass
     return peer, local
@@ -122,7 +122,7 @@ def render_metrics(instance: Instance) -> str:
             lines.append(f"{name}{labels} {value:g}" if isinstance(value, float) else f"{name}{labels} {value}")
 
     dashboards = sorted(set(fan.session_count()) | set(fan.applied) | set(fan.rejected)
-                        | set(getattr(reader, "feeds", {}) or {}))
+                        | set(reader.feeds if reader is not None else {}))
     counts = fan.session_count()
     metric("fleet_sessions", "gauge", "Live Bokeh sessions per dashboard.",
            [(f'{{dashboard="{_label(d)}"}}', counts.get(d, 0)) for d in dashboards])
@@ -136,8 +136,8 @@ def render_metrics(instance: Instance) -> str:
     metric("fleet_reader_up", "gauge", "1 when the reader has caught up with Redis and is reading.",
            [("", 1 if ok else 0)])
     metric("fleet_reader_lag_seconds", "gauge", "Age of the newest entry read, when it was read.",
-           [("", float(getattr(reader, "lag_ms", 0.0) or 0.0) / 1000.0)])
-    stats = getattr(reader, "stats", {}) or {}
+           [("", (reader.lag_ms if reader is not None else 0.0) / 1000.0)])
+    stats = reader.stats if reader is not None else {}
     metric("fleet_history_rewinds_total", "counter",
            "Times Redis's history went backwards under this reader (data set replaced, an older "
            "AOF/RDB, a promoted replica or a crash lost entries it had applied); each resynced "

@@ -49,6 +49,7 @@ from tornado.netutil import bind_sockets
 from app import tokens
 from app.bus.keys import Keys
 from app.control import columns
+from app.control.feeds import FeedReader
 from app.instance import bokeh_compat, teardown, wire
 from app.instance.endpoints import HealthHandler, MetricsHandler
 from app.instance.pagestatus import PageStatus
@@ -68,7 +69,7 @@ class NoDelayWSHandler(WSHandler):
     """Bokeh's websocket handler with Nagle's algorithm off, writing each message in
     one piece (see :func:`app.instance.wire.frames`)."""
 
-    async def send_message(self, message: Any) -> None:  # type: ignore[override]
+    async def send_message(self, message: Any) -> None:
         conn = self.ws_connection
         if conn is None or bokeh_compat.websocket_compressed(conn) or getattr(conn, "mask_outgoing", True):
             return await super().send_message(message)
@@ -77,11 +78,11 @@ class NoDelayWSHandler(WSHandler):
             with await self.write_lock.acquire():
                 if conn.is_closing():
                     raise StreamClosedError()
-                await conn.stream.write(data)
+                await conn.stream.write(data)  # type: ignore[union-attr]  # not closing: it has a stream
         except StreamClosedError:
             log.debug("message not sent: connection closed")  # on_close() handles the rest
 
-    def open(self) -> None:  # type: ignore[override]
+    def open(self) -> None:
         try:
             self.set_nodelay(True)
         except Exception:  # pragma: no cover - stream already closed
@@ -96,7 +97,7 @@ class NoDelayWSHandler(WSHandler):
                 app._refuse(str(exc), f"websocket from {self.request.remote_ip}")
                 self.close(1008, "session refused")
                 return None
-        return super().open()
+        return super().open()  # type: ignore[return-value]  # Bokeh types it None; tornado awaits it if not
 
 
 class FleetHandler(Handler):
@@ -131,7 +132,7 @@ class FleetTornado(BokehTornado):
 
     def check_token(self, token: str | None, session_id: str | None = None) -> str:
         """Return the token's dashboard, or raise Refused."""
-        payload = tokens.check(token, self.secret_key, session_id=session_id)
+        payload = tokens.check(token, self.secret_key, session_id=session_id)  # type: ignore[arg-type]  # Instance requires it
         if isinstance(payload, str):
             raise Refused(payload)
         dashboard = payload["dashboard"]
@@ -189,7 +190,7 @@ class Instance:
     """One Bokeh instance: server, fan-out, reader, heartbeat."""
 
     def __init__(self, settings: Settings, port: int, host: str = "127.0.0.1",
-                 reader_factory: Callable[[Settings, Fanout], Any] | None = None) -> None:
+                 reader_factory: Callable[[Settings, Fanout], FeedReader] | None = None) -> None:
         settings.require_secrets("secret_key")
         self.settings = settings
         self.port = port
@@ -201,7 +202,7 @@ class Instance:
         self.keys = Keys(settings.key_prefix)
         self.fanout = Fanout(self.state_of)
         self._reader_factory = reader_factory or _bus_reader
-        self.reader: Any = None
+        self.reader: FeedReader | None = None
         self.server: BaseServer | None = None
         self.tornado: FleetTornado | None = None
         self._tasks: list[asyncio.Task] = []
@@ -211,8 +212,7 @@ class Instance:
 
     # --- state -----------------------------------------------------------------------
     def state_of(self, dashboard: str):
-        feeds = getattr(self.reader, "feeds", None) or {}
-        feed = feeds.get(dashboard)
+        feed = self.reader.feeds.get(dashboard) if self.reader is not None else None
         return None if feed is None else (feed.state, feed.last_id)
 
     def health(self) -> tuple[bool, str]:
@@ -288,7 +288,7 @@ class Instance:
                 pass
         if self.server is not None:
             try:  # orderly, but never hang a supervisord stop on slow session teardown
-                await asyncio.wait_for(self.server.stop_async(), 5)  # type: ignore[attr-defined]
+                await asyncio.wait_for(self.server.stop_async(), 5)
             except (TimeoutError, Exception) as exc:
                 log.warning("server stop: %r", exc)
         self._stopped.set()
@@ -305,7 +305,7 @@ class Instance:
 
     # --- heartbeat --------------------------------------------------------------------
     def heartbeat_payload(self) -> dict[str, Any]:
-        feeds = getattr(self.reader, "feeds", None) or {}
+        feeds = self.reader.feeds if self.reader is not None else {}
         ok, reason = self.health()
         counts = self.fanout.session_count()
         return {
@@ -314,7 +314,7 @@ class Instance:
             "last_ids": {name: feed.last_id for name, feed in feeds.items()},
             "healthy": ok, "reason": reason,
             # times Redis's history went backwards under this instance (admin page)
-            "history_rewinds": int(getattr(self.reader, "stats", {}).get("history_rewinds", 0)),
+            "history_rewinds": int(self.reader.stats.get("history_rewinds", 0)) if self.reader is not None else 0,
         }
 
     async def _heartbeat(self) -> None:
@@ -348,7 +348,7 @@ class Instance:
         roles = tuple(roles) if isinstance(roles, list) else None
         try:
             found = await asyncio.wait_for(
-                verdicts(self._access(), self.keys, [(user, roles, dashboard)],
+                verdicts(self._access(), self.keys, [(user, roles, dashboard)],  # type: ignore[list-item]  # check_token: a str
                          sso=bool(self.settings.sso_header)), 2.0)
         except Exception as exc:
             # Fail open while Redis is away (nginx's /auth/check needs Redis too, so no
@@ -356,7 +356,7 @@ class Instance:
             # session once Redis answers again, if its user may no longer view it.
             log.warning("session access not checked: Redis: %s: %s", type(exc).__name__, exc)
             return None
-        return found.get((user, roles, dashboard))
+        return found.get((user, roles, dashboard))  # type: ignore[arg-type]  # same
 
     def _live(self) -> list[tuple[Any, str, tuple[str, ...] | None]]:
         """(view, user, token roles) of every live session."""
@@ -409,7 +409,7 @@ class Instance:
             pass
 
 
-def _bus_reader(settings: Settings, fanout: Fanout) -> Any:
+def _bus_reader(settings: Settings, fanout: Fanout) -> FeedReader:
     from app.bus.reader import Reader
 
     return Reader(settings, fanout, name="reader")

@@ -47,7 +47,7 @@ def _checked(name: str) -> dict:
 
 @bp.route("/")
 @login_required
-def index():  # type: ignore[no-untyped-def]
+def index():
     f = fleet()
     dashboards = registry.list_dashboards(f.client, f.keys)
     names = f.accounts.viewable(g.user, dashboards)
@@ -57,7 +57,7 @@ def index():  # type: ignore[no-untyped-def]
 
 @bp.route("/d/<name>")
 @login_required
-def dashboard(name: str):  # type: ignore[no-untyped-def]
+def dashboard(name: str):
     meta = _checked(name)
     s = fleet().settings
     minted = embed.mint(s, name, g.user)
@@ -94,7 +94,7 @@ def _message_js(text: str, link: str | None = None) -> str:
 
 
 @bp.route("/embed/<name>.js")
-def embed_js(name: str):  # type: ignore[no-untyped-def]
+def embed_js(name: str):
     """One script tag for another intranet page: ``<script src=".../embed/X.js">``.
 
     Goes through the same login: without a session it shows a login link; a user who
