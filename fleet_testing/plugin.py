@@ -10,6 +10,7 @@ only this module needs pytest.  One name, one meaning, in every test module:
 * ``app`` / ``client`` / ``fleet_bus`` / ``users`` / ``auth``: the Flask app
   (flaskr-style) on that Redis; ``make_app`` builds it with settings overridden.
 * ``browser``: headless Chromium (Playwright, Debian's binary), one per module.
+* ``stack_factory``: builds whole stacks (:class:`~fleet_testing.stack.Stack`), stops them all.
 * ``security_stack``: the whole stack with trusted-header SSO, one per session.
 * ``live`` (defined by the modules that need one): that module's running
   :class:`~fleet_testing.stack.Stack`.
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -29,7 +31,7 @@ from fleet_testing.ports import free_port
 from fleet_testing.redis import RedisServer, SentinelSet
 from fleet_testing.security import PASSWORDS as SECURITY_PASSWORDS
 from fleet_testing.security import SSO_PROXY_ADDR, SecurityStack
-from fleet_testing.stack import CHROMIUM, CHROMIUM_ARGS
+from fleet_testing.stack import CHROMIUM, CHROMIUM_ARGS, Stack
 from fleet_testing.web import PASSWORDS, ROLES, AuthActions
 
 
@@ -142,6 +144,21 @@ def browser():
         b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
         yield b
         b.close()
+
+
+@pytest.fixture
+def stack_factory():
+    """Build (and always tear down) stacks: ``stack_factory(instances=2, demo=True)``."""
+    made: list[Stack] = []
+
+    def make(**kw: Any) -> Stack:
+        s = Stack(**kw)
+        made.append(s)
+        return s
+
+    yield make
+    for s in made:
+        s.stop()
 
 
 @pytest.fixture(scope="session")
