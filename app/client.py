@@ -60,11 +60,11 @@ class Controller(_ClientController):
         """Unregister a dashboard and delete its keys (admin URL only)."""
         return registry.delete_dashboard(self.redis, self.keys, dashboard)
 
-    def dashboards(self) -> dict[str, dict]:  # type: ignore[override]
+    def dashboards(self) -> dict[str, dict]:  # type: ignore[override]  # admin URL: the registry, not the HTTP list
         """Every registered dashboard with its metadata (admin URL only)."""
         return registry.list_dashboards(self.redis, self.keys)
 
-    def state(self, dashboard: str) -> DashboardState:  # type: ignore[override]
+    def state(self, dashboard: str) -> DashboardState:  # type: ignore[override]  # the typed fold, not its JSON view
         """The exact folded state: snapshot + fold of the log after it."""
         return read_state(self.redis, self.keys, dashboard, self.settings)[0]
 

@@ -29,7 +29,13 @@ class Minted:
     token: str
 
 
-def mint(secret: str, dashboard: str | None, user: str, roles: Any, *, origin: str | None = None,
+def _key(secret: str | bytes) -> bytes:
+    """The signing key as Bokeh's token functions take it (the web app holds a str, the
+    instance Bokeh's own bytes)."""
+    return secret.encode() if isinstance(secret, str) else secret
+
+
+def mint(secret: str | bytes, dashboard: str | None, user: str, roles: Any, *, origin: str | None = None,
          gen: str | None = None, expiration: int = 300, signed: bool = True,
          extra: dict | None = None) -> Minted:
     """A fresh signed session id and a token for it, valid ``expiration`` seconds.
@@ -45,8 +51,8 @@ def mint(secret: str, dashboard: str | None, user: str, roles: Any, *, origin: s
     if origin is not None:
         payload["origin"] = origin
     payload.update(extra or {})
-    session_id = generate_session_id(secret_key=secret, signed=signed)
-    token = generate_jwt_token(session_id, secret_key=secret, signed=signed, extra_payload=payload,
+    session_id = generate_session_id(secret_key=_key(secret), signed=signed)
+    token = generate_jwt_token(session_id, secret_key=_key(secret), signed=signed, extra_payload=payload,
                                expiration=expiration)
     return Minted(session_id, token)
 
@@ -68,7 +74,7 @@ def expired(payload: dict, now: float | None = None) -> bool:
     return not isinstance(expiry, (int, float)) or isinstance(expiry, bool) or now >= expiry
 
 
-def check(token: str | None, secret: str, now: float | None = None,
+def check(token: str | None, secret: str | bytes, now: float | None = None,
           session_id: str | None = None) -> dict | str:
     """The payload of a valid token, else the reason (a str) it is refused.
 
@@ -79,7 +85,7 @@ def check(token: str | None, secret: str, now: float | None = None,
     if not token:
         return "no token (sessions are minted by the web app)"
     try:
-        if not check_token_signature(token, secret_key=secret, signed=True):
+        if not check_token_signature(token, secret_key=_key(secret), signed=True):
             return "bad token signature"
         payload = _payload(token)
         sid = get_session_id(token)

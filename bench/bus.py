@@ -25,18 +25,16 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import numpy as np
+import redis  # (bench harness only; the product's Redis code is in app/bus)
 
-import numpy as np  # noqa: E402
-import redis  # noqa: E402  (bench harness only; the product's Redis code is in app/bus)
-
-from app.bus import registry  # noqa: E402
-from app.bus.keys import Keys  # noqa: E402
-from app.bus.reader import Reader  # noqa: E402
-from app.settings import Settings  # noqa: E402
+from app.bus import registry
+from app.bus.keys import Keys
+from app.bus.reader import Reader
+from app.settings import Settings
+from fleet_testing.helpers import LINE
 
 KEYS = Keys("fleet")
-LINE = {"op": "replace", "name": "p", "kind": "line", "data": '{"t":[0],"y":[0]}'}
 
 
 def free_port() -> int:

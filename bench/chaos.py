@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Chaos run: publish continuously while processes die, then prove nothing was lost.
 
-Builds a real stack (``tests.fixtures.stack.Stack``: supervisord, Redis with AOF,
+Builds a real stack (``fleet_testing.stack.Stack``: supervisord, Redis with AOF,
 gunicorn, nginx, N Bokeh instances, the compactor) on free ports, creates
 dashboards and a user, and opens headless Bokeh sessions *through nginx* with
 signed tokens (spread over the instances by the ``fleet_route`` cookie).  Then, for
@@ -61,20 +61,18 @@ from typing import Any
 
 import numpy as np
 
+from app.bus.connection import CONNECTION_ERRORS, ResponseError, sync_client
+from app.bus.keys import Keys
+from app.bus.publisher import NotDurable
+from app.bus.store import read_state
+from app.client import Controller
+from app.control.state import DashboardState
+from app.stack.names import GROUP, instance_name, instance_process, process_key, sentinel_name
+from fleet_testing.bokeh import BokehClient, mint_token
+from fleet_testing.redis import free_ha_base
+from fleet_testing.stack import Stack
+
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-
-from app.bus.connection import CONNECTION_ERRORS, ResponseError, sync_client  # noqa: E402
-from app.bus.keys import Keys  # noqa: E402
-from app.bus.publisher import NotDurable  # noqa: E402
-from app.bus.store import read_state  # noqa: E402
-from app.client import Controller  # noqa: E402
-from app.control.state import DashboardState  # noqa: E402
-from tests.fixtures.bokeh import BokehClient, mint_token  # noqa: E402
-from tests.fixtures.redis import free_ha_base  # noqa: E402
-from tests.fixtures.stack import Stack  # noqa: E402
 
 FAULTS = ("kill_instance", "restart_redis", "kill_compactor", "client_kill_normal",
           "client_kill_pubsub", "nginx_reload", "kill_web_worker", "stop_compactor")
@@ -427,11 +425,11 @@ class Chaos:
         s = self.stack
         if kind == "kill_instance":
             n = self.rng.randint(1, self.cfg.instances)
-            pid = s.pid(f"fleet:bokeh_{n:02d}")
+            pid = s.pid(instance_process(n))
             if not pid:
-                return f"skipped: bokeh_{n:02d} not running"
+                return f"skipped: {instance_name(n)} not running"
             os.kill(pid, signal.SIGKILL)
-            return f"SIGKILL bokeh_{n:02d} pid {pid}"
+            return f"SIGKILL {instance_name(n)} pid {pid}"
         if kind == "restart_redis":
             res = s.ctl("restart", "fleet:redis", timeout=120)
             if res.returncode != 0:
@@ -608,10 +606,11 @@ class Chaos:
         from app.stack import health
 
         programs = ["fleet:redis", "fleet:compactor", "fleet:nginx", "fleet:web"] + [
-            f"fleet:bokeh_{n:02d}" for n in range(1, self.cfg.instances + 1)]
+            instance_process(n) for n in range(1, self.cfg.instances + 1)]
         if self.stack.ctx.get("redis_ha"):
+            sentinels = len(self.stack.ctx["redis_ha"]["sentinel_ports"])
             programs += ["fleet:redis_replica"] + [
-                f"fleet:sentinel_{n}" for n in range(1, len(self.stack.ctx["redis_ha"]["sentinel_ports"]) + 1)]
+                process_key(GROUP, sentinel_name(n)) for n in range(1, sentinels + 1)]
         self.stack.wait_running(*programs, timeout=self.cfg.settle)
         problems = health.wait_healthy(self.settings, self.cfg.settle)
         if problems:
@@ -725,9 +724,9 @@ class Chaos:
                     try:
                         c = await self.open_client(self.direct_ws(n), d, None)
                     except Exception as exc:
-                        self.report.failures.append(f"fresh direct session on bokeh_{n:02d} of {d}: {exc!r}")
+                        self.report.failures.append(f"fresh direct session on {instance_name(n)} of {d}: {exc!r}")
                         continue
-                    self.record_session("fresh-direct", f"bokeh_{n:02d}", d, c, want[d], names[d])
+                    self.record_session("fresh-direct", instance_name(n), d, c, want[d], names[d])
                     await c.close()
             served: Counter[int] = Counter()
             for i in range(20 * n_inst):
@@ -741,14 +740,14 @@ class Chaos:
                     continue
                 after = {n: self.stack.instance_sessions(n, d) for n in range(1, n_inst + 1)}
                 up = [n for n in after if after[n] > before[n]]
-                where = f"bokeh_{up[0]:02d}" if len(up) == 1 else "unknown"
+                where = instance_name(up[0]) if len(up) == 1 else "unknown"
                 if len(up) == 1:
                     served[up[0]] += 1
                 self.record_session("fresh-nginx", where, d, c, want[d], names[d])
                 await c.close()
             for n in range(1, n_inst + 1):
                 if served[n] == 0:
-                    self.report.failures.append(f"no fresh session through nginx landed on bokeh_{n:02d} ({d})")
+                    self.report.failures.append(f"no fresh session through nginx landed on {instance_name(n)} ({d})")
 
     def count_nginx_workers(self) -> None:
         """Old nginx workers stay 'shutting down' after a reload while they still hold
@@ -793,8 +792,8 @@ class Chaos:
                 if metric in wanted:
                     st[wanted[metric]] = st.get(wanted[metric], 0.0) + float(line.split()[-1])
             if st.get("delivery_errors") or st.get("listener_errors"):
-                self.report.failures.append(f"bokeh_{n:02d}: session update errors {st}")
-            self.report.instance_stats[f"bokeh_{n:02d}"] = st
+                self.report.failures.append(f"{instance_name(n)}: session update errors {st}")
+            self.report.instance_stats[instance_name(n)] = st
 
     # --- the run ------------------------------------------------------------------------------
     async def main(self) -> None:
@@ -850,7 +849,7 @@ class Chaos:
         self.log(f"sessions converged after {time.monotonic() - t_conv:.1f} s (or timed out); checking")
         self.report.reconnects = sum(max(0, s.connects - 1) for s in self.sessions)
         per_inst = self.sessions_by_instance()
-        self.report.long_lived_by_instance = {f"bokeh_{n:02d}": sum(v.values()) for n, v in per_inst.items()}
+        self.report.long_lived_by_instance = {instance_name(n): sum(v.values()) for n, v in per_inst.items()}
         self.log(f"long-lived sessions per instance (fleet_sessions): {per_inst}")
         for s in self.sessions:
             self.record_session("long-lived", "via nginx", s.dashboard, s.client, want[s.dashboard],

@@ -30,23 +30,21 @@ from pathlib import Path
 
 import numpy as np
 import uvloop
+from tornado.httpclient import AsyncHTTPClient
+
+from app.bus.connection import async_client, sync_client
+from app.bus.keys import Keys
+from app.bus.publisher import publish
+from app.bus.registry import create_dashboard
+from app.control import columns, encode
+from app.settings import load
+from bench import wsclient
+from bench.wsclient import LightClient, pct
+from fleet_testing.bokeh import InstanceProc, allow_viewer, fleet_environment, mint_token
+from fleet_testing.ports import free_port
+from fleet_testing.redis import RedisServer
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from tornado.httpclient import AsyncHTTPClient  # noqa: E402
-
-from app.bus.connection import async_client, sync_client  # noqa: E402
-from app.bus.keys import Keys  # noqa: E402
-from app.bus.publisher import publish  # noqa: E402
-from app.bus.registry import create_dashboard  # noqa: E402
-from app.control import columns, encode  # noqa: E402
-from app.settings import load  # noqa: E402
-from bench import wsclient  # noqa: E402
-from bench.wsclient import LightClient, pct  # noqa: E402
-from tests.fixtures.bokeh import InstanceProc, allow_viewer, fleet_environment, mint_token  # noqa: E402
-from tests.fixtures.ports import free_port  # noqa: E402
-from tests.fixtures.redis import RedisServer  # noqa: E402
 
 
 async def publish_for(settings, keys, dashboard, rate, rows, seconds, sent, start_seq):

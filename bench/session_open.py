@@ -13,18 +13,14 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
+from bokeh.document import Document
+from bokeh.protocol import Protocol
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bokeh.document import Document  # noqa: E402
-from bokeh.protocol import Protocol  # noqa: E402
-
-from app.control import encode, parse  # noqa: E402
-from app.control.state import EMPTY, apply  # noqa: E402
-from app.instance.documents import DashboardDoc  # noqa: E402
+from app.control import encode, parse
+from app.control.state import EMPTY, apply
+from app.instance.documents import DashboardDoc
 
 
 def main(argv=None) -> int:

@@ -28,15 +28,14 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from app.bus.connection import async_client
+from app.bus.keys import Keys
+from app.control import columns
+from bench.stack import PASSWORD, USER, Bench, machine
+from bench.wsclient import LightClient, children, pct, rss_bytes, stream_fields
+from fleet_testing.stack import Stack
 
-from app.bus.connection import async_client  # noqa: E402
-from app.bus.keys import Keys  # noqa: E402
-from app.control import columns  # noqa: E402
-from bench.stack import PASSWORD, USER, Bench, machine  # noqa: E402
-from bench.wsclient import LightClient, children, pct, rss_bytes, stream_fields  # noqa: E402
-from tests.fixtures.stack import Stack  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def rss_by_program(stack: Stack) -> dict[str, float]:

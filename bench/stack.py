@@ -41,15 +41,14 @@ import time
 from pathlib import Path
 from types import SimpleNamespace
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from app.bus.connection import async_client, sync_client
+from app.bus.keys import Keys
+from app.control import columns, encode
+from bench.wsclient import LightClient, WebUser, children, cpu_seconds, pct, publish_for, rss_bytes, stream_fields
+from fleet_testing.ports import free_port, wait_port
+from fleet_testing.stack import CHROMIUM, CHROMIUM_ARGS, Stack, login
 
-from app.bus.connection import async_client, sync_client  # noqa: E402
-from app.bus.keys import Keys  # noqa: E402
-from app.control import columns, encode  # noqa: E402
-from bench.wsclient import LightClient, WebUser, children, cpu_seconds, pct, publish_for, rss_bytes, stream_fields  # noqa: E402
-from tests.fixtures.ports import free_port, wait_port  # noqa: E402
-from tests.fixtures.stack import CHROMIUM, CHROMIUM_ARGS, Stack, login  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 USER, PASSWORD = "bench", "bench-" + secrets.token_hex(8)
 OPEN_CONCURRENCY = 16

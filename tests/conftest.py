@@ -1,9 +1,8 @@
-"""Shared pytest configuration: fixture plugins live in tests/fixtures/."""
+"""Shared pytest configuration: the fixtures are fleet_testing.plugin's (fleet_testing/)."""
 
-pytest_plugins = [
-    "tests.fixtures.redis",
-    "tests.fixtures.bokeh",
-    "tests.fixtures.web",
-    "tests.fixtures.stack",
-    "tests.fixtures.security",
-]
+import pytest
+
+# plain asserts in fleet_testing's helpers report their operands, like the tests' own
+pytest.register_assert_rewrite("fleet_testing")
+
+pytest_plugins = ["fleet_testing.plugin"]

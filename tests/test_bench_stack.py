@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from tests.fixtures.stack import ROOT
+from fleet_testing.stack import ROOT
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser, pytest.mark.xdist_group("bench_stack")]
 

@@ -8,13 +8,9 @@ figures are in docs/reliability.md.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
-import chaos  # noqa: E402
+from bench import chaos
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("chaos")]
 

@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 
 from app.cli import build_parser
-from tests.fixtures.ports import free_port
-from tests.fixtures.redis import RedisServer
+from fleet_testing.ports import free_port
+from fleet_testing.redis import RedisServer
 
 pytestmark = pytest.mark.xdist_group("cli_errors")
 

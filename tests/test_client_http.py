@@ -78,7 +78,7 @@ def test_arrow_body(client, setup):
 def http_server(make_app):
     from werkzeug.serving import make_server
 
-    from tests.fixtures.ports import free_port
+    from fleet_testing.ports import free_port
 
     port = free_port()
     app = make_app(allowed_hosts=(f"127.0.0.1:{port}", "127.0.0.1"))

@@ -14,7 +14,7 @@ pytestmark = pytest.mark.browser
 def site(make_app):
     from werkzeug.serving import make_server
 
-    from tests.fixtures.ports import free_port
+    from fleet_testing.ports import free_port
 
     port = free_port()
     app = make_app(allowed_hosts=(f"127.0.0.1:{port}", "127.0.0.1"))

@@ -18,7 +18,7 @@ import pytest
 
 from app.bus.keys import Keys
 from app.bus.registry import create_dashboard
-from tests.fixtures.bokeh import fleet_environment
+from fleet_testing.bokeh import fleet_environment
 
 # the first run builds the venv (pip, a few minutes); later runs take seconds
 pytestmark = [pytest.mark.xdist_group("client_venv"), pytest.mark.timeout(900)]
@@ -51,10 +51,10 @@ def examples() -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory):
-    from tests.fixtures.bokeh import InstanceProc
-    from tests.fixtures.ports import free_port
-    from tests.fixtures.redis import RedisServer
+def client_fleet(tmp_path_factory):
+    from fleet_testing.bokeh import InstanceProc
+    from fleet_testing.ports import free_port
+    from fleet_testing.redis import RedisServer
 
     py = _client_venv()
     tmp = tmp_path_factory.mktemp("client")
@@ -63,7 +63,7 @@ def stack(tmp_path_factory):
     client = server.client()
     for d in ("ct", "sales"):
         create_dashboard(client, Keys(), d)
-    from tests.fixtures.bokeh import allow_viewer
+    from fleet_testing.bokeh import allow_viewer
 
     allow_viewer(client, Keys())  # the user of mint_token's tokens
     inst = InstanceProc(env, free_port(), tmp / "instance.log").start()
@@ -84,8 +84,8 @@ def _run(py: Path, args: list[str], url: str, cwd: Path) -> subprocess.Completed
     return subprocess.run([str(py), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
 
 
-def test_client_suite_in_py39_venv(stack):
-    py, url, tmp, _inst = stack
+def test_client_suite_in_py39_venv(client_fleet):
+    py, url, tmp, _inst = client_fleet
     # cwd outside the checkout: the server's app/ package must not be importable
     shutil.copytree(ROOT / "client" / "tests", tmp / "ctests", dirs_exist_ok=True)
     r = _run(py, ["-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp / "ctests")], url, tmp)
@@ -93,8 +93,8 @@ def test_client_suite_in_py39_venv(stack):
 
 
 @pytest.mark.parametrize("name", ["pandas", "polars", "asyncio"])
-def test_docs_example_runs_as_written(stack, name):
-    py, url, tmp, _inst = stack
+def test_docs_example_runs_as_written(client_fleet, name):
+    py, url, tmp, _inst = client_fleet
     code = examples()[name]
     script = tmp / f"example_{name}.py"
     script.write_text(code)
@@ -102,16 +102,16 @@ def test_docs_example_runs_as_written(stack, name):
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
 
 
-def test_shapes_reach_a_browser_session(stack):
+def test_shapes_reach_a_browser_session(client_fleet):
     """After the suite: a real Bokeh session of ``ct`` holds the columns the client sent,
     and the DataFrame with a DatetimeIndex is plotted on a datetime x axis."""
     import asyncio
 
     from bokeh.models import DatetimeAxis, Plot
 
-    from tests.fixtures.bokeh import BokehClient, mint_token
+    from fleet_testing.bokeh import BokehClient, mint_token
 
-    _py, _url, _tmp, inst = stack
+    _py, _url, _tmp, inst = client_fleet
     state = {}
 
     async def look():

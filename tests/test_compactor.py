@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 
 from app.bus import registry
 from app.bus.compactor import Compactor
@@ -14,9 +13,9 @@ from app.control import snapshot as snap
 from app.control.protocol import parse
 from app.control.state import EMPTY, apply
 from app.settings import Settings
+from fleet_testing.helpers import LINE, until
 
 KEYS = Keys("fleet")
-LINE = {"op": "replace", "name": "p", "kind": "line", "data": '{"t":[0],"y":[0]}'}
 
 
 def point(i: int) -> dict:
@@ -33,14 +32,6 @@ def expected_digest(n: int) -> str:
     for i in range(n):
         state = apply(state, parse(point(i)))
     return snap.digest(state)
-
-
-async def until(pred, timeout=15.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 def test_two_compactors_one_writer_and_trimming_keeps_every_entry_in_a_snapshot(redis_server):

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import re
 import threading
-import time
 
 import pytest
 from bokeh.models import ColumnDataSource, DataTable, Div, GlyphRenderer
@@ -20,7 +19,8 @@ from app.bus.connection import sync_client
 from app.bus.keys import Keys
 from app.client import Controller
 from app.stack import demo
-from tests.fixtures.bokeh import BokehClient, allow_viewer, mint_token
+from fleet_testing.bokeh import BokehClient, allow_viewer, mint_token
+from fleet_testing.helpers import until
 
 pytestmark = pytest.mark.xdist_group("demo")
 
@@ -57,14 +57,6 @@ def headings(doc) -> list[str]:
         if isinstance(m, Div) and (hit := re.search(r"<h1[^>]*>(.*?)</h1>", m.text or "")):
             out.append(hit.group(1))
     return out
-
-
-async def until(pred, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 def test_demo_dashboards_show_every_figure_kind_live_and_one_title(fleet_settings, demo_running, start_instance):

@@ -14,7 +14,7 @@ import urllib.request
 
 import pytest
 
-from tests.fixtures.stack import Stack, login, open_dashboard, probe, wait_marker
+from fleet_testing.stack import Stack, login, open_dashboard, probe, wait_marker
 
 pytestmark = [pytest.mark.browser, pytest.mark.xdist_group("e2e_browser")]
 
@@ -101,7 +101,7 @@ def _status(url: str, headers: dict | None = None) -> int:
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, *a, **kw):  # type: ignore[no-untyped-def]
+    def redirect_request(self, *a, **kw):
         return None
 
 

@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from tests.fixtures.stack import ROOT, Stack, login, open_dashboard, probe, wait_marker
+from fleet_testing.stack import ROOT, Stack, login, open_dashboard, probe, wait_marker
 
 pytestmark = [pytest.mark.browser, pytest.mark.xdist_group("e2e_resilience")]
 

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.fixtures.ports import free_port
-from tests.fixtures.stack import Stack, login, open_dashboard
+from fleet_testing.ports import free_port
+from fleet_testing.stack import Stack, login, open_dashboard
 
 pytestmark = [pytest.mark.browser, pytest.mark.xdist_group("e2e_viewers")]
 

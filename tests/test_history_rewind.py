@@ -23,11 +23,11 @@ from app.bus.reader import Reader
 from app.bus.redis_log import stream_info
 from app.bus.store import read_state
 from app.settings import Settings
-from tests.fixtures.bokeh import BokehClient, allow_viewer, mint_token
-from tests.fixtures.redis import RedisServer
+from fleet_testing.bokeh import BokehClient, allow_viewer, mint_token
+from fleet_testing.helpers import LINE, until
+from fleet_testing.redis import RedisServer
 
 KEYS = Keys("fleet")
-LINE = {"op": "replace", "name": "p", "kind": "line", "data": '{"t":[0],"y":[0]}'}
 
 
 def point(i: int) -> dict:
@@ -71,14 +71,6 @@ def test_stream_ending_before_us_raises_rewound():
 
 
 # --- a real redis-server rolled back while down ------------------------------------------
-async def until(pred, timeout=30.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
-
-
 def test_in_process_reader_resyncs_after_crash_rollback(tmp_path):
     """The Reader alone: rollback + newer commands -> resynced, counted once."""
     server = RedisServer(tmp_path / "redis").start()

@@ -17,7 +17,8 @@ from app.bus.registry import create_dashboard
 from app.control import encode
 from app.control.protocol import parse
 from app.control.state import EMPTY, step
-from tests.fixtures.bokeh import BokehClient, Refused, allow_viewer, mint_token
+from fleet_testing.bokeh import BokehClient, Refused, allow_viewer, mint_token
+from fleet_testing.helpers import until as wait_for
 
 
 @pytest.fixture
@@ -41,14 +42,6 @@ def fold(commands):
     for fields in commands:
         state = step(state, parse(fields))[0]
     return state
-
-
-async def wait_for(pred, timeout=15.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 async def open_clients(inst, secret, n, dashboard="demo", batch=25):

@@ -66,7 +66,7 @@ class MemoryBroker:
 
 
 class RedisBroker:
-    """The Redis log on a real redis-server (tests/fixtures), faults done with redis-py."""
+    """The Redis log on a real redis-server (fleet_testing), faults done with redis-py."""
 
     def __init__(self, request) -> None:
         self.server = request.getfixturevalue("redis_server")

@@ -18,8 +18,8 @@ from pathlib import Path
 from prometheus_client.parser import text_string_to_metric_families
 
 from app.metrics.web import MetricsEndpoint
-from tests.fixtures.ports import free_port, wait_port
-from tests.fixtures.web import csrf_token
+from fleet_testing.ports import free_port, wait_port
+from fleet_testing.web import csrf_token
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -33,7 +33,7 @@ import yaml
 from app.instance.endpoints import peer_allowed
 from app.settings import Settings
 from app.stack import render
-from tests.fixtures.stack import CHROMIUM, CHROMIUM_ARGS, probe, wait_marker
+from fleet_testing.stack import CHROMIUM, CHROMIUM_ARGS, probe, wait_marker
 from tests.test_stack_salt import SECRETS, ensure_salt_venv
 
 pytestmark = [pytest.mark.browser, pytest.mark.xdist_group("multihost")]

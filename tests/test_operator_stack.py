@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.fixtures.security import SourceClient
-from tests.fixtures.stack import Stack
+from fleet_testing.security import SourceClient
+from fleet_testing.stack import Stack
 from tests.test_web_pages import autoload_src
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from tests.fixtures.stack import Stack, login, open_dashboard
+from fleet_testing.stack import Stack, login, open_dashboard
 
 pytestmark = [pytest.mark.browser, pytest.mark.xdist_group("page_stale")]
 

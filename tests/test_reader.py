@@ -17,9 +17,9 @@ from app.bus.store import read_rejected, read_state
 from app.control import snapshot as snap
 from app.control.protocol import encode
 from app.settings import Settings
+from fleet_testing.helpers import LINE, until
 
 KEYS = Keys("fleet")
-LINE = {"op": "replace", "name": "p", "kind": "line", "data": '{"t":[0],"y":[0]}'}
 
 
 def point(i: int) -> dict:
@@ -46,14 +46,6 @@ class Recorder:
 
 def settings_for(url: str, **kw) -> Settings:
     return Settings(redis_url=url, block_ms=200, **kw)
-
-
-async def until(pred, timeout=10.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
 
 
 def run(coro):

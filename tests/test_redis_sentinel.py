@@ -1,7 +1,7 @@
 """Redis Sentinel: clients find the master, follow a failover, and acks can mean "on a replica".
 
 Real redis-server master + replica + three sentinels on free loopback ports
-(tests/fixtures/redis.py ``sentinel_set``).  The master is SIGKILLed; a publisher
+(the ``sentinel_set`` fixture, fleet_testing/redis.py ``SentinelSet``).  The master is SIGKILLed; a publisher
 through app.bus and an in-process instance reader keep going on the promoted
 replica, and no command acknowledged in ``replica`` durability mode is lost.
 """
@@ -26,11 +26,11 @@ from app.bus.reader import Reader
 from app.bus.store import read_state
 from app.settings import Settings, SettingsError, load, read_env_file
 from app.stack import render
-from tests.fixtures.ports import wait_port
-from tests.fixtures.redis import free_ha_base, redis_server_binary
+from fleet_testing.helpers import LINE
+from fleet_testing.ports import wait_port
+from fleet_testing.redis import free_ha_base, redis_server_binary
 
 KEYS = Keys("fleet")
-LINE = {"op": "replace", "name": "p", "kind": "line", "data": '{"t":[0],"y":[0]}'}
 
 
 def point(i: int) -> dict:

@@ -17,9 +17,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from app.web.embed import page_origin
-from tests.fixtures.ports import free_port
-from tests.fixtures.security import PASSWORDS, SourceClient
-from tests.fixtures.stack import login
+from fleet_testing.ports import free_port
+from fleet_testing.security import PASSWORDS, SourceClient
+from fleet_testing.stack import login
 
 pytestmark = [pytest.mark.browser, pytest.mark.xdist_group("security_stack")]
 
@@ -45,7 +45,7 @@ def _page_server(port: int, html: str) -> ThreadingHTTPServer:
 
 
 @pytest.fixture(scope="module")
-def pages(security_stack):
+def embed_pages(security_stack):
     security_stack.redis_cli(
         "XADD", "fleet:{sec}:commands", "*", "op", "replace", "name", "p", "kind", "line",
         "data", json.dumps({"x": [1, 2, 3], "y": [1.0, 4.0, 2.0]}))
@@ -69,13 +69,13 @@ def _watch(page) -> dict:
     return seen
 
 
-def test_embed_from_a_listed_origin_renders_and_others_get_no_token(security_stack, pages, browser):
+def test_embed_from_a_listed_origin_renders_and_others_get_no_token(security_stack, embed_pages, browser):
     ctx, page = login(browser, security_stack.url, "bob", PASSWORDS["bob"])
     try:
         # not listed: a same-site page on another port gets a message, never a token
         other = ctx.new_page()
         seen = _watch(other)
-        other.goto(pages["other"])
+        other.goto(embed_pages["other"])
         other.wait_for_selector(".fleet-dashboard-message", timeout=15000)
         assert "may not embed" in other.inner_text(".fleet-dashboard-message")
         assert seen["embed"] and not any("bokeh-token" in b for b in seen["embed"])
@@ -84,7 +84,7 @@ def test_embed_from_a_listed_origin_renders_and_others_get_no_token(security_sta
 
         # listed: the dashboard renders in the other page
         seen = _watch(page)
-        page.goto(pages["listed"])
+        page.goto(embed_pages["listed"])
         page.wait_for_function(
             "() => window.Bokeh && Bokeh.documents && Bokeh.documents.length > 0"
             " && Bokeh.documents[0].roots().length > 0", timeout=30000)
@@ -96,8 +96,8 @@ def test_embed_from_a_listed_origin_renders_and_others_get_no_token(security_sta
     # the token is bound to the listed origin: from anywhere else nginx refuses it
     src = f"/bokeh/dashboard/autoload.js?bokeh-autoload-element=x&bokeh-token={token}"
     c = SourceClient(security_stack.url)
-    assert c.get(src, headers={"Origin": pages["listed"]})[0] == 200
-    assert c.get(src, headers={"Origin": pages["other"]})[0] == 401
+    assert c.get(src, headers={"Origin": embed_pages["listed"]})[0] == 200
+    assert c.get(src, headers={"Origin": embed_pages["other"]})[0] == 401
     assert c.get(src)[0] == 401  # not an origin of ours either
 
 
@@ -124,7 +124,7 @@ def test_page_origin_rules():
 def test_embed_cors_only_for_listed_origins(make_app, users, fleet_bus):
     """``<script crossorigin="use-credentials">``: CORS answers name the listed origin only."""
     from app.bus import registry
-    from tests.fixtures.web import AuthActions
+    from fleet_testing.web import AuthActions
 
     registry.create_dashboard(fleet_bus.client, fleet_bus.keys, "sales")
     fleet_bus.accounts.grant_access("sales", users=["alice"])

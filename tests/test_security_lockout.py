@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from tests.fixtures.security import PASSWORDS, SourceClient
+from fleet_testing.security import PASSWORDS, SourceClient
 
 pytestmark = pytest.mark.xdist_group("security_stack")
 

@@ -21,9 +21,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.fixtures.bokeh import mint_token
-from tests.fixtures.ports import free_port
-from tests.fixtures.security import PASSWORDS, SSO_PROXY_ADDR, SourceClient
+from fleet_testing.bokeh import mint_token
+from fleet_testing.ports import free_port
+from fleet_testing.security import PASSWORDS, SSO_PROXY_ADDR, SourceClient
 
 pytestmark = pytest.mark.xdist_group("security_stack")
 

@@ -19,7 +19,7 @@ import redis
 from app.bus import registry
 from app.bus.keys import Keys
 from app.client import Controller
-from tests.fixtures.stack import Stack
+from fleet_testing.stack import Stack
 
 pytestmark = pytest.mark.xdist_group("redis_acl")
 
@@ -29,7 +29,7 @@ ONLY_REDIS = {"bokeh": False, "web": False, "compactor": False, "nginx": False,
 
 
 @pytest.fixture(scope="module")
-def stack():
+def live():
     s = Stack(instances=1, programs=ONLY_REDIS)
     try:
         s.start(wait_for=("fleet:redis",))
@@ -53,8 +53,8 @@ def stack():
         s.stop()
 
 
-def add_controller(stack, *args: str) -> str:
-    res = stack.fleetctl("controllers", "add", *args)
+def add_controller(live, *args: str) -> str:
+    res = live.fleetctl("controllers", "add", *args)
     url = res.stdout.strip()
     assert url.startswith("redis://ctl-"), res
     return url
@@ -71,8 +71,8 @@ def nope(fn, *args, **kw) -> bool:
     return False
 
 
-def test_controller_user_publishes_with_controller_and_nothing_else(stack):
-    url = add_controller(stack, "--dashboard", "sales", "--name", "sales-feed")
+def test_controller_user_publishes_with_controller_and_nothing_else(live):
+    url = add_controller(live, "--dashboard", "sales", "--name", "sales-feed")
     with Controller(url) as ctl:
         ctl.replace("sales", "revenue", kind="line", data={"t": [1, 2], "eur": [10.0, 12.5]})
         ctl.stream("sales", "revenue", {"t": [3], "eur": [11.0]})
@@ -104,15 +104,15 @@ def test_controller_user_publishes_with_controller_and_nothing_else(stack):
     assert nope(c.eval, "return redis.call('DEL', KEYS[1])", 1, K.commands("sales"))
 
 
-def test_controllers_list_remove_and_survive_a_redis_restart(stack):
-    url = add_controller(stack, "--dashboard", "ops", "--name", "ops-feed")
-    listed = stack.fleetctl("controllers", "list").stdout
+def test_controllers_list_remove_and_survive_a_redis_restart(live):
+    url = add_controller(live, "--dashboard", "ops", "--name", "ops-feed")
+    listed = live.fleetctl("controllers", "list").stdout
     assert any(line.split()[0] == "ops-feed" and "ops" in line for line in listed.splitlines())
     # deploy/run again: render keeps the saved controller in the aclfile, reload applies it
-    stack.fleetctl("render")
-    assert "user ctl-ops-feed " in (stack.var / "redis" / "users.acl").read_text()
-    stack.fleetctl("controllers", "reload")
-    stack.ctl("restart", "fleet:redis", check=True)
+    live.fleetctl("render")
+    assert "user ctl-ops-feed " in (live.var / "redis" / "users.acl").read_text()
+    live.fleetctl("controllers", "reload")
+    live.ctl("restart", "fleet:redis", check=True)
     deadline = time.monotonic() + 20
     while True:
         try:
@@ -122,19 +122,19 @@ def test_controllers_list_remove_and_survive_a_redis_restart(stack):
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.1)
-    stack.fleetctl("controllers", "remove", "ops-feed")
-    assert "ops-feed" not in stack.fleetctl("controllers", "list").stdout
+    live.fleetctl("controllers", "remove", "ops-feed")
+    assert "ops-feed" not in live.fleetctl("controllers", "list").stdout
     with pytest.raises(redis.AuthenticationError):
         redis.Redis.from_url(url).ping()
-    res = stack.fleetctl("controllers", "add", "--dashboard", "nosuch", check=False)
+    res = live.fleetctl("controllers", "add", "--dashboard", "nosuch", check=False)
     assert res.returncode == 2 and "no dashboard 'nosuch'" in res.stderr
 
 
-def test_default_user_is_off_and_only_web_and_admin_write_users(stack):
-    port = stack.settings.redis_port
+def test_default_user_is_off_and_only_web_and_admin_write_users(live):
+    port = live.settings.redis_port
     with pytest.raises((redis.AuthenticationError, redis.ResponseError)):
         redis.Redis(port=port).hset("fleet:users", "mallory", "{}")
-    urls = stack.ctx["redis_urls"]
+    urls = live.ctx["redis_urls"]
     assert set(urls) == {"bokeh", "web", "compactor", "events", "demo"}
     assert len({u for u in urls.values()}) == len(urls)  # one user per program
     for program, url in urls.items():
@@ -150,11 +150,11 @@ def test_default_user_is_off_and_only_web_and_admin_write_users(stack):
                 assert nope(c.hget, "fleet:users", "alice"), program
             assert nope(c.hset, "fleet:access", "*", "{}"), program
             assert nope(c.execute_command, "ACL", "SETUSER", "x", "on", "+@all", "~*"), program
-    assert redis.Redis.from_url(stack.redis_url).hget("fleet:users", "mallory") is None
+    assert redis.Redis.from_url(live.redis_url).hget("fleet:users", "mallory") is None
 
 
-def test_role_users_reach_their_own_keys(stack):
-    urls = stack.ctx["redis_urls"]
+def test_role_users_reach_their_own_keys(live):
+    urls = live.ctx["redis_urls"]
     inst = redis.Redis.from_url(urls["bokeh"])
     assert inst.xrange(K.commands("sales")) is not None and inst.hgetall(K.dashboards)
     inst.set(K.heartbeat("t1"), "{}", px=1000)

@@ -19,9 +19,10 @@ import time
 import pytest
 import requests
 
-from tests.fixtures.bokeh import BokehClient
-from tests.fixtures.stack import Stack
-from tests.fixtures.web import csrf_token
+from fleet_testing.bokeh import BokehClient
+from fleet_testing.helpers import until
+from fleet_testing.stack import Stack
+from fleet_testing.web import csrf_token
 from tests.test_web_pages import autoload_src, token_of
 
 pytestmark = pytest.mark.xdist_group("security_revoke")
@@ -82,15 +83,6 @@ def publish(live: Stack, y: float) -> None:
                    "data", json.dumps({"x": [2], "y": [y]}))
 
 
-async def wait_for(pred, timeout: float, what: str) -> float:
-    t0 = time.monotonic()
-    while not pred():
-        if time.monotonic() - t0 > timeout:
-            raise TimeoutError(f"{what} not within {timeout}s")
-        await asyncio.sleep(0.05)
-    return time.monotonic() - t0
-
-
 async def refused(url: str, token: str, headers: dict | None = None) -> bool:
     """Whether a new websocket with ``token`` gets no document (closed or HTTP error)."""
     try:
@@ -114,10 +106,10 @@ async def cut_off(live: Stack, who: Browser, action) -> None:
         await c.connect()
     before = [c.patches for c in clients]
     publish(live, 7.5)
-    await wait_for(lambda: all(c.patches > b for c, b in zip(clients, before, strict=False)), 10, "live updates")
+    await until(lambda: all(c.patches > b for c, b in zip(clients, before, strict=False)), 10, "live updates")
     assert {live.instance_sessions(n, "sales") > 0 for n in (1, 2)} == {True}
     action()
-    t = await wait_for(lambda: all(c.closed.is_set() for c in clients), CLOSE_WITHIN,
+    t = await until(lambda: all(c.closed.is_set() for c in clients), CLOSE_WITHIN,
                        "every websocket closed")
     # Publishing goes on; nothing reaches the cut-off clients any more.
     counts = [c.patches for c in clients]
@@ -260,7 +252,7 @@ def test_refusal_rules():
 
 def test_auth_check_takes_exactly_one_token(client, auth, fleet_bus, web_settings):
     from app.bus import registry
-    from tests.fixtures.bokeh import mint_token
+    from fleet_testing.bokeh import mint_token
 
     registry.create_dashboard(fleet_bus.client, fleet_bus.keys, "sales")
     fleet_bus.accounts.grant_access("sales", users=["alice", "carol"])

@@ -45,7 +45,7 @@ from bokeh.models.dom import HTML
 from bokeh.plotting import figure
 
 from app.client import Controller
-from tests.fixtures.stack import Stack, login
+from fleet_testing.stack import Stack, login
 
 pytestmark = [pytest.mark.browser, pytest.mark.xdist_group("security_xss")]
 

@@ -15,7 +15,7 @@ import pytest
 
 from app.settings import Settings
 from app.stack.events import HealthWatch, Listener
-from tests.fixtures.stack import Stack, login
+from fleet_testing.stack import Stack, login
 
 pytestmark = pytest.mark.xdist_group("stack_hung")
 

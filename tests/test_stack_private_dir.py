@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from app.stack import health
-from tests.fixtures.stack import ROOT, Stack, login, open_dashboard, probe
+from fleet_testing.stack import ROOT, Stack, login, open_dashboard, probe
 
 pytestmark = [pytest.mark.browser, pytest.mark.xdist_group("private_dir")]
 

@@ -19,7 +19,7 @@ from app.bus import registry
 from app.bus.connection import async_client
 from app.bus.heartbeat import write_heartbeat
 from app.web.supervisor import process_states
-from tests.fixtures.web import csrf_token
+from fleet_testing.web import csrf_token
 
 SUPERVISORD = str(Path(sys.executable).with_name("supervisord"))
 

@@ -15,8 +15,8 @@ import requests
 
 from app.bus import process_events
 from app.bus.keys import Keys
-from tests.fixtures.stack import Stack, login, open_dashboard
-from tests.fixtures.web import csrf_token
+from fleet_testing.stack import Stack, login, open_dashboard
+from fleet_testing.web import csrf_token
 
 pytestmark = pytest.mark.xdist_group("web_admin_stack")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from app.bus import registry
 from app.passwords import hash_password
-from tests.fixtures.web import csrf_token
+from fleet_testing.web import csrf_token
 
 
 def test_login_logout_roundtrip(client, auth):
@@ -63,7 +63,7 @@ def test_open_redirect_refused(client, auth):
 
 def test_rate_limit_shared_across_app_instances(make_app, users):
     """Two create_app() instances stand for two gunicorn workers: one Redis counter."""
-    from tests.fixtures.web import AuthActions
+    from fleet_testing.web import AuthActions
 
     w1, w2 = AuthActions(make_app().test_client()), AuthActions(make_app().test_client())
     statuses = [w.login("alice", "wrong-password-x").status_code for w in (w1, w2, w1)]
@@ -79,7 +79,7 @@ def test_rate_limit_shared_across_app_instances(make_app, users):
 
 
 def test_success_resets_counter(make_app, users):
-    from tests.fixtures.web import AuthActions
+    from fleet_testing.web import AuthActions
 
     w = AuthActions(make_app().test_client())
     for _ in range(2):
@@ -179,7 +179,7 @@ def test_sso_only_from_trusted_proxies(make_app, users, fleet_bus):
 
 def test_rate_limit_uses_forwarded_client_behind_trusted_proxy(make_app, users):
     """Behind nginx every request comes from 127.0.0.1: the limit must key on the client."""
-    from tests.fixtures.web import AuthActions
+    from fleet_testing.web import AuthActions
 
     w = AuthActions(make_app(trusted_proxies=("127.0.0.1",)).test_client())
     a = {"environ_base": {"REMOTE_ADDR": "127.0.0.1"}, "headers": {"X-Forwarded-For": "10.1.1.1"}}

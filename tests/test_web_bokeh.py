@@ -23,8 +23,8 @@ from app.bus.publisher import publish
 from app.control import encode
 from app.passwords import hash_password
 from app.web import create_app
-from tests.fixtures.bokeh import BokehClient, Refused, mint_token
-from tests.fixtures.web import PASSWORDS, AuthActions
+from fleet_testing.bokeh import BokehClient, Refused, mint_token
+from fleet_testing.web import PASSWORDS, AuthActions
 from tests.test_web_pages import autoload_src, token_of
 
 FIG = {"demo": "p", "other": "q"}

@@ -9,7 +9,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from tests.fixtures.ports import free_port, wait_port
+from fleet_testing.ports import free_port, wait_port
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -10,7 +10,7 @@ from bokeh.util.token import check_session_id_signature, check_token_signature, 
 
 from app.bus import registry
 from app.passwords import hash_password
-from tests.fixtures.bokeh import mint_token
+from fleet_testing.bokeh import mint_token
 
 SRC_RE = re.compile(r"xhr\.open\('GET',\"([^\"]+)\"")
 
@@ -202,7 +202,7 @@ def test_index_search_and_last_update(client, auth, fleet_bus):
 
 def test_scheme_from_trusted_proxy_only(make_app, users, fleet_bus):
     _setup(fleet_bus)
-    from tests.fixtures.web import AuthActions
+    from fleet_testing.web import AuthActions
 
     for trusted, scheme in ((("127.0.0.1",), "https"), ((), "http")):
         a = AuthActions(make_app(trusted_proxies=trusted).test_client())
@@ -214,7 +214,7 @@ def test_scheme_from_trusted_proxy_only(make_app, users, fleet_bus):
 def test_embed_hint_only_for_page_builders_where_embedding_works(make_app):
     """The developer-facing embed snippet: not for viewers, and not where no origin may
     embed (FLEET_EMBED_ORIGINS empty: /embed/X.js would refuse every other page)."""
-    from tests.fixtures.web import PASSWORDS, ROLES, AuthActions
+    from fleet_testing.web import PASSWORDS, ROLES, AuthActions
 
     def page(user: str, origins: tuple[str, ...]) -> str:
         app = make_app(embed_origins=origins)

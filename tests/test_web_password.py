@@ -6,7 +6,7 @@ dashboards close is proven on the whole stack in tests/test_security_revoke.py."
 from __future__ import annotations
 
 from app import passwords
-from tests.fixtures.web import PASSWORDS, AuthActions, csrf_token
+from fleet_testing.web import PASSWORDS, AuthActions, csrf_token
 
 
 def change(client, current: str, new: str, confirm: str | None = None, token: str | None = ""):

@@ -46,9 +46,9 @@ from app.bus.keys import Keys
 from app.control import encode
 from app.passwords import hash_password
 from app.web.openapi import openapi_document
-from tests.fixtures.ports import free_port, wait_port
-from tests.fixtures.redis import RedisServer
-from tests.fixtures.web import csrf_token
+from fleet_testing.ports import free_port, wait_port
+from fleet_testing.redis import RedisServer
+from fleet_testing.web import csrf_token
 
 pytestmark = pytest.mark.xdist_group("schemathesis")
 
@@ -62,8 +62,8 @@ FUZZ = settings(deadline=None, derandomize=True, database=None,
                 suppress_health_check=list(HealthCheck))
 
 
-class Live:
-    """The running stack: base URL, Redis, a ``*`` token, and what the fuzzer saw."""
+class WebServer:
+    """gunicorn on the test Redis (no nginx): base URL, accounts, a ``*`` token, what the fuzzer saw."""
 
     def __init__(self, base: str, accounts: Accounts, token: str) -> None:
         self.base, self.accounts, self.token = base, accounts, token
@@ -77,7 +77,7 @@ class Live:
 
 
 @pytest.fixture(scope="module")
-def live(tmp_path_factory):
+def web_server(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("schemathesis")
     server = RedisServer(tmp / "redis").start()
     client = server.client()
@@ -108,10 +108,10 @@ def live(tmp_path_factory):
                                 cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
     try:
         wait_port(port, 30)
-        live = Live(f"http://127.0.0.1:{port}", accounts, secret)
-        yield live
-        print(f"\nschemathesis: {sum(live.statuses.values())} requests (phase, operation, status):")
-        for k, n in sorted(live.statuses.items()):
+        web_server = WebServer(f"http://127.0.0.1:{port}", accounts, secret)
+        yield web_server
+        print(f"\nschemathesis: {sum(web_server.statuses.values())} requests (phase, operation, status):")
+        for k, n in sorted(web_server.statuses.items()):
             print("  ", k, n)
     finally:
         proc.terminate()
@@ -123,11 +123,11 @@ def live(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def api_schema(live):
-    schema = schemathesis.openapi.from_url(f"{live.base}/api/v1/openapi.json", timeout=10)
+def api_schema(web_server):
+    schema = schemathesis.openapi.from_url(f"{web_server.base}/api/v1/openapi.json", timeout=10)
     # credentials are ours to give (valid, missing or wrong), not random Bearer strings
     schema.config.generation.update(modes=list(GenerationMode), with_security_parameters=False)
-    schema.config.update(base_url=f"{live.base}/api/v1")
+    schema.config.update(base_url=f"{web_server.base}/api/v1")
     # a body over FLEET_API_MAX_BODY_BYTES is refused before it is read: 413 is a rejection too
     rejection = schema.config.checks.negative_data_rejection
     schema.config.checks.negative_data_rejection = NegativeDataRejectionConfig(
@@ -136,11 +136,11 @@ def api_schema(live):
 
 
 @pytest.fixture(scope="module")
-def browser(live):
+def viewer_session(web_server):
     """A requests session logged in through the real form as a viewer of DASHBOARD."""
     session = requests.Session()
-    page = session.get(f"{live.base}/auth/login", timeout=10)
-    r = session.post(f"{live.base}/auth/login", timeout=10, allow_redirects=False,
+    page = session.get(f"{web_server.base}/auth/login", timeout=10)
+    r = session.post(f"{web_server.base}/auth/login", timeout=10, allow_redirects=False,
                      data={"username": USER, "password": PASSWORD, "csrf_token": csrf_token(page.text)})
     assert r.status_code == 302, (r.status_code, r.text[:500])
     return session
@@ -190,35 +190,35 @@ def cases(api_schema, method: str, path: str):
     return st.one_of(pos, neg, *[op.as_strategy(mode) for mode in GenerationMode])
 
 
-def send(case, live, phase: str, **kw):
+def send(case, web_server, phase: str, **kw):
     response = case.call_and_validate(timeout=15, checks=CHECKS, **kw)
-    live.record(phase, case, response)
+    web_server.record(phase, case, response)
     return response
 
 
 @pytest.mark.parametrize(("method", "path"), OPERATIONS, ids=[f"{m} {p}" for m, p in OPERATIONS])
-def test_fuzz_with_token(api_schema, live, method, path):
+def test_fuzz_with_token(api_schema, web_server, method, path):
     """A valid token: never a 5xx, always as documented; publishing and reading really happen."""
-    bearer = {"Authorization": f"Bearer {live.token}"}
+    bearer = {"Authorization": f"Bearer {web_server.token}"}
     op = api_schema[path][method]
     if method == "POST":
         for body in (*VALID_BODIES, *EDGE_BODIES):
             case = op.Case(path_parameters={"name": DASHBOARD}, body=body, media_type="application/json")
-            send(case, live, "token", headers=bearer)
+            send(case, web_server, "token", headers=bearer)
 
     @settings(FUZZ, max_examples=200 if method == "POST" else 50)
     @given(case=cases(api_schema, method, path))
     def run(case):
-        send(case, live, "token", headers=bearer)
+        send(case, web_server, "token", headers=bearer)
 
     run()
-    seen = {status for (phase, label, status) in live.statuses
+    seen = {status for (phase, label, status) in web_server.statuses
             if (phase, label) == ("token", f"{method} {path}")}
-    assert (202 if method == "POST" else 200) in seen, live.statuses
+    assert (202 if method == "POST" else 200) in seen, web_server.statuses
 
 
 @pytest.mark.parametrize(("method", "path"), OPERATIONS, ids=[f"{m} {p}" for m, p in OPERATIONS])
-def test_fuzz_without_valid_credentials(api_schema, live, browser, method, path):
+def test_fuzz_without_valid_credentials(api_schema, web_server, viewer_session, method, path):
     """No token, an unknown one, another scheme: a 4xx, never a 5xx.  A viewer's browser
     session may read (GET) but not publish."""
     variants = {"none": {}, "unknown": {"Authorization": "Bearer fleet_not-a-real-token"},
@@ -228,33 +228,33 @@ def test_fuzz_without_valid_credentials(api_schema, live, browser, method, path)
     @given(case=cases(api_schema, method, path))
     def run(case):
         # each case exercises the token check, not just the failed-auth limiter
-        live.reset_rate_limit()
+        web_server.reset_rate_limit()
         for label, headers in variants.items():
-            response = send(case, live, label, headers=headers)
+            response = send(case, web_server, label, headers=headers)
             assert 400 <= response.status_code < 500, (label, response.status_code)
-        response = send(case, live, "session", session=browser)
+        response = send(case, web_server, "session", session=viewer_session)
         if method == "POST":
             assert 400 <= response.status_code < 500
 
     run()
 
 
-def test_rate_limited_answers_conform(api_schema, live):
+def test_rate_limited_answers_conform(api_schema, web_server):
     """After too many unknown tokens from one address even a valid token gets a
     documented 429 (with Retry-After) - and never a 5xx - until the window ends."""
     bad = {"Authorization": "Bearer fleet_not-a-real-token"}
-    live.reset_rate_limit()
+    web_server.reset_rate_limit()
     try:
         for _ in range(LOGIN_LIMIT * 5):
-            assert requests.get(f"{live.base}/api/v1/dashboards", headers=bad, timeout=10).status_code == 401
+            assert requests.get(f"{web_server.base}/api/v1/dashboards", headers=bad, timeout=10).status_code == 401
         for method, path in OPERATIONS:
 
             @settings(FUZZ, max_examples=5)
             @given(case=cases(api_schema, method, path))
             def run(case):
-                response = send(case, live, "limited", headers={"Authorization": f"Bearer {live.token}"})
+                response = send(case, web_server, "limited", headers={"Authorization": f"Bearer {web_server.token}"})
                 assert response.status_code == 429 and response.headers.get("retry-after")  # lower-case keys
 
             run()
     finally:
-        live.reset_rate_limit()
+        web_server.reset_rate_limit()

@@ -8,7 +8,7 @@ import re
 
 from app.bus import registry
 from app.passwords import hash_password
-from tests.fixtures.web import AuthActions
+from fleet_testing.web import AuthActions
 
 WIKI = "http://wiki.corp:8090"
 

@@ -9,7 +9,7 @@ batches of ``PROCESS_STATE_*`` events; the admin page and ``fleetctl`` read them
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import redis
 
@@ -18,7 +18,7 @@ from app.bus.keys import Keys
 MAXLEN = 10_000
 
 
-def record_many(client: redis.Redis, keys: Keys, batch: list[Mapping[str, str]],
+def record_many(client: redis.Redis, keys: Keys, batch: Sequence[Mapping[str, str]],
                 maxlen: int = MAXLEN) -> None:
     """XADD several events in one round trip (the listener's backlog after an outage)."""
     pipe = client.pipeline(transaction=False)

@@ -147,7 +147,7 @@ class RedisLog:
             key = key.decode()
             if key == self.keys.registry_events:
                 reply.registry = _entries(entries)
-            elif (name := self.keys.dashboard_from_commands(key)) in positions:
+            elif (name := self.keys.dashboard_from_commands(key)) is not None and name in positions:
                 reply.commands[name] = _entries(entries)
         reply.epoch, reply.infos = self._probed(names, results[n_writes + 1:])
         return reply
@@ -178,7 +178,8 @@ class RedisLog:
 
     # --- snapshots and the compactor -------------------------------------------------------
     async def snapshot(self, dashboard: str) -> bytes | None:
-        return await self.client.get(self.keys.snapshot(dashboard))
+        raw = await self.client.get(self.keys.snapshot(dashboard))
+        return raw if isinstance(raw, bytes) else None  # bytes: our clients never decode
 
     async def acquire(self, owner: str, ttl_ms: int) -> bool:
         return bool(await self.client.set(self.keys.compactor_lock, owner, nx=True, px=ttl_ms))

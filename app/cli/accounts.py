@@ -20,11 +20,11 @@ from app.control.roles import ROLES
 from app.passwords import hash_password
 
 
-def _accounts(cfg) -> Accounts:  # type: ignore[no-untyped-def]
+def _accounts(cfg) -> Accounts:
     return Accounts(sync_client(cfg), Keys(cfg.key_prefix))
 
 
-def _read_password(args) -> str:  # type: ignore[no-untyped-def]
+def _read_password(args) -> str:
     if args.password_stdin:
         line = sys.stdin.readline()
         pw = line.rstrip("\r\n")
@@ -46,7 +46,7 @@ def _when(ts: float | None) -> str:
 
 
 # --- users -----------------------------------------------------------------------------
-def users_add(args, cfg) -> int:  # type: ignore[no-untyped-def]
+def users_add(args, cfg) -> int:
     pw = _read_password(args)
     try:
         user = _accounts(cfg).add_user(args.name, hash_password(pw), args.role or ["viewer"])
@@ -56,7 +56,7 @@ def users_add(args, cfg) -> int:  # type: ignore[no-untyped-def]
     return 0
 
 
-def users_passwd(args, cfg) -> int:  # type: ignore[no-untyped-def]
+def users_passwd(args, cfg) -> int:
     acc = _accounts(cfg)
     if acc.get_user(args.name) is None:
         raise CliError(f"no user {args.name!r} ('fleetctl users list' shows them)")
@@ -69,7 +69,7 @@ def users_passwd(args, cfg) -> int:  # type: ignore[no-untyped-def]
     return 0
 
 
-def users_roles(args, cfg) -> int:  # type: ignore[no-untyped-def]
+def users_roles(args, cfg) -> int:
     try:
         user = _accounts(cfg).set_roles(args.name, args.role)
     except AccountError as exc:
@@ -78,14 +78,14 @@ def users_roles(args, cfg) -> int:  # type: ignore[no-untyped-def]
     return 0
 
 
-def users_remove(args, cfg) -> int:  # type: ignore[no-untyped-def]
+def users_remove(args, cfg) -> int:
     if not _accounts(cfg).remove_user(args.name):
         raise CliError(f"no user {args.name!r} ('fleetctl users list' shows them)")
     print(f"user {args.name} removed")
     return 0
 
 
-def users_list(args, cfg) -> int:  # type: ignore[no-untyped-def]
+def users_list(args, cfg) -> int:
     for u in _accounts(cfg).list_users():
         print(f"{u.name}\t{','.join(u.roles)}\t{_when(u.created)}")
     return 0
@@ -103,7 +103,7 @@ def parse_lifetime(text: str) -> int:
     return int(m.group(1)) * _UNITS[m.group(2) or "s"]
 
 
-def tokens_create(args, cfg) -> int:  # type: ignore[no-untyped-def]
+def tokens_create(args, cfg) -> int:
     lifetime = parse_lifetime(args.expires) if args.expires else None
     try:
         secret, tok = _accounts(cfg).create_token(args.name, args.dashboard, expires_in=lifetime)
@@ -116,7 +116,7 @@ def tokens_create(args, cfg) -> int:  # type: ignore[no-untyped-def]
     return 0
 
 
-def tokens_list(args, cfg) -> int:  # type: ignore[no-untyped-def]
+def tokens_list(args, cfg) -> int:
     print("id\tname\tdashboards\tcreated\tlast used\tstatus")
     for t in _accounts(cfg).list_tokens():
         status = (f"revoked {_when(t.revoked)}" if t.revoked else
@@ -129,7 +129,7 @@ def tokens_list(args, cfg) -> int:  # type: ignore[no-untyped-def]
     return 0
 
 
-def tokens_revoke(args, cfg) -> int:  # type: ignore[no-untyped-def]
+def tokens_revoke(args, cfg) -> int:
     revoked = _accounts(cfg).revoke_token(args.token)
     if not revoked:
         raise CliError(f"no active token with id or name {args.token!r} ('fleetctl tokens list' shows them)")
@@ -139,7 +139,7 @@ def tokens_revoke(args, cfg) -> int:  # type: ignore[no-untyped-def]
 
 
 # --- access ----------------------------------------------------------------------------
-def access_grant(args, cfg) -> int:  # type: ignore[no-untyped-def]
+def access_grant(args, cfg) -> int:
     try:
         rule = _accounts(cfg).grant_access(args.dashboard, args.user or (), args.role or ())
     except (AccountError, ValueError) as exc:
@@ -148,7 +148,7 @@ def access_grant(args, cfg) -> int:  # type: ignore[no-untyped-def]
     return 0
 
 
-def access_revoke(args, cfg) -> int:  # type: ignore[no-untyped-def]
+def access_revoke(args, cfg) -> int:
     try:
         rule = _accounts(cfg).revoke_access(args.dashboard, args.user or (), args.role or ())
     except (AccountError, ValueError) as exc:
@@ -157,13 +157,13 @@ def access_revoke(args, cfg) -> int:  # type: ignore[no-untyped-def]
     return 0
 
 
-def access_list(args, cfg) -> int:  # type: ignore[no-untyped-def]
+def access_list(args, cfg) -> int:
     for name, rule in _accounts(cfg).access_rules().items():
         print(f"{name}\tusers={','.join(rule.users) or '-'}\troles={','.join(rule.roles) or '-'}")
     return 0
 
 
-def register(sub) -> None:  # type: ignore[no-untyped-def]
+def register(sub) -> None:
     """Add ``users``, ``tokens`` and ``access`` to fleetctl."""
     # users
     p = sub.add_parser("users", help="web users and their roles",
@@ -172,7 +172,7 @@ def register(sub) -> None:  # type: ignore[no-untyped-def]
                                    "stands alone: a wall display that may only view, always in kiosk mode).")
     us = p.add_subparsers(dest="action", metavar="ACTION", required=True)
 
-    def pw_opt(q) -> None:  # type: ignore[no-untyped-def]
+    def pw_opt(q) -> None:
         q.add_argument("--password-stdin", action="store_true",
                        help="read the password from the first line of stdin (else: prompt)")
 

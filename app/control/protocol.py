@@ -277,9 +277,10 @@ def parse(fields: Mapping[Any, Any], limits: Limits = Limits()) -> Command:
     if "ts" in f:
         text = _text(f, "ts")
         try:
-            ts = float(text)  # type: ignore[arg-type]
+            ts = float(text)  # type: ignore[arg-type]  # a str: "ts" in f
         except ValueError:
-            raise Rejected(f"expected milliseconds since the epoch, got {text[:40]!r}", "ts") from None
+            raise Rejected(f"expected milliseconds since the epoch, got {text[:40]!r}",  # type: ignore[index]  # same
+                           "ts") from None
         if not math.isfinite(ts):
             raise Rejected("must be finite", "ts")
     cmd_id = _short(f, "id", MAX_ID)

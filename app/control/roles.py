@@ -18,7 +18,7 @@ from typing import Any
 HIERARCHY = ("viewer", "controller", "admin")
 DISPLAY = "display"
 ROLES = (DISPLAY, *HIERARCHY)  # every valid role name
-SSO_ROLES = ("viewer",)  # an SSO user unknown to the store is a plain viewer (see auth.sso_user)
+SSO_ROLES: tuple[str, ...] = ("viewer",)  # an SSO user unknown to the store is a plain viewer (see auth.sso_user)
 
 
 def effective_roles(roles: Any) -> tuple[str, ...]:

@@ -56,7 +56,7 @@ def load_state(obj: dict[str, Any]) -> DashboardState:
             name=f["name"], kind=f["kind"], title=f["title"], x_label=f["x_label"],
             y_label=f["y_label"], x_axis_type=f["x_axis_type"], x=f["x"], y=tuple(f["y"]),
             data=MappingProxyType({n: cols.load(a) for n, a in f["data"].items()}),
-            rollover=f["rollover"], tooltips=tuple(tuple(t) for t in f["tooltips"]),  # type: ignore[misc]
+            rollover=f["rollover"], tooltips=tuple(tuple(t) for t in f["tooltips"]),
             model=f["model"], version=f["version"], panel=MappingProxyType(dict(f.get("panel") or {})),
         )
     return DashboardState(

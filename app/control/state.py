@@ -204,7 +204,7 @@ def fold_replace(state: DashboardState, cmd: Replace, cfg: FoldConfig) -> tuple[
         if cols.kind_of(data[x]) == "text" and len(data[x]):
             raise Rejected(f"x column {x!r} holds text; use x_axis_type categorical or datetime", "x")
     fig = Figure(
-        name=cmd.name, kind=kind, title=cmd.title or "", x_label=cmd.x_label or "",  # type: ignore[arg-type]
+        name=cmd.name, kind=kind, title=cmd.title or "", x_label=cmd.x_label or "",  # type: ignore[arg-type]  # named op: parse() set name
         y_label=cmd.y_label or "", x_axis_type=axis, x=x, y=tuple(y), data=MappingProxyType(data),
         rollover=cmd.rollover, tooltips=cmd.tooltips if cmd.tooltips is not None else (("*", "*"),),
         panel=MappingProxyType(dict(cmd.panel or {})), version=state.applied + 1,
@@ -312,7 +312,7 @@ def fold_figure(state: DashboardState, cmd: FigureModel, cfg: FoldConfig) -> tup
     old = state.figures.get(cmd.name)  # type: ignore[arg-type]
     if old is None and len(state.figures) >= cfg.max_figures:
         raise Rejected(f"dashboard already has {cfg.max_figures} figures (the limit)", "name")
-    fig = Figure(name=cmd.name, kind="model", title=cmd.title or "", model=cmd.model,  # type: ignore[arg-type]
+    fig = Figure(name=cmd.name, kind="model", title=cmd.title or "", model=cmd.model,  # type: ignore[arg-type]  # named op: parse() set name
                  version=state.applied + 1)
     return {"figures": _with_figure(state, fig), "layout": _place(state.layout, fig.name)}, cmd
 

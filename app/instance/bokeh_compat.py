@@ -134,17 +134,17 @@ async def locked_on_loop(session: ServerSession, fn: Any, *args: Any) -> None:
 
 def replace_send_pending_patches(fn: Any) -> None:
     """Process-wide: ``ServerSession`` sends its queued patches with ``fn(self, pending)``."""
-    ServerSession._send_pending_patches = fn  # type: ignore[method-assign]
+    ServerSession._send_pending_patches = fn  # type: ignore[method-assign]  # the patch this module exists for
 
 
 def replace_document_gc(gc_like: Any) -> None:
     """Process-wide: the ``gc`` that ``Document.destroy`` calls."""
-    bokeh_document.gc = gc_like  # type: ignore[attr-defined]
+    bokeh_document.gc = gc_like
 
 
 # --- what the above relies on ---------------------------------------------------------------
 def _init_sets(cls: type, *attrs: str) -> list[str]:
-    src = inspect.getsource(cls.__init__)  # type: ignore[misc]
+    src = inspect.getsource(cls.__init__)  # type: ignore[misc]  # read, never called: the class's own source
     return [f"{cls.__module__}.{cls.__name__}.{a}" for a in attrs if f"self.{a} =" not in src]
 
 
@@ -166,7 +166,8 @@ def missing() -> list[str]:
         out.append("tornado.websocket.WebSocketProtocol13._compressor")
     if not inspect.iscoroutinefunction(getattr(ServerSession, "_send_pending_patches", None)):
         out.append("bokeh.server.session.ServerSession._send_pending_patches")
-    if "_id" not in getattr(Model, "__annotations__", {}) or "self._id" not in inspect.getsource(Model.id.fget):
+    id_getter = Model.__dict__["id"].fget  # the property itself (Model.id is typed as its value)
+    if "_id" not in getattr(Model, "__annotations__", {}) or "self._id" not in inspect.getsource(id_getter):
         out.append("bokeh.model.Model._id")
     if not isinstance(getattr(bokeh_document, "gc", None), ModuleType) or "gc.collect()" not in inspect.getsource(
             Document.destroy):

@@ -18,6 +18,7 @@ from __future__ import annotations
 import html
 import logging
 from collections.abc import Mapping, Sequence
+from typing import Any, Literal
 
 import numpy as np
 from bokeh.document import Document
@@ -25,16 +26,16 @@ from bokeh.document.events import ColumnsStreamedEvent
 from bokeh.models import (
     Column,
     ColumnDataSource,
-    DataTable,
-    DateFormatter,
-    Div,
     FactorRange,
     HoverTool,
     LayoutDOM,
     Range,
     Row,
-    TableColumn,
 )
+
+# from their modules: bokeh.models re-exports the widgets with a star import its stubs lack
+from bokeh.models.widgets.markups import Div
+from bokeh.models.widgets.tables import DataTable, DateFormatter, TableColumn
 from bokeh.palettes import Category10_10
 from bokeh.plotting import figure as bk_figure
 from bokeh.transform import dodge
@@ -70,7 +71,7 @@ def _factors(x: np.ndarray) -> list[str]:
     return list(seen)
 
 
-def _tooltips(fig: Figure) -> tuple[list[tuple[str, str]], dict[str, str]]:
+def _tooltips(fig: Figure) -> tuple[list[tuple[str, str]], dict[str, Any]]:
     pairs = fig.tooltips
     if pairs == (("*", "*"),):
         pairs = tuple((c, c) for c in fig.data)
@@ -102,7 +103,7 @@ class FigureView:
         self.kind = fig.kind
         self.version = fig.version
         self.source: ColumnDataSource | None = None
-        self.plot = None  # bokeh figure, when kind is a plot
+        self.plot: Any = None  # bokeh figure, when kind is a plot
         self.hover: HoverTool | None = None
         self.title_div: Div | None = None
         self.factors: list[str] | None = None
@@ -112,7 +113,7 @@ class FigureView:
             # a stat's or gauge's series rides along as a named source (the page's CSV)
             self.source = self._source(fig) if fig.kind != "text" else None
             self.panel = panels.PanelView(fig, self.source)
-            self.root = self.panel.div
+            self.root: LayoutDOM = self.panel.div
         elif fig.kind == "model":
             self.root = _model_root(fig, f"{id_prefix or 'fleet'}:{fig.name}:{fig.version}:m")
         elif fig.kind == "table":
@@ -131,7 +132,7 @@ class FigureView:
         self.source = self._source(fig)
         columns = []
         for c in fig.data:
-            fmt = {}
+            fmt: dict[str, Any] = {}  # Bokeh's stubs type each keyword; a dict of them is Any
             if fig.x_axis_type == "datetime" and c == fig.x:
                 fmt["formatter"] = DateFormatter(format="%Y-%m-%d %H:%M:%S")
             columns.append(TableColumn(field=c, title=c, **fmt))
@@ -157,13 +158,14 @@ class FigureView:
         p.xaxis.axis_label = fig.x_label or fig.x
         p.yaxis.axis_label = fig.y_label or (fig.y[0] if len(fig.y) == 1 else "")
         several = len(fig.y) > 1
-        renderers = []
+        renderers: list[Any] = []
         width = 0.8
         if fig.kind == "bar" and fig.x_axis_type != "categorical" and fig.x in fig.data:
             width = _bar_width(fig.data[fig.x])
         for i, y in enumerate(fig.y):
             color = Category10_10[i % 10]
-            legend = {"legend_label": y} if several else {}
+            legend: dict[str, Any] = {"legend_label": y} if several else {}
+            r: Any
             if fig.kind == "line":
                 r = p.line(fig.x, y, source=self.source, color=color, line_width=2, **legend)
             elif fig.kind == "scatter":
@@ -181,7 +183,7 @@ class FigureView:
             renderers.append(r)
         tips, formatters = _tooltips(fig)
         if tips:
-            mode = "vline" if fig.kind in ("line", "step", "area") else "mouse"
+            mode: Literal["vline", "mouse"] = "vline" if fig.kind in ("line", "step", "area") else "mouse"
             self.hover = HoverTool(tooltips=tips, formatters=formatters, renderers=renderers, mode=mode)
             p.add_tools(self.hover)
         if several:
@@ -235,8 +237,9 @@ class FigureView:
         if self.plot is not None:
             self.plot.height = after.panel.get("height") or PLOT_HEIGHT
         if self.kind == "model":
-            if after.title and getattr(self.root, "title", None) is not None and hasattr(self.root.title, "text"):
-                self.root.title.text = after.title
+            root: Any = self.root  # any allowed model tree; only some have a title
+            if after.title and getattr(root, "title", None) is not None and hasattr(root.title, "text"):
+                root.title.text = after.title
             return
         if self.title_div is not None:
             self.title_div.text = _title_html(after.title or after.name, "h3")
@@ -272,7 +275,7 @@ def _model_root(fig: Figure, id_prefix: str) -> LayoutDOM:
         models.check(item)  # parse() did; a snapshot from an older version may hold anything
         item = models.reidentified(item, id_prefix + ":")
         tmp = Document.from_json(item["doc"])
-        root = tmp.get_model_by_id(item.get("root_id")) if item.get("root_id") else None
+        root = tmp.get_model_by_id(item["root_id"]) if item.get("root_id") else None
         root = root or tmp.roots[0]
         if not isinstance(root, LayoutDOM):
             raise ValueError(f"its root is a {type(root).__name__}, not a plot or a layout")
@@ -373,11 +376,12 @@ class DashboardDoc:
     def _arrange(self, state: DashboardState) -> None:
         """(Re)build the row/column containers around the existing figure models."""
         self.containers = {}
-        groups = []
+        groups: list[Any] = []
         for group in state.layout:
-            members = [self.views[n].root for n in group if n in self.views]
+            members: list[Any] = [self.views[n].root for n in group if n in self.views]
             if not members:
                 continue
+            box: Column | Row
             if state.layout_mode == "columns":
                 box = Column(children=members, sizing_mode="stretch_width")
             else:
@@ -392,22 +396,32 @@ class DashboardDoc:
 
 
 # --- the built-in ops' document hooks (app.control.ops: the registry dispatches on them) ---
+def _named(cmd: Command) -> str:
+    """The figure a figure op names (parse() refuses these ops without a name)."""
+    assert cmd.name is not None
+    return cmd.name
+
+
 def _apply_stream(dd: DashboardDoc, cmd: Stream, after: DashboardState) -> None:
-    dd.views[cmd.name].stream(cmd.data, cmd.rollover, after.figures[cmd.name])
+    assert cmd.data is not None  # parse_stream requires data
+    dd.views[_named(cmd)].stream(cmd.data, cmd.rollover, after.figures[_named(cmd)])
 
 
 def _apply_stream_run(dd: DashboardDoc, cmds: list[Stream], after: DashboardState) -> None:
     """Several consecutive ``stream`` commands of one figure as one ``source.stream``."""
-    merged = {c: np.concatenate([cmd.data[c] for cmd in cmds]) for c in cmds[0].data}
-    dd.views[cmds[0].name].stream(merged, cmds[0].rollover, after.figures[cmds[0].name])
+    datas = [cmd.data for cmd in cmds if cmd.data is not None]  # all of them: parse_stream requires data
+    merged = {c: np.concatenate([d[c] for d in datas]) for c in datas[0]}
+    name = _named(cmds[0])
+    dd.views[name].stream(merged, cmds[0].rollover, after.figures[name])
 
 
 def _apply_patch(dd: DashboardDoc, cmd: Patch, after: DashboardState) -> None:
-    dd.views[cmd.name].patch(cmd.patches, after.figures[cmd.name])
+    assert cmd.patches is not None  # parse_patch requires patches
+    dd.views[_named(cmd)].patch(cmd.patches, after.figures[_named(cmd)])
 
 
 def _apply_swap(dd: DashboardDoc, cmd: Replace | FigureModel, after: DashboardState) -> None:
-    dd._swap(after.figures[cmd.name], after)
+    dd._swap(after.figures[_named(cmd)], after)
 
 
 def _apply_clear(dd: DashboardDoc, cmd: Clear, after: DashboardState) -> None:
@@ -419,7 +433,7 @@ def _apply_clear(dd: DashboardDoc, cmd: Clear, after: DashboardState) -> None:
 
 
 def _apply_remove(dd: DashboardDoc, cmd: Remove, after: DashboardState) -> None:
-    dd.views.pop(cmd.name, None)
+    dd.views.pop(_named(cmd), None)
     dd._arrange(after)
 
 

@@ -22,7 +22,7 @@ def _addresses(handler: RequestHandler) -> tuple[str | None, str | None]:
     peer = addr[0] if isinstance(addr, tuple) and addr else None
     local = None
     try:
-        local = conn.stream.socket.getsockname()[0]  # type: ignore[union-attr]
+        local = conn.stream.socket.getsockname()[0]  # type: ignore[union-attr]  # None: AttributeError, caught
     except (AttributeError, OSError, TypeError, IndexError):
         pass
     return peer, local

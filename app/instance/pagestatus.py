@@ -23,7 +23,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from bokeh.models import Div
+from bokeh.models.widgets.markups import Div  # bokeh.models' stubs lack the widgets
 
 from app.instance import bokeh_compat, wire
 
@@ -78,7 +78,8 @@ class PageStatus:
         """(caught up, reason shown when not, age in seconds of the newest applied command)."""
         ok, _detail = self.instance.health()  # details stay in the instance's log
         reason = "" if ok else "server not connected to the data feed"
-        lag = float(getattr(self.instance.reader, "lag_ms", 0.0) or 0.0) / 1000.0
+        reader = self.instance.reader
+        lag = (reader.lag_ms if reader is not None else 0.0) / 1000.0
         if ok and lag > LAG_STALE_SECONDS:
             ok, reason = False, f"server {lag:.0f} s behind the data feed"
         age = None

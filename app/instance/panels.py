@@ -17,7 +17,8 @@ from functools import lru_cache
 from typing import Any
 
 import numpy as np
-from bokeh.models import ColumnDataSource, Div
+from bokeh.models import ColumnDataSource
+from bokeh.models.widgets.markups import Div  # bokeh.models' stubs lack the widgets
 from markdown_it import MarkdownIt
 
 from app.control import panelspec
@@ -42,7 +43,7 @@ def _markdown() -> MarkdownIt:
     md.disable("image")  # no remote fetches from a viewer's browser
     md.validateLink = _valid_link  # type: ignore[method-assign]
 
-    def link_open(renderer, tokens, idx, options, env):  # type: ignore[no-untyped-def]
+    def link_open(renderer, tokens, idx, options, env):
         tokens[idx].attrSet("target", "_blank")
         tokens[idx].attrSet("rel", "noopener noreferrer")
         return renderer.renderToken(tokens, idx, options, env)

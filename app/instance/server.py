@@ -51,6 +51,7 @@ from app import tokens
 from app.bus import heartbeat
 from app.bus.keys import Keys
 from app.control import columns
+from app.control.feeds import FeedReader
 from app.instance import bokeh_compat, teardown, wire
 from app.instance.endpoints import HealthHandler, MetricsHandler
 from app.instance.pagestatus import PageStatus
@@ -80,7 +81,7 @@ class NoDelayWSHandler(WSHandler):
     """Bokeh's websocket handler with Nagle's algorithm off, writing each message in
     one piece (see :func:`app.instance.wire.frames`)."""
 
-    async def send_message(self, message: Any) -> None:  # type: ignore[override]
+    async def send_message(self, message: Any) -> None:
         conn = self.ws_connection
         if conn is None or bokeh_compat.websocket_compressed(conn) or getattr(conn, "mask_outgoing", True):
             return await super().send_message(message)
@@ -89,11 +90,11 @@ class NoDelayWSHandler(WSHandler):
             with await self.write_lock.acquire():
                 if conn.is_closing():
                     raise StreamClosedError()
-                await conn.stream.write(data)
+                await conn.stream.write(data)  # type: ignore[union-attr]  # not closing: it has a stream
         except StreamClosedError:
             log.debug("message not sent: connection closed")  # on_close() handles the rest
 
-    def open(self) -> None:  # type: ignore[override]
+    def open(self) -> None:
         try:
             self.set_nodelay(True)
         except Exception:  # pragma: no cover - stream already closed
@@ -108,7 +109,7 @@ class NoDelayWSHandler(WSHandler):
                 app._refuse(exc, f"websocket from {self.request.remote_ip}", self.request)
                 self.close(1008, "session refused")
                 return None
-        return super().open()
+        return super().open()  # type: ignore[return-value]  # Bokeh types it None; tornado awaits it if not
 
 
 class FleetHandler(Handler):
@@ -143,7 +144,7 @@ class FleetTornado(BokehTornado):
 
     def check_token(self, token: str | None, session_id: str | None = None) -> str:
         """Return the token's dashboard, or raise Refused."""
-        payload = tokens.check(token, self.secret_key, session_id=session_id)
+        payload = tokens.check(token, self.secret_key, session_id=session_id)  # type: ignore[arg-type]  # Instance requires it
         if isinstance(payload, str):
             raise Refused(payload, "token")
         dashboard = payload["dashboard"]
@@ -213,7 +214,7 @@ class Instance:
     """One Bokeh instance: server, fan-out, reader, heartbeat."""
 
     def __init__(self, settings: Settings, port: int, host: str = "127.0.0.1",
-                 reader_factory: Callable[[Settings, Fanout], Any] | None = None) -> None:
+                 reader_factory: Callable[[Settings, Fanout], FeedReader] | None = None) -> None:
         settings.require_secrets("secret_key")
         self.settings = settings
         self.port = port
@@ -225,7 +226,7 @@ class Instance:
         self.keys = Keys(settings.key_prefix)
         self.fanout = Fanout(self.state_of)
         self._reader_factory = reader_factory or _bus_reader
-        self.reader: Any = None
+        self.reader: FeedReader | None = None
         self.server: BaseServer | None = None
         self.tornado: FleetTornado | None = None
         self._tasks: list[asyncio.Task] = []
@@ -245,8 +246,7 @@ class Instance:
 
     # --- state -----------------------------------------------------------------------
     def state_of(self, dashboard: str):
-        feeds = getattr(self.reader, "feeds", None) or {}
-        feed = feeds.get(dashboard)
+        feed = self.reader.feeds.get(dashboard) if self.reader is not None else None
         return None if feed is None else (feed.state, feed.last_id)
 
     def health(self) -> tuple[bool, str]:
@@ -322,7 +322,7 @@ class Instance:
                 pass
         if self.server is not None:
             try:  # orderly, but never hang a supervisord stop on slow session teardown
-                await asyncio.wait_for(self.server.stop_async(), 5)  # type: ignore[attr-defined]
+                await asyncio.wait_for(self.server.stop_async(), 5)
             except (TimeoutError, Exception) as exc:
                 log.warning("server stop: %r", exc)
         self._stopped.set()
@@ -339,7 +339,7 @@ class Instance:
 
     # --- heartbeat --------------------------------------------------------------------
     def heartbeat_payload(self) -> dict[str, Any]:
-        feeds = getattr(self.reader, "feeds", None) or {}
+        feeds = self.reader.feeds if self.reader is not None else {}
         ok, reason = self.health()
         counts = self.fanout.session_count()
         return {

@@ -105,7 +105,7 @@ class SessionView:
 def _new_models(item: Item) -> bool:
     """Whether applying ``item`` sends whole models or whole columns (a reset, or any op
     not registered as ``delta``, as ``stream``/``patch`` are: they send only their delta)."""
-    return item.kind == "reset" or not ops.sends_delta(item.cmd)
+    return item.kind == "reset" or item.cmd is None or not ops.sends_delta(item.cmd)
 
 
 class Fanout:
@@ -167,7 +167,7 @@ class Fanout:
         for conn in list(getattr(session, "_subscribed_connections", ()) or ()):
             socket = getattr(conn, "_socket", None)
             try:
-                socket.close(1008, "access revoked")
+                socket.close(1008, "access revoked")  # type: ignore[union-attr]  # None raises: caught below
             except Exception:  # pragma: no cover - already closing
                 pass
         self.stats["sessions_revoked"] += 1

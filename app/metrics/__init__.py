@@ -95,8 +95,9 @@ def peer_allowed(peer: str | None, local: str | None, allow: tuple[str, ...]) ->
         ip = ipaddress.ip_address(peer.split("%", 1)[0])
     except ValueError:
         return False
-    if getattr(ip, "ipv4_mapped", None):
-        ip = ip.ipv4_mapped  # type: ignore[union-attr]
+    mapped = getattr(ip, "ipv4_mapped", None)  # IPv6 only
+    if mapped is not None:
+        ip = mapped
     if ip.is_loopback or (local and peer == local):
         return True
     return any(ip in net for net in _networks(tuple(allow)))

@@ -13,6 +13,7 @@ its workers together (:class:`ProcessTreeCollector`): memory, CPU and open files
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 from typing import Any
@@ -74,7 +75,7 @@ class ProcessTreeCollector:
         total: dict[str, float] = {}
         first: dict[str, float] = {}
         for pid in pids:
-            for fam in ProcessCollector(registry=None, pid=lambda pid=pid: pid).collect():
+            for fam in ProcessCollector(registry=None, pid=functools.partial(int, pid)).collect():
                 for s in fam.samples:
                     total[s.name] = total.get(s.name, 0.0) + s.value
                     first.setdefault(s.name, s.value)

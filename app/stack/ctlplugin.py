@@ -137,7 +137,7 @@ class FleetControllerPlugin(ControllerPluginBase):
             return self.fail("status takes no arguments")
         s = self.settings()
         host = _host(s.bokeh_host)
-        rows = [("NAME", "STATE", "PID", "UPTIME", "SESSIONS", "LAG", "LAST RESYNC", "HEALTH")]
+        rows: list[tuple[str, ...]] = [("NAME", "STATE", "PID", "UPTIME", "SESSIONS", "LAG", "LAST RESYNC", "HEALTH")]
         unhealthy = 0
         now = time.time()
         for info in self.instances():
@@ -178,7 +178,8 @@ class FleetControllerPlugin(ControllerPluginBase):
         client = sync_client(s)
         try:
             beats = read_heartbeats(client, keys)
-            rows = [("INSTANCE", "DASHBOARD", "APPLIED", "STREAM HEAD", "ENTRIES BEHIND", "SECONDS BEHIND")]
+            rows: list[tuple[str, ...]] = [
+                ("INSTANCE", "DASHBOARD", "APPLIED", "STREAM HEAD", "ENTRIES BEHIND", "SECONDS BEHIND")]
             for beat in sorted(beats, key=lambda b: (str(b.get("hostname")), int(b.get("port") or 0))):
                 who = f"{beat.get('hostname', '?')}:{beat.get('port', '?')}"
                 for dashboard, applied in sorted((beat.get("last_ids") or {}).items()):
@@ -188,7 +189,7 @@ class FleetControllerPlugin(ControllerPluginBase):
                     behind = 0
                     if head and head_id != applied:
                         behind = len(client.xrange(keys.commands(dashboard), min=f"({applied}",
-                                                   count=LAG_COUNT_CAP))
+                                                   count=LAG_COUNT_CAP) or ())
                     count = f">={LAG_COUNT_CAP}" if behind >= LAG_COUNT_CAP else str(behind)
                     secs = max(0, id_ms(head_id) - id_ms(applied)) / 1000 if behind else 0.0
                     rows.append((who, dashboard, applied, head_id, count, f"{secs:.3f}"))

@@ -17,7 +17,7 @@ import urllib.error
 import urllib.request
 import xmlrpc.client
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, cast
 
 from app.settings import Settings
 from app.stack import names
@@ -46,13 +46,31 @@ class _UnixTransport(xmlrpc.client.Transport):
         return _UnixHTTPConnection(self.path, self.timeout)
 
 
-def supervisor_proxy(sock: Path | str, timeout: float = SUPERVISOR_TIMEOUT) -> xmlrpc.client.ServerProxy:
+class SupervisorRPC(Protocol):
+    """The part of supervisord's ``supervisor.*`` XML-RPC namespace the fleet calls."""
+
+    def getState(self) -> dict[str, Any]: ...
+    def getAllProcessInfo(self) -> list[dict[str, Any]]: ...
+    def getProcessInfo(self, name: str) -> dict[str, Any]: ...
+    def startProcess(self, name: str, wait: bool = True) -> bool: ...
+    def stopProcess(self, name: str, wait: bool = True) -> bool: ...
+    def signalProcess(self, name: str, signal: str) -> bool: ...
+
+
+class SupervisorProxy(Protocol):
+    supervisor: SupervisorRPC
+
+
+def supervisor_proxy(sock: Path | str, timeout: float = SUPERVISOR_TIMEOUT) -> SupervisorProxy:
     """supervisord's XML-RPC interface on its unix socket (the fleet's one client for it).
 
     Standard library only, with a timeout, so a wedged supervisord cannot hang a web
-    worker, a health check or the event listener.
+    worker, a health check or the event listener.  Typed by :class:`SupervisorProxy`
+    (supervisord's documented XML-RPC API; xmlrpc itself types every answer as any
+    marshallable value).
     """
-    return xmlrpc.client.ServerProxy("http://localhost/RPC2", transport=_UnixTransport(str(sock), timeout))
+    proxy = xmlrpc.client.ServerProxy("http://localhost/RPC2", transport=_UnixTransport(str(sock), timeout))
+    return cast(SupervisorProxy, proxy)
 
 
 def supervisor_problems(sock: Path) -> list[str]:

@@ -1,10 +1,12 @@
 """Supervisord process names of the fleet, formatted and parsed in one place.
 
 Instance n (1-based) runs as program ``bokeh_<nn>`` in group ``fleet``: supervisorctl
-and the event listener call it ``fleet:bokeh_01``.  The supervisord template
-(app/stack/templates/supervisor.conf.j2: ``bokeh_%(process_num)02d``) and
-bench/chaos.py still spell the format themselves; they should use these once they
-can be edited.  Pure.
+and the event listener call it ``fleet:bokeh_01``; sentinel n (FLEET_REDIS_MODE=sentinel)
+is ``sentinel_<n>``.  The supervisord template spells them as supervisord's own
+expansions (``bokeh_%(process_num)02d``, ``sentinel_%(process_num)d``): Salt renders
+that template from its own context (salt/map.jinja), so it cannot call these.
+tests/test_stack_render.py and tests/test_stack_names.py parse the rendered config
+with supervisord's parser and check its names against these.  Pure.
 """
 
 from __future__ import annotations
@@ -13,12 +15,18 @@ import re
 
 GROUP = "fleet"
 INSTANCE_PROGRAM = "bokeh"
+SENTINEL_PROGRAM = "sentinel"
 _INSTANCE_RE = re.compile(rf"^{INSTANCE_PROGRAM}_(\d+)$")
 
 
 def instance_name(n: int) -> str:
     """The supervisord process name of instance ``n``: ``bokeh_01``."""
     return f"{INSTANCE_PROGRAM}_{int(n):02d}"
+
+
+def sentinel_name(n: int) -> str:
+    """The supervisord process name of local sentinel ``n``: ``sentinel_1``."""
+    return f"{SENTINEL_PROGRAM}_{int(n)}"
 
 
 def instance_process(n: int, group: str = GROUP) -> str:

@@ -203,7 +203,12 @@ def program_env(s: Settings) -> dict[str, str]:
     env: dict[str, str] = {}
     for f in dataclasses.fields(Settings):
         value = getattr(s, f.name)
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        if f.default is not dataclasses.MISSING:
+            default: Any = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            default = f.default_factory()
+        else:  # every Settings field has a default (Settings() is valid)
+            raise TypeError(f"Settings.{f.name} has no default")
         if f.name in DEPLOY_ONLY:
             continue
         if f.name in ALWAYS or value != default:

@@ -66,7 +66,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     keys = Keys(settings.key_prefix)
     networks = parse_networks(settings.trusted_proxies)
     app.extensions["fleet"] = Fleet(settings, client, keys, Accounts(client, keys), networks)
-    app.wsgi_app = TrustedProxyFix(app.wsgi_app, networks)  # type: ignore[method-assign]
+    app.wsgi_app = TrustedProxyFix(app.wsgi_app, networks)  # type: ignore[method-assign]  # Flask's documented middleware hook
 
     csrf.init_app(app)
 
@@ -82,7 +82,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     _observe(app)
 
     @app.after_request
-    def security_headers(resp):  # type: ignore[no-untyped-def]
+    def security_headers(resp):
         resp.headers.setdefault("X-Content-Type-Options", "nosniff")
         resp.headers.setdefault("Referrer-Policy", "same-origin")
         if resp.mimetype == "text/html":
@@ -96,10 +96,10 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         return resp
 
     @app.errorhandler(CSRFError)
-    def csrf_error(exc: CSRFError):  # type: ignore[no-untyped-def]
+    def csrf_error(exc: CSRFError):
         return _error_response(400, f"CSRF check failed: {exc.description}")
 
-    def redis_away(exc: Exception):  # type: ignore[no-untyped-def]
+    def redis_away(exc: Exception):
         current_app.logger.warning("Redis not reachable: %s", exc)
         resp = _error_response(503, "the command bus (Redis) is not reachable; retry shortly")
         return resp[0], 503, {"Retry-After": "2"}
@@ -108,7 +108,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         app.register_error_handler(exc_class, redis_away)
 
     @app.errorhandler(HTTPException)
-    def http_error(exc: HTTPException):  # type: ignore[no-untyped-def]
+    def http_error(exc: HTTPException):
         if exc.code is None or exc.code < 400:
             return exc
         if exc.code == 413:
@@ -130,7 +130,8 @@ def _observe(app: Flask) -> None:
     from app import logsetup
     from app.metrics import web as web_metrics
 
-    app.wsgi_app = web_metrics.MetricsEndpoint(app.wsgi_app, app.extensions["fleet"].settings.metrics_allow)
+    app.wsgi_app = web_metrics.MetricsEndpoint(  # type: ignore[method-assign]  # Flask's WSGI middleware hook
+        app.wsgi_app, app.extensions["fleet"].settings.metrics_allow)
 
     def start_request() -> None:
         g.request_started = time.perf_counter()
@@ -140,7 +141,7 @@ def _observe(app: Flask) -> None:
     app.before_request_funcs.setdefault(None, []).insert(0, start_request)  # before the Host check
 
     @app.after_request
-    def observe(resp):  # type: ignore[no-untyped-def]
+    def observe(resp):
         started = g.get("request_started")
         if started is not None:
             web_metrics.observe_request(request.endpoint, request.method, resp.status_code,
@@ -180,7 +181,7 @@ def content_security_policy(nonce: str | None, frame_ancestors: tuple[str, ...] 
     ))
 
 
-def _error_response(code: int, message: str):  # type: ignore[no-untyped-def]
+def _error_response(code: int, message: str):
     if request.path.startswith("/api/") or request.path == "/auth/check":
         body = {"error": {"status": code, "message": message}}
         return jsonify(body), code

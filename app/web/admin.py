@@ -111,7 +111,7 @@ def status() -> dict[str, Any]:
     return out
 
 
-def _sock():  # type: ignore[no-untyped-def]
+def _sock():
     return fleet().settings.var_dir / "supervisor.sock"
 
 
@@ -172,12 +172,12 @@ def _role(required: bool = True) -> str:
     return role
 
 
-def _done(message: str, section: str) -> Response:
+def _done(message: str, section: str) -> Any:  # werkzeug's redirect Response
     flash(message)
     return redirect(url_for("admin.index") + f"#{section}", code=303)
 
 
-def _account(call, *args: Any, **kw: Any) -> Any:  # type: ignore[no-untyped-def]
+def _account(call, *args: Any, **kw: Any) -> Any:
     try:
         return call(*args, **kw)
     except ValueError as exc:  # AccountError, or a bad dashboard name (app.bus.keys)

@@ -419,7 +419,7 @@ def _swagger_dist() -> str:
 @bp.get("/docs")
 def docs_page() -> Response:
     """Swagger UI of this API (try it out with a bearer token)."""
-    resp = Response(DOCS_PAGE.format(base=request.script_root + bp.url_prefix), mimetype="text/html")
+    resp = Response(DOCS_PAGE.format(base=request.script_root + (bp.url_prefix or "")), mimetype="text/html")
     resp.headers["Content-Security-Policy"] = DOCS_CSP
     return resp
 

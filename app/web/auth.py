@@ -151,23 +151,24 @@ def load_user() -> Response | None:
         abort(400, f"unknown host {request.host[:100]!r}: the site answers only "
                    "FLEET_ALLOWED_HOSTS (default: the hosts of FLEET_ALLOWED_ORIGINS)")
     if request.endpoint == "static":
-        return
+        return None
     user = sso_user()
     if user is not None:
         g.user, g.sso = user, True
-        return
+        return None
     name = session.get("user")
     if name:
         user = fleet().accounts.get_user(name)
         if user is None or user.gen != session.get("gen") or not login_session_live(name):
             session.clear()  # removed, password/roles changed, or logged out since this login
-            return
+            return None
         g.user = user
+    return None
 
 
 def login_required(view: Callable) -> Callable:
     @functools.wraps(view)
-    def wrapped(*args, **kwargs):  # type: ignore[no-untyped-def]
+    def wrapped(*args, **kwargs):
         if g.user is None:
             return redirect(url_for("auth.login", next=request.full_path.rstrip("?")))
         return view(*args, **kwargs)
@@ -179,7 +180,7 @@ def role_required(role: str) -> Callable[[Callable], Callable]:
     def deco(view: Callable) -> Callable:
         @functools.wraps(view)
         @login_required
-        def wrapped(*args, **kwargs):  # type: ignore[no-untyped-def]
+        def wrapped(*args, **kwargs):
             if not g.user.has_role(role):
                 abort(403, f"needs the {role} role")
             return view(*args, **kwargs)
@@ -206,7 +207,7 @@ def _human(seconds: int) -> str:
 
 
 @bp.route("/login", methods=("GET", "POST"))
-def login():  # type: ignore[no-untyped-def]
+def login():
     form = LoginForm()
     if request.method == "GET":
         form.next.data = request.args.get("next", "")
@@ -249,7 +250,7 @@ def login():  # type: ignore[no-untyped-def]
 
 
 @bp.route("/logout", methods=("POST",))
-def logout():  # type: ignore[no-untyped-def]
+def logout():
     """End this login on the server too: its id is deleted, so a copy of the session
     cookie (taken before the logout) no longer loads the user."""
     LogoutForm()  # CSRFProtect has already checked the token
@@ -260,7 +261,7 @@ def logout():  # type: ignore[no-untyped-def]
 
 
 @bp.route("/password", methods=("GET", "POST"))
-def password():  # type: ignore[no-untyped-def]
+def password():
     """Users change their own password: the current one first (wrong guesses count
     against the same lock-out as logins), then the new one twice.  The user's other
     logins end and their open dashboards close everywhere (the account ``gen`` changes:
@@ -308,7 +309,7 @@ def password():  # type: ignore[no-untyped-def]
 
 
 @bp.route("/renew")
-def renew():  # type: ignore[no-untyped-def]
+def renew():
     """Keep the login alive while a dashboard page is open and connected.
 
     The page (app/web/static/viewer.js) calls this every quarter of the login lifetime
@@ -329,7 +330,7 @@ def renew():  # type: ignore[no-untyped-def]
 
 
 @bp.before_request
-def embed_origin_binding():  # type: ignore[no-untyped-def]
+def embed_origin_binding():
     """``/auth/check``: a token minted for an embedding page (payload ``origin``) is
     good only from that page's origin: the websocket and the cross-origin autoload
     request carry ``Origin``; a same-origin request carries none, and then the token
@@ -399,7 +400,7 @@ def _token_payload(token: str) -> dict | None:
 
 
 @bp.route("/check")
-def check():  # type: ignore[no-untyped-def]
+def check():
     """For nginx ``auth_request`` in front of ``/bokeh/``: 204 or 401, no templates.
 
     A request may carry at most one Bokeh token (URL or websocket subprotocol, never

@@ -36,7 +36,7 @@ def duration(seconds: Any) -> str:
     if s < 10 and s != int(s):
         return f"{s:.2g} s"
     s = int(round(s))
-    parts = []
+    parts: list[str] = []
     for unit, size in _UNITS:
         if s >= size or (unit == "s" and not parts):
             parts.append(f"{s // size} {unit}")

@@ -127,7 +127,8 @@ def openapi_document() -> dict[str, Any]:
             "base64 of an Arrow IPC stream."),
         "oneOf": [{"$ref": f"#/components/schemas/{op.capitalize()}Command"} for op in OPS],
     }
-    bearer, session = {"bearer": []}, {"session": []}
+    bearer: dict[str, list[str]] = {"bearer": []}
+    session: dict[str, list[str]] = {"session": []}
     retry_after = {"Retry-After": {"required": True, "schema": {"type": "string", "pattern": "^[0-9]+$"},
                                    "description": "seconds"}}
     www_auth = {"WWW-Authenticate": {"required": True, "schema": {"type": "string"}}}

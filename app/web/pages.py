@@ -61,7 +61,7 @@ def matches(query: str, *texts: str) -> bool:
 
 @bp.route("/")
 @login_required
-def index():  # type: ignore[no-untyped-def]
+def index():
     """The dashboards the user may view, with when each last changed; ``?q=`` searches
     names and titles (a plain GET form: no script needed)."""
     f = fleet()
@@ -130,7 +130,7 @@ def _renew_every(lifetime: int) -> int:
 
 @bp.route("/d/<name>")
 @login_required
-def dashboard(name: str):  # type: ignore[no-untyped-def]
+def dashboard(name: str):
     """A dashboard; ``?kiosk=1``: no chrome, the whole screen (a display account always
     gets this); ``?theme=dark|light``."""
     meta = _checked(name)
@@ -139,7 +139,7 @@ def dashboard(name: str):  # type: ignore[no-untyped-def]
 
 
 @bp.route("/frame/<name>")
-def frame(name: str):  # type: ignore[no-untyped-def]
+def frame(name: str):
     """A dashboard for an ``<iframe>`` on a page of ``FLEET_EMBED_ORIGINS`` (pages that
     strip scripts: Confluence, SharePoint): kiosk layout, and a CSP ``frame-ancestors``
     naming those origins (nginx sends no X-Frame-Options for /frame/).  Any other
@@ -180,7 +180,7 @@ def _message_js(text: str, link: str | None = None) -> str:
 
 
 @bp.route("/embed/<name>.js")
-def embed_js(name: str):  # type: ignore[no-untyped-def]
+def embed_js(name: str):
     """One script tag for another intranet page: ``<script src=".../embed/X.js">``.
 
     Goes through the same login: without a session it shows a login link; a user who
