@@ -266,8 +266,10 @@ def test_admin_manages_api_tokens(client, auth, fleet_bus, audit_lines):
         assert r.status_code == 400 and message in r.get_data(as_text=True), (data, r.data[:300])
     assert post(client, "/admin/tokens/nothex/revoke", token).status_code == 400
     assert post(client, "/admin/tokens/0123456789ab/revoke", token).status_code == 404
+    bystander_secret, _ = acc.create_token(tok.id, "sales")  # named like the revoked token's id
     assert post(client, f"/admin/tokens/{tok.id}/revoke", token).status_code == 303
     assert acc.verify_token(secret) is None
+    assert acc.verify_token(bystander_secret, touch=False) is not None  # the button revokes that id only
     assert post(client, f"/admin/tokens/{tok.id}/revoke", token).status_code == 404  # once
     actions = [line.split("action=")[1].split()[0] for line in audit_lines()]
     assert actions == ["token.create", "token.revoke"]

@@ -324,14 +324,19 @@ class Accounts:
         toks = [self._token(k.decode(), v, used.get(k)) for k, v in raw.items()]
         return sorted(toks, key=lambda t: t.created)
 
-    def revoke_token(self, ident: str) -> list[Token]:
-        """Revoke tokens whose id (or id prefix of 6+ chars) or name is ``ident``."""
+    def revoke_token(self, ident: str, *, exact_id: bool = False) -> list[Token]:
+        """Revoke tokens whose id (or id prefix of 6+ chars) or name is ``ident``; with
+        ``exact_id`` only the token whose whole id is ``ident`` (the admin page's button)."""
         out = []
         for k, v in self.client.hgetall(self.keys.tokens).items():
             rec = json.loads(v)
             if rec.get("revoked"):
                 continue
-            if rec["name"] == ident or (len(ident) >= 6 and rec["id"].startswith(ident)):
+            if exact_id:
+                hit = rec["id"] == ident
+            else:
+                hit = rec["name"] == ident or (len(ident) >= 6 and rec["id"].startswith(ident))
+            if hit:
                 rec["revoked"] = time.time()
                 self.client.hset(self.keys.tokens, k, json.dumps(rec))
                 out.append(self._token(k.decode(), json.dumps(rec).encode(), None))

@@ -290,7 +290,7 @@ def token_revoke(ident: str) -> Response:
     f = fleet()
     if not any(t.id == ident and not t.revoked for t in f.accounts.list_tokens()):
         abort(404, f"no live token {ident}")
-    revoked = [t for t in f.accounts.revoke_token(ident) if t.id == ident]
+    revoked = f.accounts.revoke_token(ident, exact_id=True)
     _audit("token.revoke", token=ident, name=revoked[0].name if revoked else "")
     return _done(f"Token {ident} revoked.", "tokens")
 
