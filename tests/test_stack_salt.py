@@ -168,9 +168,11 @@ def test_deployment_binds_and_trusts_the_addresses_it_names(tmp_path):
     ({"extra_env": {"PATH": "/x"}}, "not a FLEET_"),
     ({"http_port": "eighty"}, "FLEET_HTTP_PORT"),
     ({"bokeh_hosts": [{"id": "b"}]}, "bokeh_hosts"),
+    ({"bokeh_hosts": [{"id": "other", "address": "10.0.0.9"}]}, "no bokeh_hosts entry"),
 ])
 def test_bad_deployment_is_a_clear_error(tmp_path, change, message):
-    desc = {"host": "b", "roles": ["bokeh"], "site": str(tmp_path / "site"), "user": "", **change}
+    desc = {"host": "b", "roles": ["bokeh"], "site": str(tmp_path / "site"), "user": "",
+            "bokeh_hosts": [{"id": "b", "address": "10.0.0.21"}], **change}
     with pytest.raises(render.RenderError, match=message):
         _context(tmp_path, desc)
 

@@ -610,7 +610,7 @@ def planned_files(ctx: dict[str, Any]) -> list[Planned]:
         # supervisor and redis configs carry secrets: owner only
         out.append(Planned(template, var / rel, text, 0o600 if template != "nginx.conf.j2" else 0o644,
                            run_as_owns=template.startswith("redis.")))
-    ha = ctx.get("redis_ha")
+    ha: dict[str, Any] = ctx.get("redis_ha") or {}
     if ctx["programs"].get("redis_replica"):
         replica_ctx = dict(ctx, redis_port=ha["replica_port"], redis_data_dir=str(var / "redis" / "replica-data"),
                            redis_replicaof=f"127.0.0.1 {ha['master_port']}")

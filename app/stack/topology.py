@@ -134,8 +134,12 @@ def load_deployment(desc: Mapping[str, Any]) -> tuple[Settings, Topology, Path]:
     single = "single" in roles
     default_instances = _int(desc, "instances", 2)
     bokeh_hosts = () if single else _bokeh_hosts(desc, default_instances)
-    me = next((h for h in (desc.get("bokeh_hosts") or []) if not single and h.get("id") == host), {})
+    me: Mapping[str, Any] = next(
+        (h for h in (desc.get("bokeh_hosts") or []) if not single and h.get("id") == host), {})
     instances = _int(me, "instances", default_instances) if single or "bokeh" in roles else 0
+    if "bokeh" in roles and not single and not me:
+        raise DeploymentError(f"host {host!r} has the bokeh role but no bokeh_hosts entry (id: {host}): "
+                              "nginx would not reach its instances")
     redis_port = _int(desc, "redis_port", Settings.redis_port)
     redis_host = "127.0.0.1" if single else str(desc.get("redis_host", "127.0.0.1"))
     node = str(desc.get("redis_node", "master"))
