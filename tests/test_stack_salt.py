@@ -160,6 +160,17 @@ def test_deployment_binds_and_trusts_the_addresses_it_names(tmp_path):
     assert ctx["redis_bind"] == "0.0.0.0"
 
 
+def test_deployment_with_an_external_redis_runs_none(tmp_path):
+    """Pillar redis_url: every program uses it as given; no redis-server, no ACL users."""
+    url = "redis://app:pw@redis.internal:6379/2"
+    ctx = _context(tmp_path, {"host": "r", "roles": ["redis", "web"], "site": str(tmp_path / "site"),
+                              "user": "", "redis_url": url})
+    assert ctx["programs"]["redis"] is False and ctx["programs"]["web"] is True
+    assert ctx["env"]["FLEET_REDIS_URL"] == url and ctx["redis_urls"] == {} and ctx["redis_users"] == {}
+    written = render.render_all(ctx)
+    assert "redis.conf.j2" not in written and "nginx.conf.j2" in written
+
+
 @pytest.mark.parametrize("change, message", [
     ({"redis_hots": "x"}, "unknown deployment key"),
     ({"roles": ["db"]}, "roles="),
