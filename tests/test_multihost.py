@@ -31,7 +31,7 @@ import pytest
 import yaml
 
 from app.instance.endpoints import peer_allowed
-from app.settings import Settings
+from app.settings import Settings, read_env_file
 from app.stack import render
 from fleet_testing.stack import CHROMIUM, CHROMIUM_ARGS, probe, wait_marker
 from tests.test_stack_salt import SECRETS, ensure_salt_venv
@@ -323,9 +323,10 @@ def test_every_process_binds_its_host_address_not_loopback(fleet):
         out = fleet.net.run(host, "ss", "-Hltn").stdout
         listening = {line.split()[3] for line in out.splitlines() if line.strip()}
         assert listening == want, (host, listening)
-    env = (fleet.var("web") / "fleet.env").read_text()
-    assert f"FLEET_TRUSTED_PROXIES='{ADDR['web']},127.0.0.1,::1'" in env  # nginx -> gunicorn
-    assert f"FLEET_ALLOWED_ORIGINS='{ADDR['web']}:{HTTP_PORT}," in env
+    env = read_env_file(fleet.var("web") / "fleet.env")
+    assert env["FLEET_TRUSTED_PROXIES"] == f"{ADDR['web']},127.0.0.1,::1"  # nginx -> gunicorn
+    assert env["FLEET_ALLOWED_ORIGINS"].startswith(f"{ADDR['web']}:{HTTP_PORT},")
+    assert env["FLEET_INSTANCES"] == "0"  # no local instance for `fleetctl health` to look for
     programs = (fleet.var("bokeh1") / "supervisor" / "fleet.conf").read_text()
     assert f"@{ADDR['redis']}:{REDIS_PORT}/0" in programs and "127.0.0.1:6390" not in programs
     assert "user=fleet" in programs  # the programs run unprivileged, as with fleetctl render

@@ -173,7 +173,8 @@ def test_rendered_local_set_fails_over_with_acl_users(tmp_path):
 
 @pytest.mark.parametrize("node", ["replica", "sentinel"])
 def test_salt_redis_role_is_a_replica_or_a_sentinel(tmp_path, node):
-    """salt roles.redis with fleet:redis_ha: the node's states and template context."""
+    """salt roles.redis with fleet:redis_ha, applied into a temp site: `fleetctl render
+    --deployment` writes the node's files from the pillar Salt passes on."""
     from tests.test_stack_salt import SECRETS, Minion, _pillar
 
     secrets = {**SECRETS, "redis_password_replica": "r-pw", "redis_password_sentinel": "s-pw",
@@ -183,29 +184,31 @@ def test_salt_redis_role_is_a_replica_or_a_sentinel(tmp_path, node):
         redis_durability="replica", secrets=secrets,
         redis_ha={"master_host": "10.0.0.30", "master_port": 6390,
                   "sentinels": ["10.0.0.41:26390", "10.0.0.42:26390", "10.0.0.43:26390"]}))
-    states = m.call("state.show_sls", "roles.redis")
-
-    def ctx_of(state_id):
-        return next(a["context"] for a in next(iter(v for k, v in states[state_id].items() if k != "__sls__"))
-                    if isinstance(a, dict) and "context" in a)
-
-    prog = ctx_of("fleet-supervisor-programs")
-    assert prog["env"]["FLEET_REDIS_SENTINELS"] == "10.0.0.41:26390,10.0.0.42:26390,10.0.0.43:26390"
-    assert prog["env"]["FLEET_REDIS_SENTINEL_PASSWORD"] == "sentinel-pw"
-    assert prog["env"]["FLEET_REDIS_DURABILITY"] == "replica"
+    result = m.call("state.apply", "roles.redis", 'exclude=[{"id": "fleet-supervisord-running"}]')
+    bad = {k: v["comment"] for k, v in result.items() if v["result"] is False}
+    assert not bad, bad
+    var = tmp_path / "site" / "var"
+    env = read_env_file(var / "fleet.env")
+    assert env["FLEET_REDIS_SENTINELS"] == "10.0.0.41:26390,10.0.0.42:26390,10.0.0.43:26390"
+    assert env["FLEET_REDIS_SENTINEL_PASSWORD"] == "sentinel-pw"
+    assert env["FLEET_REDIS_DURABILITY"] == "replica" and env["FLEET_INSTANCES"] == "0"
+    programs = (var / "supervisor" / "fleet.conf").read_text()
     if node == "replica":
-        assert "fleet-sentinel-conf" not in states
-        conf = ctx_of("fleet-redis-conf")
-        assert conf["redis_replicaof"] == "10.0.0.30 6390" and conf["redis_ha"]["min_replicas"] == 1
-        assert {"replica", "sentinel"} <= set(conf["redis_users"])
-        assert prog["programs"]["redis"] is True and prog["programs"]["sentinel"] is False
+        assert not (var / "redis" / "sentinel-1").exists() and not (var / "nginx" / "nginx.conf").exists()
+        conf = (var / "redis" / "redis.conf").read_text()
+        assert "replicaof 10.0.0.30 6390" in conf and "min-replicas-to-write 1" in conf
+        assert "bind 10.0.0.31" in conf and "masterauth r-pw" in conf
+        acl = (var / "redis" / "users.acl").read_text()
+        assert "user replica on #" + render.acl_hash("r-pw") in acl
+        assert "user sentinel on #" + render.acl_hash("s-pw") in acl
+        assert "[program:redis]" in programs and "[program:sentinel]" not in programs
     else:
-        assert "fleet-redis-conf" not in states
-        conf = ctx_of("fleet-sentinel-conf")
-        assert conf["sentinel_port"] == 26390 and conf["redis_ha"]["master_host"] == "10.0.0.30"
-        assert prog["programs"]["redis"] is False and prog["programs"]["sentinel"] is True
-        text = render.render_text("sentinel.conf.j2", conf)  # what Salt writes, rendered here
-        assert "sentinel monitor fleet 10.0.0.30 6390 2" in text and "requirepass sentinel-pw" in text
+        assert not (var / "redis" / "redis.conf").exists()
+        text = (var / "redis" / "sentinel-1" / "sentinel.conf").read_text()
+        assert "port 26390" in text and "sentinel monitor fleet 10.0.0.30 6390 2" in text
+        assert "requirepass sentinel-pw" in text and "sentinel auth-pass fleet s-pw" in text
+        assert "[program:redis]" not in programs and "numprocs=1" in programs
+        assert "sentinel-%(process_num)d/sentinel.conf --sentinel" in programs
 
 
 def test_controller_acl_user_survives_a_failover(sentinel_set):

@@ -15,15 +15,23 @@ def cmd_render(args, cfg: Settings) -> int:
     from app.stack import render
 
     var_dir = Path(args.out) if args.out else None
-    if args.check and not args.grant:
-        raise CliError("--check goes with --grant")
+    if args.check and not (args.grant or args.deployment):
+        raise CliError("--check goes with --grant or --deployment")
+    if args.deployment and (args.grant or args.out or args.prometheus is not None):
+        raise CliError("--deployment renders the whole host: no --grant, --out or --prometheus")
     if args.grant:
         return _render_grant(cfg, args.check)
     if args.prometheus is not None:
         return _render_prometheus(args.prometheus, cfg, var_dir)
     try:
-        ctx, written = render.render_site(cfg, var_dir=var_dir)
-    except render.RenderError as exc:
+        if args.deployment:
+            ctx = render.deployment_context(_read_deployment(args.deployment))
+            if args.check:
+                return _report_check(render.check_rendered(ctx))
+            written = render.render_all(ctx)
+        else:
+            ctx, written = render.render_site(cfg, var_dir=var_dir)
+    except (render.RenderError, OSError) as exc:
         raise CliError(str(exc)) from None
     if args.json:
         safe = {k: v for k, v in ctx.items()
@@ -32,10 +40,30 @@ def cmd_render(args, cfg: Settings) -> int:
     else:
         for path in written.values():
             print(path)
-        print(f"{ctx['instances']} Bokeh instance(s) on ports "
-              f"{ctx['upstream'][0].rsplit(':', 1)[1]}..{ctx['upstream'][-1].rsplit(':', 1)[1]}",
+        n, base = ctx["instances"], ctx["port_prefix"] * 100
+        print(f"{n} Bokeh instance(s)" + (f" on ports {base + 1}..{base + n}" if n else " on this host"),
               file=sys.stderr)
     return 0
+
+
+def _read_deployment(path: str) -> dict:
+    """The deployment description (JSON object) Salt writes from its pillar."""
+    from app.cli import CliError
+
+    try:
+        desc = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise CliError(f"--deployment {path}: {exc}") from None
+    if not isinstance(desc, dict):
+        raise CliError(f"--deployment {path}: expected a JSON object")
+    return desc
+
+
+def _report_check(problems: list[str]) -> int:
+    """``--check``: list what a render would change; exit 1 if anything would."""
+    for line in problems:
+        print(line)
+    return 1 if problems else 0
 
 
 def _render_prometheus(target: str, cfg: Settings, var_dir: Path | None) -> int:
@@ -176,7 +204,7 @@ def register(sub) -> None:
     p.set_defaults(handler=cmd_info)
 
     p = sub.add_parser("render", help="render supervisord/nginx/redis configs and var/fleet.env "
-                       "from FLEET_INSTANCES & co. (environment only)")
+                       "from FLEET_INSTANCES & co. (environment only), or from --deployment FILE")
     p.add_argument("--out", help="var directory to render into (default: $FLEET_VAR_DIR or var/)")
     p.add_argument("--json", action="store_true", help="print the template context (without secrets)")
     p.add_argument("--prometheus", nargs="?", const="", default=None, metavar="FILE",
@@ -185,8 +213,12 @@ def register(sub) -> None:
     p.add_argument("--grant", action="store_true",
                    help="as root, only give FLEET_RUN_USER read access (POSIX ACLs) to the checkout, "
                    "venv, Python and BokehJS of this fleetctl (what Salt's hosts run)")
+    p.add_argument("--deployment", metavar="FILE",
+                   help="render this host of a several-host deployment from FILE (JSON: Salt's pillar "
+                   "fleet:, without secrets, plus host and roles; secrets from its var/secrets.env)")
     p.add_argument("--check", action="store_true",
-                   help="with --grant: change nothing, list what is missing, exit 1 if anything is")
+                   help="with --grant or --deployment: change nothing, list what a render would "
+                   "change, exit 1 if anything")
     p.set_defaults(handler=cmd_render, reads_site=False)  # it writes the site's env file
 
     p = sub.add_parser("secrets", help="generate missing secrets into var/secrets.env (mode 0600)")

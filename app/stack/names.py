@@ -3,8 +3,8 @@
 Instance n (1-based) runs as program ``bokeh_<nn>`` in group ``fleet``: supervisorctl
 and the event listener call it ``fleet:bokeh_01``; sentinel n (FLEET_REDIS_MODE=sentinel)
 is ``sentinel_<n>``.  The supervisord template spells them as supervisord's own
-expansions (``bokeh_%(process_num)02d``, ``sentinel_%(process_num)d``): Salt renders
-that template from its own context (salt/map.jinja), so it cannot call these.
+expansions (``bokeh_%(process_num)02d``, ``sentinel_%(process_num)d``): one section
+with ``numprocs`` names them all, so it cannot call these.
 tests/test_stack_render.py and tests/test_stack_names.py parse the rendered config
 with supervisord's parser and check its names against these.  Pure.
 """

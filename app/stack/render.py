@@ -3,8 +3,10 @@
 :func:`build_context` turns :class:`app.settings.Settings` (``FLEET_INSTANCES`` & co.)
 plus the site's secrets into a plain dict; the Jinja templates in
 ``app/stack/templates/`` (supervisord programs, redis) and ``nginx/`` (nginx) are
-rendered from it.  Salt renders the same template files from its pillar (the salt
-tree links to them), so the variable names here are a contract with ``salt/``:
+rendered from it.  Salt runs this module too (``fleetctl render --deployment``): its
+pillar becomes settings plus a :class:`app.stack.topology.Topology` (this host's roles,
+the other hosts' addresses), so every value is computed here, for one host or many.
+The variable names are a contract with the templates:
 
 ``root`` (code checkout), ``venv``, ``var_dir``, ``log_dir``, ``instances``,
 ``port_prefix`` (instance n listens on ``<port_prefix><nn>``), ``bokeh_host``,
@@ -42,7 +44,8 @@ from urllib.parse import urlsplit, urlunsplit
 import jinja2
 
 from app.settings import PREFIX, Settings
-from app.stack.secrets import ensure_secrets
+from app.stack.secrets import ensure_secrets, read_env_file
+from app.stack.topology import DeploymentError, Topology, load_deployment
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE_DIRS = (Path(__file__).resolve().parent / "templates", ROOT / "nginx")
@@ -70,6 +73,8 @@ REPLICA_PORT_OFFSET = 1
 SENTINEL_PORT_OFFSET = 20000
 SENTINELS = 3
 NGINX_TEMP_DIRS = ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+WILDCARDS = ("", "0.0.0.0", "::")
+LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
 
 
 class RenderError(ValueError):
@@ -102,10 +107,29 @@ def redis_is_managed(settings: Settings) -> bool:
     )
 
 
-def _managed_redis_url(settings: Settings, password: str, user: str = REDIS_ADMIN_USER) -> str:
+def _managed_redis_url(settings: Settings, password: str, user: str = REDIS_ADMIN_USER,
+                       host: str = "127.0.0.1") -> str:
     u = urlsplit(settings.redis_url)
     db = u.path if u.path not in ("", "/") else "/0"
-    return urlunsplit(("redis", f"{user}:{password}@127.0.0.1:{settings.redis_port}", db, "", ""))
+    return urlunsplit(("redis", f"{user}:{password}@{host}:{settings.redis_port}", db, "", ""))
+
+
+def _managed(settings: Settings, t: Topology | None) -> bool:
+    return redis_is_managed(settings) if t is None else t.redis_managed
+
+
+def _redis_host(t: Topology | None) -> str:
+    """Where the programs reach the stack's own Redis: loopback on one host."""
+    return "127.0.0.1" if t is None or t.single else t.redis_host
+
+
+def secret(secrets: dict[str, str], name: str) -> str:
+    """``secrets[name]``, or a clear error when the site's secrets.env lacks it."""
+    value = secrets.get(name, "")
+    if not value:
+        raise RenderError(f"secret {name} is empty: set it in var/secrets.env "
+                          f"(Salt: pillar fleet:secrets:{name.lower()})")
+    return value
 
 
 def sentinel_ports(settings: Settings) -> list[int]:
@@ -130,6 +154,20 @@ def _ha_context(settings: Settings, secrets: dict[str, str]) -> dict[str, Any]:
         "sentinel_user_password": secrets["REDIS_PASSWORD_SENTINEL"],
         "sentinel_password": secrets["SENTINEL_PASSWORD"],
         # FLEET_REDIS_DURABILITY=replica: the master refuses writes without a live replica
+        "min_replicas": 1 if settings.redis_durability == "replica" else 0,
+    }
+
+
+def _deployed_ha_context(settings: Settings, secrets: dict[str, str], t: Topology) -> dict[str, Any]:
+    """Sentinel over several hosts (the pillar's redis_ha): this host is the master, a
+    replica or a sentinel (``t.redis_node``), on ``t.sentinel_port``."""
+    ha = dict(t.redis_ha)
+    return {
+        **ha,
+        "sentinel_ports": [t.sentinel_port],
+        "replica_password": secret(secrets, "REDIS_PASSWORD_REPLICA"),
+        "sentinel_user_password": secret(secrets, "REDIS_PASSWORD_SENTINEL"),
+        "sentinel_password": secret(secrets, "SENTINEL_PASSWORD"),
         "min_replicas": 1 if settings.redis_durability == "replica" else 0,
     }
 
@@ -172,21 +210,35 @@ ALWAYS = ("redis_url", "instances", "bokeh_port_base", "bokeh_host", "http_host"
 DEPLOY_ONLY = ("run_user",)
 
 
-def effective_settings(settings: Settings, secrets: dict[str, str], var_dir: Path) -> Settings:
-    """The settings the programs will run with: absolute var_dir, secrets, Redis URL."""
+def effective_settings(settings: Settings, secrets: dict[str, str], var_dir: Path,
+                       topology: Topology | None = None) -> Settings:
+    """The settings the programs will run with: absolute var_dir, secrets, Redis URL
+    (on ``topology``'s Redis host), sentinels, allowed origins and trusted proxies."""
+    t = topology
     changes: dict[str, Any] = {"var_dir": var_dir}
     if not settings.secret_key:
-        changes["secret_key"] = secrets["SECRET_KEY"]
+        changes["secret_key"] = secret(secrets, "SECRET_KEY")
     if not settings.flask_secret:
-        changes["flask_secret"] = secrets["FLASK_SECRET"]
-    if redis_is_managed(settings) and urlsplit(settings.redis_url).password is None:
-        changes["redis_url"] = _managed_redis_url(settings, secrets["REDIS_PASSWORD"])
-    if redis_is_managed(settings) and settings.redis_mode == "sentinel":
+        changes["flask_secret"] = secret(secrets, "FLASK_SECRET")
+    managed = _managed(settings, t)
+    if managed and urlsplit(settings.redis_url).password is None:
+        changes["redis_url"] = _managed_redis_url(settings, secret(secrets, "REDIS_PASSWORD"),
+                                                  host=_redis_host(t))
+    if t is not None and t.redis_ha:
+        changes["redis_sentinels"] = tuple(t.redis_ha["sentinels"])
+        changes["redis_master"] = t.redis_ha["master_name"]
+        changes["redis_sentinel_password"] = secret(secrets, "SENTINEL_PASSWORD")
+    elif managed and settings.redis_mode == "sentinel":
         changes["redis_sentinels"] = tuple(f"127.0.0.1:{p}" for p in sentinel_ports(settings))
-        changes["redis_sentinel_password"] = secrets["SENTINEL_PASSWORD"]
+        changes["redis_sentinel_password"] = secret(secrets, "SENTINEL_PASSWORD")
+    if settings.trusted_proxies == Settings.trusted_proxies and settings.web_host not in (
+            *LOOPBACK_HOSTS, *WILDCARDS):
+        # gunicorn binds an address nginx (on this host) connects from: believe it
+        changes["trusted_proxies"] = (settings.web_host, "127.0.0.1", "::1")
     if settings.allowed_origins == Settings.allowed_origins:
-        names = [settings.http_host, "127.0.0.1", "localhost"]
-        if settings.http_host in ("0.0.0.0", "::"):
+        names = [t.web_address if t is not None and t.web_address else settings.http_host,
+                 "127.0.0.1", "localhost"]
+        if names[0] in ("0.0.0.0", "::"):
             # reachable by the machine's own names too: deploy/run prints `hostname -f`
             import socket
 
@@ -254,11 +306,16 @@ def build_context(
     root: Path = ROOT,
     venv: Path | None = None,
     var_dir: Path | None = None,
+    topology: Topology | None = None,
 ) -> dict[str, Any]:
-    """The template context for a single host running the whole stack."""
+    """The template context of one host: the whole stack, or (``topology``, Salt's
+    pillar) this host's roles, with the other hosts' addresses."""
+    t = topology
     n = settings.instances
-    if not 1 <= n <= 99:
-        raise RenderError(f"FLEET_INSTANCES={n}: use 1 to 99 Bokeh instances")
+    bokeh = t is None or t.runs("bokeh")
+    if not (1 <= n <= 99 if bokeh else n == 0):
+        raise RenderError(f"FLEET_INSTANCES={n}: use 1 to 99 Bokeh instances"
+                          + ("" if bokeh else " (0 on a host without the bokeh role)"))
     if settings.bokeh_port_base % 100 or not 1000 <= settings.bokeh_port_base <= 65400:
         raise RenderError(
             f"FLEET_BOKEH_PORT_BASE={settings.bokeh_port_base}: must be a multiple of 100 "
@@ -267,20 +324,38 @@ def build_context(
     var_dir = (var_dir or settings.var_dir)
     var_dir = (var_dir if var_dir.is_absolute() else (root / var_dir)).resolve()
     venv = (venv or Path(sys.prefix)).absolute()
-    s = effective_settings(settings, secrets, var_dir)
-    managed = redis_is_managed(settings)
-    ha = _ha_context(settings, secrets)
+    s = effective_settings(settings, secrets, var_dir, t)
+    managed = _managed(settings, t)
+    ha = _deployed_ha_context(settings, secrets, t) if t is not None and t.redis_ha else \
+        _ha_context(settings, secrets)
     run_as = run_user(settings)
     redis_users: dict[str, str] = {}
     redis_urls: dict[str, str] = {}
     if managed:
         for role in (REDIS_ADMIN_USER, *REDIS_ROLES.values()):
-            redis_users[role] = acl_hash(secrets[role_password_name(role)])
-        if settings.redis_mode == "sentinel":
+            redis_users[role] = acl_hash(secret(secrets, role_password_name(role)))
+        if ha:
             for role in REDIS_HA_USERS:
-                redis_users[role] = acl_hash(secrets[role_password_name(role)])
+                redis_users[role] = acl_hash(secret(secrets, role_password_name(role)))
         for program, role in REDIS_ROLES.items():
-            redis_urls[program] = _managed_redis_url(settings, secrets[role_password_name(role)], role)
+            redis_urls[program] = _managed_redis_url(settings, secret(secrets, role_password_name(role)),
+                                                     role, _redis_host(t))
+    extra: dict[str, Any] = {}
+    if t is None:
+        programs = {"redis": managed, "bokeh": True, "web": True, "compactor": True, "nginx": True,
+                    "demo": s.demo, "events": True, "redis_replica": bool(ha), "sentinel": bool(ha)}
+    else:
+        node = t.redis_node if ha else "master"
+        web = t.runs("web")
+        programs = {"redis": t.runs("redis") and managed and node != "sentinel", "bokeh": bokeh,
+                    "web": web, "compactor": web, "nginx": web, "demo": web and s.demo, "events": True,
+                    "redis_replica": False, "sentinel": t.runs("redis") and bool(ha) and node == "sentinel"}
+        if programs["redis"] and node == "replica":
+            extra["redis_replicaof"] = f"{ha['master_host']} {ha['master_port']}"
+    if t is None or t.single:
+        upstream = [f"{s.bokeh_host}:{s.bokeh_port(i)}" for i in range(1, n + 1)]
+    else:  # every Bokeh host's instances (nginx, Prometheus)
+        upstream = [f"{h.address}:{s.bokeh_port(i)}" for h in t.bokeh_hosts for i in range(1, h.instances + 1)]
     return {
         "root": str(root),
         "venv": str(venv),
@@ -290,19 +365,15 @@ def build_context(
         "instances": n,
         "port_prefix": s.bokeh_port_base // 100,
         "bokeh_host": s.bokeh_host,
-        "upstream": [f"{s.bokeh_host}:{s.bokeh_port(i)}" for i in range(1, n + 1)],
-        "programs": {
-            "redis": managed, "bokeh": True, "web": True, "compactor": True,
-            "nginx": True, "demo": s.demo, "events": True,
-            "redis_replica": bool(ha), "sentinel": bool(ha),
-        },
+        "upstream": upstream,
+        "programs": programs,
         "redis_ha": ha,
         "redis_appendfsync": "always" if s.redis_durability == "always" else "everysec",
         "env": program_env(s),
         "redis_bin": shutil.which("redis-server") or "/usr/bin/redis-server",
         "redis_port": s.redis_port,
-        "redis_bind": "127.0.0.1 -::1",
-        "redis_password": secrets["REDIS_PASSWORD"] if managed else "",
+        "redis_bind": "127.0.0.1 -::1" if t is None else t.redis_bind,
+        "redis_password": secret(secrets, "REDIS_PASSWORD") if managed else "",
         "key_prefix": s.key_prefix,
         "redis_users": redis_users,
         "redis_urls": redis_urls,
@@ -323,12 +394,10 @@ def build_context(
         "log_format": s.log_format,
         "log_maxbytes": "20MB",
         "log_backups": 5,
-        "web_address": _web_address(s),
+        "web_address": t.web_address if t is not None and t.web_address else _web_address(s),
         **_proxy_context(s),
+        **extra,
     }
-
-
-WILDCARDS = ("", "0.0.0.0", "::")
 
 
 def _web_address(s: Settings) -> str:
@@ -513,62 +582,110 @@ def grant_run_user(ctx: dict[str, Any], *, dry_run: bool = False) -> list[str]:
                         dry_run=dry_run)
 
 
-def render_all(ctx: dict[str, Any]) -> dict[str, Path]:
-    """Render every template into ``ctx['var_dir']``; return template -> written path."""
-    prepare_dirs(ctx)
+@dataclasses.dataclass(frozen=True)
+class Planned:
+    """One file a render writes: ``overwrite`` False = only when missing (a sentinel
+    rewrites its own config); ``run_as_owns``: redis-server (as ``run_as``) owns it."""
+
+    key: str
+    path: Path
+    text: str
+    mode: int
+    overwrite: bool = True
+    run_as_owns: bool = False
+
+
+def planned_files(ctx: dict[str, Any]) -> list[Planned]:
+    """Every file this host's context renders into ``ctx['var_dir']``, in memory."""
     var = Path(ctx["var_dir"])
-    written: dict[str, Path] = {}
+    out: list[Planned] = []
     for template, rel in OUTPUTS.items():
         if template.startswith("redis.") and not ctx["programs"]["redis"]:
             continue
-        path = var / rel
+        if template == "nginx.conf.j2" and not ctx["programs"]["nginx"]:
+            continue
         text = render_text(template, ctx)
         if template == "redis.acl.j2":
             text += "".join(line + "\n" for line in ctx["redis_acl_keep"])
         # supervisor and redis configs carry secrets: owner only
-        _write(path, text, 0o600 if template != "nginx.conf.j2" else 0o644)
-        if template.startswith("redis.") and ctx["run_as"] and os.geteuid() == 0:
-            pw = pwd.getpwnam(ctx["run_as"])  # redis-server runs as run_as: its files
-            os.chown(path, pw.pw_uid, pw.pw_gid)
-        written[template] = path
-    written.update(_render_ha(ctx))
+        out.append(Planned(template, var / rel, text, 0o600 if template != "nginx.conf.j2" else 0o644,
+                           run_as_owns=template.startswith("redis.")))
+    ha: dict[str, Any] = ctx.get("redis_ha") or {}
+    if ctx["programs"].get("redis_replica"):
+        replica_ctx = dict(ctx, redis_port=ha["replica_port"], redis_data_dir=str(var / "redis" / "replica-data"),
+                           redis_replicaof=f"127.0.0.1 {ha['master_port']}")
+        out.append(Planned("redis-replica.conf", var / "redis" / "redis-replica.conf",
+                           render_text("redis.conf.j2", replica_ctx), 0o600, run_as_owns=True))
+    if ctx["programs"].get("sentinel"):
+        for i, port in enumerate(ha["sentinel_ports"], 1):
+            d = var / "redis" / f"sentinel-{i}"
+            text = render_text("sentinel.conf.j2", dict(ctx, sentinel_port=port, sentinel_dir=str(d)))
+            out.append(Planned(f"sentinel-{i}/sentinel.conf", d / "sentinel.conf", text, 0o600,
+                               overwrite=False, run_as_owns=True))
+    if ctx["programs"]["nginx"]:  # Prometheus file_sd: every instance of every Bokeh host
+        out.append(Planned("prometheus", var / PROMETHEUS_OUTPUT, prometheus_targets(ctx), 0o644))
+    out.append(Planned("fleet.env", var / "fleet.env", shell_env(ctx["env"]), 0o600))
+    return out
+
+
+def _run_as_pw(ctx: dict[str, Any]) -> pwd.struct_passwd | None:
+    return pwd.getpwnam(ctx["run_as"]) if ctx["run_as"] and os.geteuid() == 0 else None
+
+
+def render_all(ctx: dict[str, Any]) -> dict[str, Path]:
+    """Render every template into ``ctx['var_dir']``; return template -> written path.
+
+    A sentinel rewrites its own file (who is master now, the others it met): it is
+    written only when missing, so a render after a failover does not undo it."""
+    prepare_dirs(ctx)
+    pw = _run_as_pw(ctx)
+    written: dict[str, Path] = {}
+    for f in planned_files(ctx):
+        f.path.parent.mkdir(parents=True, exist_ok=True)
+        if f.overwrite or not f.path.exists():
+            _write(f.path, f.text, f.mode)
+        if f.run_as_owns and pw:
+            for p in (f.path, f.path.parent):
+                os.chown(p, pw.pw_uid, pw.pw_gid)
+        written[f.key] = f.path
+    if ctx["programs"].get("redis_replica"):
+        d = Path(ctx["var_dir"]) / "redis" / "replica-data"
+        d.mkdir(parents=True, exist_ok=True)
+        if pw:
+            os.chown(d, pw.pw_uid, pw.pw_gid)
     grant_run_user(ctx)
-    env_path = var / "fleet.env"
-    _write(env_path, shell_env(ctx["env"]), 0o600)
-    written["fleet.env"] = env_path
     return written
 
 
-def _render_ha(ctx: dict[str, Any]) -> dict[str, Path]:
-    """FLEET_REDIS_MODE=sentinel: the replica's redis.conf and one config per sentinel.
-
-    A sentinel rewrites its own file (who is master now, the others it met): the file is
-    written only when missing, so a render after a failover does not undo it.
-    """
-    ha = ctx.get("redis_ha")
-    if not ha:
-        return {}
+def check_rendered(ctx: dict[str, Any]) -> list[str]:
+    """What a :func:`render_all` of ``ctx`` would change (nothing: ``[]``): files
+    missing or different, modes, owners, directories, the programs' user's access.
+    Salt's ``unless``, so a second apply changes nothing."""
+    problems: list[str] = []
+    pw = _run_as_pw(ctx)
+    for f in planned_files(ctx):
+        try:
+            st = f.path.stat()
+            text = f.path.read_text()
+        except OSError:
+            problems.append(f"missing {f.path}")
+            continue
+        if f.overwrite and text != f.text:
+            problems.append(f"differs {f.path}")
+        if stat.S_IMODE(st.st_mode) != f.mode and f.overwrite:
+            problems.append(f"mode {stat.S_IMODE(st.st_mode):o} {f.path}")
+        if f.run_as_owns and pw and st.st_uid != pw.pw_uid:
+            problems.append(f"owner {f.path}")
     var = Path(ctx["var_dir"])
-    out: dict[str, Path] = {}
-    (var / "redis" / "replica-data").mkdir(parents=True, exist_ok=True)
-    replica_ctx = dict(ctx, redis_port=ha["replica_port"], redis_data_dir=str(var / "redis" / "replica-data"),
-                       redis_replicaof=f"127.0.0.1 {ha['master_port']}")
-    paths = [(var / "redis" / "redis-replica.conf", render_text("redis.conf.j2", replica_ctx), True)]
-    for i, port in enumerate(ha["sentinel_ports"], 1):
-        d = var / "redis" / f"sentinel-{i}"
-        d.mkdir(parents=True, exist_ok=True)
-        paths.append((d / "sentinel.conf", render_text("sentinel.conf.j2", dict(ctx, sentinel_port=port,
-                                                                                 sentinel_dir=str(d))), False))
-    for path, text, overwrite in paths:
-        if overwrite or not path.exists():
-            _write(path, text, 0o600)
-        if ctx["run_as"] and os.geteuid() == 0:
-            pw = pwd.getpwnam(ctx["run_as"])
-            for p in (path, path.parent):
-                os.chown(p, pw.pw_uid, pw.pw_gid)
-            os.chown(var / "redis" / "replica-data", pw.pw_uid, pw.pw_gid)
-        out[path.name if path.parent.name == "redis" else f"{path.parent.name}/{path.name}"] = path
-    return out
+    dirs = ["log", "run", "redis/data", "supervisor", "web-metrics",
+            *(f"nginx/tmp/{d}" for d in NGINX_TEMP_DIRS)]
+    problems += [f"missing {var / d}/" for d in dirs if not (var / d).is_dir()]
+    if ctx["run_as"] and os.geteuid() == 0:
+        try:
+            pwd.getpwnam(ctx["run_as"])
+        except KeyError:
+            return [*problems, f"missing user {ctx['run_as']}"]
+    return problems + grant_run_user(ctx, dry_run=True)
 
 
 def render_site(
@@ -584,3 +701,15 @@ def render_site(
     secrets = ensure_secrets(vd / "secrets.env")
     ctx = build_context(settings, secrets, root=root, venv=venv, var_dir=vd)
     return ctx, render_all(ctx)
+
+
+def deployment_context(desc: dict[str, Any], *, root: Path = ROOT, venv: Path | None = None) -> dict[str, Any]:
+    """The context of the host that a deployment description (Salt's pillar, see
+    app/stack/topology.py) names; its secrets come from its var/secrets.env as they
+    are (Salt writes them from the pillar: nothing is generated)."""
+    try:
+        settings, topology, var_dir = load_deployment(desc)
+    except DeploymentError as exc:
+        raise RenderError(f"deployment: {exc}") from None
+    secrets = read_env_file(var_dir / "secrets.env")
+    return build_context(settings, secrets, root=root, venv=venv, var_dir=var_dir, topology=topology)

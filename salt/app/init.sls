@@ -1,6 +1,7 @@
-{#- The application: system user, checkout, venv, var/ layout and secrets. #}
+{#- The application: system user, checkout, venv, secrets, and every config file of
+    this host, written by `fleetctl render --deployment` from the pillar (map.jinja). #}
 {%- from "map.jinja" import fleet with context %}
-{%- set ctx = fleet.ctx %}
+{%- set render = fleet.venv ~ '/bin/fleetctl render --deployment ' ~ fleet.var_dir ~ '/deployment.json' %}
 
 {%- if fleet.user %}
 {#- As `fleetctl render` creates it (app/stack/render.py ensure_system_user): no home,
@@ -12,21 +13,26 @@ fleet-user:
     - home: /nonexistent
     - createhome: False
     - shell: /usr/sbin/nologin
+
+{#- setfacl: the render gives the programs' user read access to the code it runs. #}
+fleet-acl-package:
+  pkg.installed:
+    - name: acl
 {%- endif %}
 
 {%- if fleet.git_url %}
 fleet-checkout:
   git.latest:
     - name: {{ fleet.git_url }}
-    - target: {{ ctx.root }}
+    - target: {{ fleet.root }}
     - rev: {{ fleet.git_rev }}
     - force_reset: True
 {%- endif %}
 
 fleet-venv:
   cmd.run:
-    - name: {{ fleet.python }} -m venv {{ ctx.venv }} && {{ ctx.venv }}/bin/pip install -q -e {{ ctx.root }}
-    - creates: {{ ctx.venv }}/bin/fleetctl
+    - name: {{ fleet.python }} -m venv {{ fleet.venv }} && {{ fleet.venv }}/bin/pip install -q -e {{ fleet.root }}
+    - creates: {{ fleet.venv }}/bin/fleetctl
 {%- if fleet.git_url %}
     - require:
       - git: fleet-checkout
@@ -34,7 +40,7 @@ fleet-venv:
 
 fleet-var:
   file.directory:
-    - name: {{ ctx.var_dir }}
+    - name: {{ fleet.var_dir }}
     - mode: '0711'
     - makedirs: True
 {%- if fleet.user %}
@@ -43,70 +49,49 @@ fleet-var:
       - user: fleet-user
 {%- endif %}
 
-{#- The programs run as fleet.user: like `fleetctl render` as root, give it read
-    access to the code it runs (checkout, venv, Python, BokehJS for nginx's workers)
-    with POSIX ACLs, only where it lacks it (`--check` first: nothing to do, no change). #}
-{%- if fleet.user %}
-{%- set grant = 'env FLEET_RUN_USER=' ~ fleet.user ~ ' FLEET_VAR_DIR=' ~ ctx.var_dir ~ ' '
-    ~ ctx.venv ~ '/bin/fleetctl render --grant' %}
-fleet-run-user-access:
-  pkg.installed:
-    - name: acl
-  cmd.run:
-    - name: {{ grant }}
-    - unless: {{ grant }} --check
-    - require:
-      - pkg: fleet-run-user-access
-      - user: fleet-user
-      - cmd: fleet-venv
-      - file: fleet-var
-{%- endif %}
-
-{#- web-metrics: the web app's prometheus_client multiprocess files (gunicorn empties it) #}
-{%- for sub in ('log', 'run', 'supervisor', 'web-metrics') %}
-fleet-var-{{ sub }}:
-  file.directory:
-    - name: {{ ctx.var_dir }}/{{ sub }}
-    - mode: '{{ '0700' if sub in ('run', 'web-metrics') else '0750' if sub == 'log' else '0755' }}'
-{%- if fleet.user %}
-    - user: {{ fleet.user }}
-{%- endif %}
-    - require:
-      - file: fleet-var
-{%- endfor %}
-
-# The same names as var/secrets.env of ./deploy/run; values come from the pillar.
+# The names of app/stack/secrets.py (var/secrets.env of ./deploy/run); values from the
+# pillar, so every host has the same.  The render reads them and generates none.
 fleet-secrets:
   file.managed:
-    - name: {{ ctx.var_dir }}/secrets.env
+    - name: {{ fleet.var_dir }}/secrets.env
     - mode: '0600'
 {%- if fleet.user %}
     - user: {{ fleet.user }}
 {%- endif %}
     - contents: |
         # Managed by Salt from the pillar (fleet:secrets). Never commit.
-        SECRET_KEY={{ fleet.secrets.get('secret_key', '') }}
-        FLASK_SECRET={{ fleet.secrets.get('flask_secret', '') }}
-        REDIS_PASSWORD={{ fleet.secrets.get('redis_password', '') }}
-{%- for role in ('instance', 'web', 'compactor', 'events', 'demo') %}
-        REDIS_PASSWORD_{{ role | upper }}={{ fleet.secrets.get('redis_password_' ~ role, '') }}
+{%- for name in ('secret_key', 'flask_secret', 'redis_password', 'redis_password_instance',
+                 'redis_password_web', 'redis_password_compactor', 'redis_password_events',
+                 'redis_password_demo', 'redis_password_replica', 'redis_password_sentinel',
+                 'sentinel_password', 'demo_password') %}
+        {{ name | upper }}={{ fleet.secrets.get(name, '') }}
 {%- endfor %}
-        DEMO_PASSWORD={{ fleet.secrets.get('demo_password', '') }}
     - require:
       - file: fleet-var
 
-# The programs' environment for operator shells: set -a; . var/fleet.env; set +a
-fleet-env:
-  file.managed:
-    - name: {{ ctx.var_dir }}/fleet.env
-    - mode: '0600'
-{%- if fleet.user %}
-    - user: {{ fleet.user }}
-{%- endif %}
-    - contents: |
-        # Managed by Salt: the environment of every fleet program.
-{%- for k, v in ctx.env.items() %}
-        {{ k }}='{{ v }}'
-{%- endfor %}
+# What `fleetctl render --deployment` reads: the pillar without secrets, + id and roles.
+fleet-deployment:
+  file.serialize:
+    - name: {{ fleet.var_dir }}/deployment.json
+    - serializer: json
+    - mode: '0644'
+    - dataset: {{ fleet.deployment | json }}
     - require:
       - file: fleet-var
+
+{#- Every config file of this host (supervisord programs, nginx, redis, sentinel, ACL
+    users, Prometheus targets, fleet.env), the var/ layout and the programs' user's
+    access; `--check` first, so a second apply changes nothing.  The redis and nginx
+    states add their packages to its requisites (require_in). #}
+fleet-render:
+  cmd.run:
+    - name: {{ render }}
+    - unless: {{ render }} --check
+    - require:
+      - cmd: fleet-venv
+      - file: fleet-secrets
+      - file: fleet-deployment
+{%- if fleet.user %}
+      - user: fleet-user
+      - pkg: fleet-acl-package
+{%- endif %}

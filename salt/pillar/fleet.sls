@@ -1,5 +1,9 @@
 # Example pillar for the Bokeh fleet. Copy to your pillar root and change the
 # secrets (generate each with: python3 -c "import secrets; print(secrets.token_urlsafe(48))").
+# Salt writes all of fleet: but secrets and its own keys (root, venv, python, git_url,
+# git_rev, systemd_unit) to var/deployment.json for `fleetctl render --deployment`: the
+# other keys are Settings names (FLEET_* without the prefix) or the topology keys of
+# app/stack/topology.py; an unknown key is refused by name.
 fleet:
   # Where this repository is checked out, and its venv (created by the app state).
   root: /srv/fleet
