@@ -100,5 +100,5 @@ def test_rolling_restart_keeps_every_page_live(live, pages):
     finally:
         out = proc.communicate(timeout=180)[0]
     assert proc.returncode == 0, out
-    assert "all 2 instances restarted" in out
+    assert "fleet: 2 instances restarted" in out
     publish_and_wait(live, pages, 10)
