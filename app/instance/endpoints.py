@@ -150,7 +150,9 @@ def render_metrics(instance: Instance) -> str:
                        ("sessions_opened", "Sessions opened."), ("sessions_closed", "Sessions closed."),
                        ("sessions_refused", "Session requests refused (token or dashboard)."),
                        ("delivery_errors", "Session documents rebuilt after a failed update."),
-                       ("sessions_revoked", "Live sessions closed because their user lost access.")):
+                       ("sessions_revoked", "Live sessions closed because their user lost access."),
+                       ("viewers_cut", "Viewer connections closed for falling behind (FLEET_VIEWER_BUFFER_BYTES "
+                                       "unsent); each page reconnects and pulls the current state.")):
         metric(f"fleet_{key}_total", "counter", help_, [("", fan.stats.get(key, 0))])
     metric("fleet_messages_serialised_total", "counter",
            "Session update messages serialised (one per command when sessions share it).",
@@ -162,6 +164,11 @@ def render_metrics(instance: Instance) -> str:
               "Time from a command's arrival to its application in every live session.")
     histogram(lines, "fleet_command_age_seconds", fan.age_seconds,
               "Time from a command's publication (its ts field) to its application in every live session.")
+    if getattr(instance, "loop_lag", None) is not None:
+        histogram(lines, "fleet_loop_lag_seconds", instance.loop_lag,
+                  "How late a 20 ms timer on the instance's event loop fired (loop stalls).")
+        metric("fleet_loop_lag_max_seconds", "gauge", "Longest loop stall seen since start.",
+               [("", float(instance.loop_lag_max))])
     metric("fleet_process_resident_memory_bytes", "gauge", "Resident memory of this instance.",
            [("", rss_bytes())])
     mem = getattr(instance, "redis_memory", None) or {}
