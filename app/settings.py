@@ -107,7 +107,7 @@ class Settings:
     # serialisation of the dashboard's document at most pull_cache_seconds old
     # (refreshed in a worker thread), followed by the updates made since.
     viewer_buffer_bytes: int = 4 * 1024 * 1024
-    pull_cache_seconds: float = 5.0
+    pull_cache_seconds: float = 10.0
     # The event listener restarts a RUNNING instance whose /healthz has failed for this
     # many seconds (0 = never), at most once per instance per backoff window.
     health_restart_seconds: float = 30.0

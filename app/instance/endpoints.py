@@ -166,9 +166,13 @@ def render_metrics(instance: Instance) -> str:
               "Time from a command's publication (its ts field) to its application in every live session.")
     if getattr(instance, "loop_lag", None) is not None:
         histogram(lines, "fleet_loop_lag_seconds", instance.loop_lag,
-                  "How late a 20 ms timer on the instance's event loop fired (loop stalls).")
-        metric("fleet_loop_lag_max_seconds", "gauge", "Longest loop stall seen since start.",
+                  "How late a 5 ms timer on the instance's event loop fired (loop stalls).")
+        histogram(lines, "fleet_loop_stall_seconds", instance.loop_stall,
+                  "The part of that lateness the loop thread spent running callbacks (its CPU time).")
+        metric("fleet_loop_lag_max_seconds", "gauge", "Latest a 5 ms timer fired, since start.",
                [("", float(instance.loop_lag_max))])
+        metric("fleet_loop_stall_max_seconds", "gauge", "Longest loop stall (callbacks) since start.",
+               [("", float(instance.loop_stall_max))])
     metric("fleet_process_resident_memory_bytes", "gauge", "Resident memory of this instance.",
            [("", rss_bytes())])
     mem = getattr(instance, "redis_memory", None) or {}

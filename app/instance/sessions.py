@@ -259,7 +259,7 @@ class Fanout:
     """The reader's listener and the registry of viewer connections, per dashboard."""
 
     def __init__(self, state_of: Callable[[str], tuple[DashboardState, str] | None], *,
-                 viewer_buffer_bytes: int = 4 * 1024 * 1024, pull_cache_seconds: float = 5.0) -> None:
+                 viewer_buffer_bytes: int = 4 * 1024 * 1024, pull_cache_seconds: float = 10.0) -> None:
         self.state_of = state_of
         self.viewer_buffer_bytes = viewer_buffer_bytes
         self.pull_cache_seconds = pull_cache_seconds
