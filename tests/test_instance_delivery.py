@@ -195,3 +195,16 @@ def test_pings_and_revocation():
     feed.stream(1)
     check_page(a, feed)
     assert feed.fanout.revoke(b.viewer, "again") == 0
+
+
+def test_a_document_nobody_watches_is_dropped_after_a_while():
+    feed = Feed()
+    feed.publish("replace", name="p", kind="line", data={"seq": [0], "y": [0.0]})
+    page = Page(feed.fanout).pull()
+    assert feed.fanout.sweep(now=0.0) == 0
+    feed.fanout.close_viewer(page.viewer)
+    assert feed.fanout.sweep(now=1.0) == 0  # idle from now on
+    assert feed.fanout.sweep(now=1.0 + sessions.IDLE_BOARD_SECONDS - 1) == 0
+    assert feed.fanout.sweep(now=1.0 + sessions.IDLE_BOARD_SECONDS) == 1 and "d" not in feed.fanout.boards
+    feed.stream(1)  # no document: nothing to apply it to
+    check_page(Page(feed.fanout).pull(), feed)  # the next viewer gets a fresh one

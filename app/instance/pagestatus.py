@@ -117,6 +117,7 @@ class PageStatus:
         while True:
             await asyncio.sleep(interval)
             try:
+                self.instance.fanout.sweep()
                 await self.push()
             except asyncio.CancelledError:
                 raise

@@ -36,6 +36,7 @@ import os
 import signal
 import socket
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import urlsplit
@@ -202,16 +203,31 @@ class FleetTornado(BokehTornado):
     """BokehTornado that admits a viewer only for a valid token naming a known dashboard."""
 
     instance: Instance
+    MAX_BOUND = 200_000  # session ids remembered (oldest forgotten first)
 
     def check_token(self, token: str | None, session_id: str | None = None) -> dict:
-        """Return the token's payload, or raise Refused."""
+        """Return the token's payload, or raise Refused.  A session id stays bound to the
+        first dashboard a token showed with it (for the token lifetime): a token naming
+        another dashboard on the same id is refused."""
         payload = tokens.check(token, self.secret_key, session_id=session_id)
         if isinstance(payload, str):
             raise Refused(payload)
         dashboard = payload["dashboard"]
         if self.instance.state_of(dashboard) is None:
             raise Refused(f"unknown dashboard {dashboard!r}")
+        self._bind(get_session_id(token), dashboard)
         return payload
+
+    def _bind(self, sid: str, dashboard: str) -> None:
+        bound = self.__dict__.setdefault("_bound", OrderedDict())
+        now = time.monotonic()
+        while bound and (len(bound) > self.MAX_BOUND or next(iter(bound.values()))[1] < now):
+            bound.popitem(last=False)
+        seen = bound.get(sid)
+        if seen is not None and seen[0] != dashboard:
+            raise Refused("session exists for another dashboard")
+        if seen is None:
+            bound[sid] = (dashboard, now + float(self.instance.settings.session_token_expiration))
 
     async def check_access(self, token: str | None) -> None:
         """Raise Refused unless the token's user may (still) view its dashboard."""

@@ -57,6 +57,9 @@ BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.
 # pull waits for a fresh one instead of receiving a long history.
 MAX_REPLAY = 2000
 MAX_REPLAY_BYTES = 16 * 1024 * 1024
+# A dashboard nobody has watched on this instance for this long loses its document
+# (the next viewer builds it again).
+IDLE_BOARD_SECONDS = 300.0
 
 
 class Histogram:
@@ -133,6 +136,7 @@ class Board:
         self.held: list[tuple] = []  # updates waiting for the snapshot being serialised
         self.waiting: list[tuple[Viewer, str]] = []  # pulls waiting for a first snapshot
         self.broken = False
+        self.idle_since: float | None = None
 
     def _collect(self, event: Any) -> None:
         if isinstance(event, DocumentPatchedEvent):
@@ -375,6 +379,23 @@ class Fanout:
             self.cut(viewer, "resync")
         board.viewers.clear()
         board.waiting.clear()
+
+    def sweep(self, now: float | None = None) -> int:
+        """Forget the documents of dashboards nobody has watched here for
+        IDLE_BOARD_SECONDS; returns how many (called every page-status round)."""
+        now = time.monotonic() if now is None else now
+        dropped = 0
+        for dashboard, board in list(self.boards.items()):
+            if board.viewers or board.waiting or board.refreshing or self.viewers.get(dashboard):
+                board.idle_since = None
+            elif board.idle_since is None:
+                board.idle_since = now
+            elif now - board.idle_since >= IDLE_BOARD_SECONDS:
+                del self.boards[dashboard]
+                board.broken = True
+                dropped += 1
+                log.info("document dropped: dashboard=%s (no viewer for %.0f s)", dashboard, now - board.idle_since)
+        return dropped
 
     def refresh(self, board: Board) -> None:
         """Serialise the board's document for pulls in a worker thread, updates held."""
