@@ -344,6 +344,8 @@ def main(argv=None) -> int:
             print(f"baseline AjaxDataSource-style polling every 1 s ({args.baseline_pages} pages): "
                   f"p50 {base['p50_ms']:.0f} ms  p99 {base['p99_ms']:.0f} ms  max {base['max_ms']:.0f} ms")
             for r in results:
+                if "p50_ms" not in r or r["code"] != "fleet":
+                    continue
                 print(f"  ratio polling/fleet at {r['instances']} inst x {r['sessions']} sessions: "
                       f"p50 {base['p50_ms'] / r['p50_ms']:.0f}x  p99 {base['p99_ms'] / r['p99_ms']:.0f}x")
         args.out.parent.mkdir(parents=True, exist_ok=True)
