@@ -57,7 +57,9 @@ def test_pages_opened_between_commands_get_each_command_once_in_order():
             pages.append(Page(feed.fanout).pull())
     for page in pages:
         check_page(page, feed)
-        assert page.kinds[0] == "PULL-DOC-REPLY" and set(page.kinds[1:]) == {"PATCH-DOC"}
+        # the reply, the replayed updates, OK to the pull (the page is current), live updates
+        assert page.kinds[0] == "PULL-DOC-REPLY" and page.kinds.count("OK") == 1
+        assert set(page.kinds[1:]) == {"PATCH-DOC", "OK"}
         got = seqs_received(page)
         assert got == sorted(got) and len(got) == len(set(got))  # in order, none twice
     board = feed.fanout.boards["d"]
@@ -182,7 +184,7 @@ def test_long_replay_drops_the_snapshot(monkeypatch):
     assert board.snapshot is None and board.replay == []
     late = Page(feed.fanout).pull()  # a fresh snapshot, no history
     check_page(late, feed)
-    assert late.kinds == ["PULL-DOC-REPLY"]
+    assert late.kinds == ["PULL-DOC-REPLY", "OK"]
 
 
 def test_pings_and_revocation():

@@ -219,7 +219,10 @@ class Board:
         assert self.snapshot is not None
         if self._tail is None:
             self._tail = b"".join(self.replay)
-        data = wire.reply_header("PULL-DOC-REPLY", reqid, self.snapshot_buffers) + self.snapshot + self._tail
+        # The reply, the updates since the cached copy, and OK to the same request: the
+        # client is current once it has read that far (BokehJS ignores the OK).
+        data = (wire.reply_header("PULL-DOC-REPLY", reqid, self.snapshot_buffers) + self.snapshot + self._tail
+                + wire.simple("OK", reqid))
         viewer.limit = self.fanout.viewer_buffer_bytes + len(data)  # the reply itself may be large
         if not viewer.send(data, force=True):
             self.fanout.cut(viewer, "closed")
