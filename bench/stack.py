@@ -445,7 +445,8 @@ def main(argv=None) -> int:
     doc_head, doc_rest = __doc__.split("\n\n", 1)
     ap = argparse.ArgumentParser(description=doc_head, epilog=doc_rest,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--instances", type=ints, default=[1, 2, 4], help="instance counts (default 1,2,4)")
+    ap.add_argument("--instances", type=ints, default=[1, 2, 4],
+                    help="instance counts for the sessions series (default 1,2,4; '' for none)")
     ap.add_argument("--sessions", type=ints, default=[10, 100, 300, 1000],
                     help="session counts, increasing (default 10,100,300,1000)")
     ap.add_argument("--rate", type=float, default=20, help="commands/s for the sessions series (default 20)")
@@ -482,7 +483,7 @@ def main(argv=None) -> int:
         args.rates = args.rates and [1, 100]
         args.rows = args.rows and [1, 10000]
         args.page_loads = min(args.page_loads, 3)
-    if args.detail_instances not in args.instances:
+    if args.instances and args.detail_instances not in args.instances:
         args.detail_instances = args.instances[-1]
     args.out.parent.mkdir(parents=True, exist_ok=True)
 
@@ -529,6 +530,15 @@ def main(argv=None) -> int:
                 out["page_load"].append(page_loads(stack, n, args.page_loads))
         finally:
             stack.stop()
+    if args.targets:
+        print("targets (issue 13):", flush=True)
+        for r in out["targets"]:
+            print(f"  {r['sessions']} connections x {r['rate']:g} cmd/s on {r['instances']} instances: "
+                  f"{r['delivered']}/{r['expected']} delivered, p50 {r['p50_ms']:.0f} ms, p99 {r['p99_ms']:.0f} ms; "
+                  f"{r['cpu_us_per_update']:.1f} us CPU per update, floor "
+                  f"{r.get('floor_us_per_write', float('nan')):.1f} us (x{r.get('ratio_to_floor', float('nan')):.2f}); "
+                  "load generator "
+                  f"{r['load_generator_cpu_share']:.0%} of the machine's CPU", flush=True)
     out["floors"]["websocket_echo"] = websocket_floor()
     out["floors"]["polling"] = polling_floor(args.rate)
     f = out["floors"]
