@@ -210,3 +210,31 @@ def test_a_document_nobody_watches_is_dropped_after_a_while():
     assert feed.fanout.sweep(now=1.0 + sessions.IDLE_BOARD_SECONDS) == 1 and "d" not in feed.fanout.boards
     feed.stream(1)  # no document: nothing to apply it to
     check_page(Page(feed.fanout).pull(), feed)  # the next viewer gets a fresh one
+
+
+def test_a_stale_snapshot_is_refreshed_right_after_the_next_update():
+    """Refreshing holds the board's updates: it starts in the gap after an update, not
+    in the middle of a stream of them (or after REFRESH_WAIT when none comes)."""
+
+    async def main():
+        feed = Feed(pull_cache_seconds=0)
+        feed.publish("replace", name="p", kind="line", data={"seq": [0], "y": [0.0]})
+        first = Page(feed.fanout)
+        feed.fanout.pull(first.viewer, "r0")
+        await feed.fanout.drain_all()
+        board = feed.fanout.boards["d"]
+        page = Page(feed.fanout)
+        feed.fanout.pull(page.viewer, "r1")  # served from the stale snapshot at once
+        assert page.viewer.live and board.refresh_wanted and not board.refreshing
+        feed.stream(1)
+        assert board.refreshing and not board.held  # started just after that update
+        await feed.fanout.drain_all()
+        other = Page(feed.fanout)
+        feed.fanout.pull(other.viewer, "r2")
+        await asyncio.sleep(sessions.REFRESH_WAIT + 0.2)  # no update comes: refreshed anyway
+        await feed.fanout.drain_all()
+        assert feed.fanout.stats["snapshots"] == 3
+        for p in (page, other):
+            check_page(p, feed)
+
+    asyncio.run(main())

@@ -60,6 +60,9 @@ MAX_REPLAY_BYTES = 16 * 1024 * 1024
 # A dashboard nobody has watched on this instance for this long loses its document
 # (the next viewer builds it again).
 IDLE_BOARD_SECONDS = 300.0
+# A stale snapshot is refreshed right after the board's next update, or after this
+# many seconds if none comes.
+REFRESH_WAIT = 0.25
 
 
 class Histogram:
@@ -137,6 +140,7 @@ class Board:
         self.waiting: list[tuple[Viewer, str]] = []  # pulls waiting for a first snapshot
         self.broken = False
         self.idle_since: float | None = None
+        self.refresh_wanted = False
 
     def _collect(self, event: Any) -> None:
         if isinstance(event, DocumentPatchedEvent):
@@ -173,6 +177,8 @@ class Board:
             if len(self.replay) > MAX_REPLAY or self.replay_bytes > MAX_REPLAY_BYTES:
                 self.invalidate()
         sent = self.broadcast(data)
+        if self.refresh_wanted:
+            self.refresh_now()
         if sent:
             wire.stats["shared"] += sent - 1
             fan.stats["session_updates"] += sent
@@ -208,9 +214,19 @@ class Board:
         """Send ``viewer`` the document and make it live (now, or once a snapshot exists)."""
         if self.snapshot is None:
             self.waiting.append((viewer, reqid))
-        else:
-            self.serve(viewer, reqid)
-        if not self.refreshing and self.stale(time.monotonic()):
+            if not self.refreshing:
+                self.fanout.refresh(self)
+            return
+        self.serve(viewer, reqid)
+        if not self.refreshing and not self.refresh_wanted and self.stale(time.monotonic()):
+            # Refresh right after the next update (the gap before the one after is when
+            # holding updates delays none), or after REFRESH_WAIT if none comes.
+            self.refresh_wanted = True
+            self.fanout.later(REFRESH_WAIT, self.refresh_now)
+
+    def refresh_now(self) -> None:
+        if self.refresh_wanted and not self.refreshing and not self.broken:
+            self.refresh_wanted = False
             self.fanout.refresh(self)
 
     def serve(self, viewer: Viewer, reqid: str) -> None:
@@ -399,6 +415,13 @@ class Fanout:
                 dropped += 1
                 log.info("document dropped: dashboard=%s (no viewer for %.0f s)", dashboard, now - board.idle_since)
         return dropped
+
+    def later(self, seconds: float, fn: Callable[[], None]) -> None:
+        """Call ``fn`` on the loop in ``seconds`` (no loop, in unit tests: now)."""
+        try:
+            asyncio.get_running_loop().call_later(seconds, fn)
+        except RuntimeError:
+            fn()
 
     def refresh(self, board: Board) -> None:
         """Serialise the board's document for pulls in a worker thread, updates held."""
