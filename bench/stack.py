@@ -425,7 +425,9 @@ def plot(out: dict, path: Path) -> None:
         ax2.plot([r["sessions"] for r in fl], [2 * r["floor_us_per_write"] for r in fl], "r:", label="2x floor")
     for r in out.get("targets", []):
         ax.plot([r["sessions"]], [r["p99_ms"]], "k*", ms=10)
-        ax.annotate(f"{r['rate']:g}/s p99", (r["sessions"], r["p99_ms"]), fontsize=7)
+        ax.annotate(f"target {r['rate']:g}/s p99", (r["sessions"], r["p99_ms"]), fontsize=7)
+        ax2.plot([r["sessions"]], [r["cpu_us_per_update"]], "k*", ms=10)
+        ax2.annotate(f"target {r['rate']:g}/s", (r["sessions"], r["cpu_us_per_update"]), fontsize=7)
     f = out["floors"]
     if "polling" in f:
         ax.axhline(f["polling"]["p50_ms"], color="grey", ls=":", label="1 s polling p50")
