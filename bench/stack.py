@@ -507,7 +507,9 @@ def main(argv=None) -> int:
     if args.naive_ref:
         from bench.fanout import checkout
 
-        runs.append((args.detail_instances, "baseline", checkout(args.naive_ref, Path(tempfile.mkdtemp()))))
+        where = Path(tempfile.mkdtemp())
+        os.chmod(where, 0o755)  # the stack's programs may run as another user (FLEET_RUN_USER)
+        runs.append((args.detail_instances, "baseline", checkout(args.naive_ref, where)))
     for n, label, old_root in runs:
         saved = os.environ.get("PYTHONPATH")
         if old_root is not None:  # every program of this stack runs the old revision
