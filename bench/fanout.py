@@ -44,7 +44,7 @@ from app.bus.registry import create_dashboard  # noqa: E402
 from app.control import columns, encode  # noqa: E402
 from app.settings import load  # noqa: E402
 from bench import wsclient  # noqa: E402
-from bench.wsclient import LightClient, pct  # noqa: E402
+from bench.wsclient import LightClient, pct, settle  # noqa: E402
 from tests.fixtures.bokeh import InstanceProc, allow_viewer, fleet_environment, mint_token  # noqa: E402
 from tests.fixtures.ports import free_port  # noqa: E402
 from tests.fixtures.redis import RedisServer  # noqa: E402
@@ -131,6 +131,7 @@ async def run_series(args, settings, env, workdir, old_root: Path | None = None)
         clients: list[LightClient] = []
         lat: list[float] = []
         sent: dict[int, float] = {}
+        raw: list = []  # PATCH-DOCs received, decoded into lat by settle() after each point
         for m in args.sessions:
             t_open = time.perf_counter()
             cpu_open0 = sum(i.cpu_seconds() for i in insts)
@@ -139,7 +140,7 @@ async def run_series(args, settings, env, workdir, old_root: Path | None = None)
                 batch = []
                 for _ in range(min(20, m - len(clients))):
                     inst = insts[len(clients) % n_inst]
-                    c = LightClient(inst.ws_url, mint_token(settings.secret_key, dash)[1], sent, lat)
+                    c = LightClient(inst.ws_url, mint_token(settings.secret_key, dash)[1], sent, lat, raw=raw)
                     clients.append(c)
                     batch.append(c.connect())
                 await asyncio.gather(*batch)
@@ -149,11 +150,13 @@ async def run_series(args, settings, env, workdir, old_root: Path | None = None)
             rss = sum(i.rss_bytes() for i in insts)
             # warm-up: the first commands after start-up pay for imports and caches
             seq = await publish_for(settings, keys, dash, args.rate, args.rows, 2.0, sent, seq)
+            raw.clear()
             lat.clear()
             sent.clear()
             cpu0 = sum(i.cpu_seconds() for i in insts)
             seq = await publish_for(settings, keys, dash, args.rate, args.rows, args.seconds, sent, seq)
             cpu = sum(i.cpu_seconds() for i in insts) - cpu0
+            settle(raw, sent, lat)
             expected = len(sent) * m
             r = {"code": label, "instances": n_inst, "sessions": m, "p50_ms": pct(lat, 50), "p99_ms": pct(lat, 99),
                  "max_ms": max(lat) * 1000 if lat else float("nan"), "delivered": len(lat), "expected": expected,
@@ -173,7 +176,7 @@ async def run_series(args, settings, env, workdir, old_root: Path | None = None)
                   + f" | RSS {r['rss_kb_per_session']:.0f} KB/connection | open {r['open_cpu_ms_per_session']:.2f} "
                   f"ms CPU each ({open_s:.1f} s)", flush=True)
         if args.churn and not old_root:
-            r = await churn_point(args, settings, keys, dash, insts, clients, sent, lat, seq)
+            r = await churn_point(args, settings, keys, dash, insts, clients, sent, lat, seq, raw)
             seq = r.pop("seq")
             r.update(code=label, instances=n_inst)
             results.append(r)
@@ -185,12 +188,13 @@ async def run_series(args, settings, env, workdir, old_root: Path | None = None)
     return results
 
 
-async def churn_point(args, settings, keys, dash, insts, clients, sent, lat, seq) -> dict:
+async def churn_point(args, settings, keys, dash, insts, clients, sent, lat, seq, raw) -> dict:
     """The same load with viewers opening (and as many closing) at ``--churn`` per second:
     latency beside the same load without churn, loop stalls, server CPU per open."""
     n_inst = len(insts)
     out = {"sessions": len(clients), "churn_per_s": args.churn}
     for phase in ("steady", "churn"):
+        raw.clear()
         lat.clear()
         sent.clear()
         before = stalls(insts)
@@ -219,6 +223,7 @@ async def churn_point(args, settings, keys, dash, insts, clients, sent, lat, seq
         if task:
             await task
         cpu = sum(i.cpu_seconds() for i in insts) - cpu0
+        settle(raw, sent, lat)
         after = stalls(insts)
         out[phase] = {"p50_ms": pct(lat, 50), "p99_ms": pct(lat, 99), "cpu_s": cpu, "opened": opened,
                       "loop_samples": after[0] - before[0], "timer_late_over_5ms": after[1] - before[1],

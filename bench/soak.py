@@ -37,7 +37,7 @@ from app.bus.connection import async_client  # noqa: E402
 from app.bus.keys import Keys  # noqa: E402
 from app.control import columns  # noqa: E402
 from bench.stack import PASSWORD, USER, Bench, machine  # noqa: E402
-from bench.wsclient import LightClient, children, pct, rss_bytes, stream_fields  # noqa: E402
+from bench.wsclient import LightClient, children, pct, rss_bytes, settle, stream_fields  # noqa: E402
 from tests.fixtures.stack import Stack  # noqa: E402
 
 
@@ -108,12 +108,14 @@ async def soak(stack: Stack, args) -> list[dict]:
     churning = False
     print(f"{'t/s':>5} {'inst RSS MB':>20} {'nginx':>6} {'web':>6} {'redis':>6} {'live':>10} "
           f"{'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} {'opened':>7} {'closed':>7}", flush=True)
+    settle(b.raw, b.sent, b.lat)
     b.lat.clear()
     while time.perf_counter() - t0 < args.minutes * 60 + steady_s:
         if not churning and time.perf_counter() - t0 >= steady_s:  # the same load, now with churn
             churning = True
             tasks.append(asyncio.create_task(churn()))
         await asyncio.sleep(args.sample)
+        settle(b.raw, b.sent, b.lat)
         window = b.lat[:]
         b.lat.clear()
         mem = rss_by_program(stack)

@@ -57,6 +57,7 @@ from bench.wsclient import (  # noqa: E402
     pct,
     publish_for,
     rss_bytes,
+    settle,
     stream_fields,
 )
 from tests.fixtures.ports import free_port, wait_port  # noqa: E402
@@ -124,6 +125,7 @@ class Bench:
         self.redis = async_client(self.settings)
         self.sent: dict[int, float] = {}
         self.lat: list[float] = []
+        self.raw: list = []  # PATCH-DOCs received, decoded into lat by settle()
         self.seq = 0
 
     # --- processes ------------------------------------------------------------------
@@ -155,7 +157,7 @@ class Bench:
             route = secrets.token_urlsafe(9)
             async with sem:
                 token = await self.web.token(dashboard, route)
-                c = LightClient(self.web.ws_url, token, self.sent, self.lat, self.web.ws_headers(route))
+                c = LightClient(self.web.ws_url, token, self.sent, self.lat, self.web.ws_headers(route), self.raw)
                 await c.connect(timeout=120)
             into.append(c)
 
@@ -166,6 +168,7 @@ class Bench:
         key = Keys(self.settings.key_prefix).commands(dashboard)
         # warm-up: caches, the first Arrow decode, the compactor's first snapshot
         self.seq = await publish_for(self.redis, key, rate, rows, max(1.0, 3 / rate), self.sent, self.seq, 0.5)
+        settle(self.raw, self.sent, self.lat)
         self.lat.clear()
         self.sent.clear()
         seconds = max(self.args.seconds, 10 / rate)  # at least 10 commands per point
@@ -174,8 +177,10 @@ class Bench:
         self.seq = await publish_for(self.redis, key, rate, rows, seconds, self.sent, self.seq, 0.0)
         expected = len(self.sent) * len(sessions)
         deadline = time.perf_counter() + self.args.drain
+        settle(self.raw, self.sent, self.lat)
         while len(self.lat) < expected and time.perf_counter() < deadline:
             await asyncio.sleep(0.05)
+            settle(self.raw, self.sent, self.lat)
         cpu1 = self.cpu()
         wall = time.perf_counter() - t0
         me, busy = own_cpu() - me0, machine_busy() - machine0
