@@ -383,6 +383,7 @@ def plot(results: list[dict], path: Path) -> None:
                     label=f"{name}, {n} inst")
             ax2.plot([r["sessions"] for r in xs], [r["p99_ms"] for r in xs], marker, label=f"{name}, {n} inst")
     fl = [r for r in pts if r["code"] == "fleet" and "floor_us_per_write" in r]
+    fl = sorted((r for r in fl if r["instances"] == fl[0]["instances"]), key=lambda r: r["sessions"]) if fl else []
     if fl:
         ax.plot([r["sessions"] for r in fl], [r["floor_us_per_write"] for r in fl], "k:", label="floor (same run)")
         ax.plot([r["sessions"] for r in fl], [2 * r["floor_us_per_write"] for r in fl], "r:", label="2x floor")
