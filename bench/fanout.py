@@ -140,7 +140,8 @@ async def run_series(args, settings, env, workdir, old_root: Path | None = None)
                 batch = []
                 for _ in range(min(20, m - len(clients))):
                     inst = insts[len(clients) % n_inst]
-                    c = LightClient(inst.ws_url, mint_token(settings.secret_key, dash)[1], sent, lat, raw=raw)
+                    c = LightClient(inst.ws_url, mint_token(settings.secret_key, dash)[1], sent, lat, raw=raw,
+                                    marker=old_root is None)
                     clients.append(c)
                     batch.append(c.connect())
                 await asyncio.gather(*batch)
@@ -207,7 +208,7 @@ async def churn_point(args, settings, keys, dash, insts, clients, sent, lat, seq
             while not stop.is_set():
                 inst = insts[k % n_inst]
                 k += 1
-                c = LightClient(inst.ws_url, mint_token(settings.secret_key, dash)[1], {}, [])
+                c = LightClient(inst.ws_url, mint_token(settings.secret_key, dash)[1], {}, [], marker=True)
                 await c.connect()
                 opened += 1
                 old = clients.pop(0)

@@ -126,6 +126,7 @@ class Bench:
         self.sent: dict[int, float] = {}
         self.lat: list[float] = []
         self.raw: list = []  # PATCH-DOCs received, decoded into lat by settle()
+        self.marker = True  # False for a stack of the revision before issue 13 (no OK after the replay)
         self.seq = 0
 
     # --- processes ------------------------------------------------------------------
@@ -157,7 +158,8 @@ class Bench:
             route = secrets.token_urlsafe(9)
             async with sem:
                 token = await self.web.token(dashboard, route)
-                c = LightClient(self.web.ws_url, token, self.sent, self.lat, self.web.ws_headers(route), self.raw)
+                c = LightClient(self.web.ws_url, token, self.sent, self.lat, self.web.ws_headers(route), self.raw,
+                                marker=self.marker)
                 await c.connect(timeout=120)
             into.append(c)
 
@@ -269,6 +271,7 @@ async def run_targets(stack: Stack, args, n: int, out: dict) -> None:
 
 async def run_instances(stack: Stack, args, n: int, out: dict, label: str = "fleet") -> None:
     b = Bench(stack, args)
+    b.marker = label != "baseline"
     await b.web.login(USER, PASSWORD)
     b.replace("scale", 1000)
     await asyncio.sleep(5.0)  # the stack's own start-up (compactor, first heartbeats) settles

@@ -80,12 +80,18 @@ class LightClient(asyncio.Protocol):
     ``lat`` collects seconds from ``sent[seq]`` to receipt; with ``raw`` given, the
     messages are only kept there with their receipt time, for :func:`settle` to decode
     later.  ``closed`` is set when the server or the network ends the connection.
+
+    The server sends the document, the updates made since its cached copy, then OK to
+    the pull: those replayed updates are not deliveries and are not timed (``marker``
+    False: a server before issue 13, which sends no OK, is current from its reply on).
     """
 
     def __init__(self, url: str, token: str, sent: dict[int, float], lat: list[float],
-                 headers: dict[str, str] | None = None, raw: list | None = None) -> None:
+                 headers: dict[str, str] | None = None, raw: list | None = None, marker: bool = True) -> None:
         self.url, self.token, self.sent, self.lat = url, token, sent, lat
         self.raw = raw
+        self.marker = marker
+        self.current = False  # read past the replayed updates: PATCH-DOCs from now on are deliveries
         self.need = 3
         self.headers = headers or {}
         self.ready = asyncio.Event()
@@ -164,6 +170,8 @@ class LightClient(asyncio.Protocol):
         frames, self.frames = self.frames, []
         head = frames[0]
         if b'"PATCH-DOC"' in head:
+            if not self.current:
+                return  # replayed with the document: not a delivery
             now = time.perf_counter()
             if self.raw is not None:
                 if b"ColumnsStreamed" in frames[2]:
@@ -179,7 +187,10 @@ class LightClient(asyncio.Protocol):
         if kind == "ACK":
             self.send_text(json.dumps({"msgid": "pull1", "msgtype": "PULL-DOC-REQ"}), "{}", "{}")
         elif kind == "PULL-DOC-REPLY":
+            self.current = not self.marker
             self.ready.set()
+        elif kind == "OK" and b'"pull1"' in head:
+            self.current = True
 
     def send_text(self, *texts: str) -> None:
         out = bytearray()
