@@ -176,6 +176,7 @@ class ViewerHandler(WSHandler):
     def on_close(self) -> None:  # type: ignore[override]
         if self.viewer is not None:
             self.application.instance.fanout.close_viewer(self.viewer)  # type: ignore[attr-defined]
+            self.viewer = None
 
 
 class FleetHandler(Handler):

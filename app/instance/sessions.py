@@ -80,6 +80,10 @@ class Histogram:
                 self.counts[i] += 1
 
 
+def _closed(code: int, reason: str) -> None:
+    """A closed viewer's ``close``."""
+
+
 class Viewer:
     """One websocket connection showing one dashboard.
 
@@ -337,6 +341,8 @@ class Fanout:
             return
         viewer.closed = True
         viewer.live = False
+        viewer.close = _closed  # break the viewer <-> handler cycle: freed without a full gc
+        viewer.sink = None
         views = self.viewers.get(viewer.dashboard, {})
         views.pop(viewer, None)
         if not views:
