@@ -105,6 +105,13 @@ class Settings:
     # (amber: the controller said nothing lately), an instance not caught up as "stale".
     page_status_seconds: float = 1.0
     page_quiet_seconds: float = 60.0
+    # Viewer connections (app/instance/sessions.py): one whose unsent bytes pass
+    # viewer_buffer_bytes is closed (its page reconnects and pulls the current state),
+    # so a slow viewer never slows the others.  PULL-DOC replies are served from a
+    # serialisation of the dashboard's document at most pull_cache_seconds old
+    # (refreshed in a worker thread), followed by the updates made since.
+    viewer_buffer_bytes: int = 4 * 1024 * 1024
+    pull_cache_seconds: float = 10.0
     # The event listener restarts a RUNNING instance whose /healthz has failed for this
     # many seconds (0 = never), at most once per instance per backoff window.
     health_restart_seconds: float = 30.0

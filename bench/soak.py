@@ -1,7 +1,8 @@
 """Soak: memory and latency over time on the whole stack, sessions opening and closing.
 
 Starts a real stack under supervisord (like bench/stack.py), keeps ``--sessions``
-sessions open through nginx, and in a loop closes ``--churn`` of them, opens as many
+sessions open through nginx, first for ``--steady-minutes`` without churn (the p99 to
+compare with), then in a loop closes ``--churn`` of them, opens as many
 new ones (fresh signed token from Flask each time) and waits a second, while a controller streams
 ``--rate`` commands/s of ``--rows`` rows.  Every ``--sample`` seconds it prints one row:
 RSS of each instance, nginx, gunicorn and Redis, live sessions the instances report,
@@ -21,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import random
 import sys
 import time
@@ -32,7 +34,7 @@ from app.bus.connection import async_client
 from app.bus.keys import Keys
 from app.control import columns
 from bench.stack import PASSWORD, USER, Bench, machine
-from bench.wsclient import LightClient, children, pct, rss_bytes, stream_fields
+from bench.wsclient import LightClient, children, pct, rss_bytes, settle, stream_fields
 from fleet_testing.stack import Stack
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -98,20 +100,28 @@ async def soak(stack: Stack, args) -> list[dict]:
                 counts["failed"] += 1
                 print(f"   open failed: {exc!r}", flush=True)
 
-    tasks = [asyncio.create_task(publisher()), asyncio.create_task(churn())]
+    tasks = [asyncio.create_task(publisher())]
     samples: list[dict] = []
     t0 = time.perf_counter()
+    steady_s = args.steady_minutes * 60
+    churning = False
     print(f"{'t/s':>5} {'inst RSS MB':>20} {'nginx':>6} {'web':>6} {'redis':>6} {'live':>10} "
           f"{'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} {'opened':>7} {'closed':>7}", flush=True)
+    settle(b.raw, b.sent, b.lat)
     b.lat.clear()
-    while time.perf_counter() - t0 < args.minutes * 60:
+    while time.perf_counter() - t0 < args.minutes * 60 + steady_s:
+        if not churning and time.perf_counter() - t0 >= steady_s:  # the same load, now with churn
+            churning = True
+            tasks.append(asyncio.create_task(churn()))
         await asyncio.sleep(args.sample)
+        settle(b.raw, b.sent, b.lat)
         window = b.lat[:]
         b.lat.clear()
         mem = rss_by_program(stack)
         inst = [v for k, v in sorted(mem.items()) if k.startswith("bokeh")]
         live = b.spread("soak")
-        s = {"t": time.perf_counter() - t0, "instance_rss_mb": inst, "nginx_rss_mb": mem.get("nginx", 0.0),
+        s = {"t": time.perf_counter() - t0, "phase": "churn" if churning else "steady",
+             "instance_rss_mb": inst, "nginx_rss_mb": mem.get("nginx", 0.0),
              "web_rss_mb": mem.get("web", 0.0), "redis_rss_mb": mem.get("redis", 0.0), "live_sessions": live,
              "client_sessions": len(sessions), "p50_ms": pct(window, 50), "p99_ms": pct(window, 99),
              "max_ms": max(window) * 1000 if window else float("nan"), "updates": len(window), **counts}
@@ -131,13 +141,17 @@ async def soak(stack: Stack, args) -> list[dict]:
 
 
 def verdict(samples: list[dict], args) -> dict:
+    quiet = [s["p99_ms"] for s in samples if s.get("phase") == "steady"][1:]  # the first one warms up
+    samples = [s for s in samples if s.get("phase", "churn") == "churn"]
     steady = samples[len(samples) // 4:]
     ts = [s["t"] for s in steady]
     rss = [sum(s["instance_rss_mb"]) for s in steady]
     p99 = [s["p99_ms"] for s in steady]
     out = {"rss_drift_mb_per_10min": drift(ts, rss), "p99_drift_ms_per_10min": drift(ts, p99),
            "rss_mb_first": rss[0] if rss else float("nan"), "rss_mb_last": rss[-1] if rss else float("nan"),
-           "p99_ms_median": float(np.median(p99)) if p99 else float("nan")}
+           "p99_ms_median": float(np.median(p99)) if p99 else float("nan"),
+           "p99_ms_median_without_churn": float(np.median(quiet)) if quiet else float("nan")}
+    out["p99_ratio_churn_to_steady"] = out["p99_ms_median"] / out["p99_ms_median_without_churn"]
     out["flat"] = bool(abs(out["rss_drift_mb_per_10min"]) <= args.max_rss_drift
                        and out["p99_drift_ms_per_10min"] <= args.max_p99_drift)
     return out
@@ -175,6 +189,8 @@ def main(argv=None) -> int:
     ap.add_argument("--churn", type=int, default=5,
                     help="sessions closed and reopened per round; a round is the opens plus 1 s (default 5)")
     ap.add_argument("--rate", type=float, default=10, help="commands/s (default 10)")
+    ap.add_argument("--steady-minutes", type=float, default=1.5,
+                    help="the same load without churn first, for the p99 ratio (default 1.5)")
     ap.add_argument("--rows", type=int, default=10, help="rows per command (default 10)")
     ap.add_argument("--sample", type=float, default=30, help="seconds per sample row (default 30)")
     ap.add_argument("--max-rss-drift", type=float, default=20,
@@ -199,7 +215,9 @@ def main(argv=None) -> int:
     print(f"instance RSS {v['rss_mb_first']:.0f} -> {v['rss_mb_last']:.0f} MB, drift "
           f"{v['rss_drift_mb_per_10min']:+.1f} MB/10 min; p99 median {v['p99_ms_median']:.1f} ms, drift "
           f"{v['p99_drift_ms_per_10min']:+.1f} ms/10 min (after the first quarter) -> "
-          f"{'FLAT' if v['flat'] else 'NOT FLAT'}")
+          f"{'FLAT' if v['flat'] else 'NOT FLAT'}; p99 median with churn {v['p99_ms_median']:.1f} ms vs "
+          f"{v['p99_ms_median_without_churn']:.1f} ms without (x{v['p99_ratio_churn_to_steady']:.2f}; "
+          f"load average {os.getloadavg()[0]:.1f})")
     args.out.write_text(json.dumps({"machine": machine(), "params": {k: str(x) if isinstance(x, Path) else x
                                                                      for k, x in vars(args).items()},
                                     "samples": samples, "verdict": v}, indent=1, default=float))

@@ -37,6 +37,7 @@ import platform
 import secrets
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -44,7 +45,18 @@ from types import SimpleNamespace
 from app.bus.connection import async_client, sync_client
 from app.bus.keys import Keys
 from app.control import columns, encode
-from bench.wsclient import LightClient, WebUser, children, cpu_seconds, pct, publish_for, rss_bytes, stream_fields
+from bench.wsclient import (
+    LightClient,
+    WebUser,
+    children,
+    cpu_seconds,
+    floor,
+    pct,
+    publish_for,
+    rss_bytes,
+    settle,
+    stream_fields,
+)
 from fleet_testing.ports import free_port, wait_port
 from fleet_testing.stack import CHROMIUM, CHROMIUM_ARGS, Stack, login
 
@@ -54,8 +66,52 @@ USER, PASSWORD = "bench", "bench-" + secrets.token_hex(8)
 OPEN_CONCURRENCY = 16
 
 
+def own_cpu() -> float:
+    """CPU seconds of this process (the load generator)."""
+    t = os.times()
+    return t.user + t.system
+
+
+def machine_busy() -> float:
+    """CPU seconds all cores spent not idle since boot (/proc/stat)."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    return (sum(v) - v[3] - v[4]) / os.sysconf("SC_CLK_TCK")
+
+
+def raise_fd_limit() -> int:
+    """Soft open-files limit up to the hard one (inherited by supervisord and its programs)."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return hard
+
+
+def widen_nginx(stack: Stack, connections: int, fds: int) -> None:
+    """The bench stack's own nginx.conf (rendered, not started yet): enough worker
+    connections for ``connections`` websockets (each is two: client and upstream)."""
+    conf = next(stack.var.rglob("nginx.conf"))
+    text = conf.read_text()
+    want = max(4096, min(fds - 100, 2 * connections + 1000))
+    text = text.replace("worker_connections 4096;", f"worker_connections {want};")
+    text = text.replace("daemon off;", f"daemon off;\nworker_rlimit_nofile {fds};", 1)
+    conf.write_text(text)
+
+
 def ints(text: str) -> list[int]:
     return [int(x) for x in text.split(",") if x]
+
+
+def pairs(text: str) -> list[tuple[int, float]]:
+    """'1000x20,10000x1' -> [(1000, 20.0), (10000, 1.0)]."""
+    out = []
+    for item in text.split(","):
+        if item:
+            count, rate = item.split("x")
+            out.append((int(count), float(rate)))
+    return out
 
 
 class Bench:
@@ -68,6 +124,8 @@ class Bench:
         self.redis = async_client(self.settings)
         self.sent: dict[int, float] = {}
         self.lat: list[float] = []
+        self.raw: list = []  # PATCH-DOCs received, decoded into lat by settle()
+        self.marker = True  # False for a stack of the revision before issue 13 (no OK after the replay)
         self.seq = 0
 
     # --- processes ------------------------------------------------------------------
@@ -99,7 +157,8 @@ class Bench:
             route = secrets.token_urlsafe(9)
             async with sem:
                 token = await self.web.token(dashboard, route)
-                c = LightClient(self.web.ws_url, token, self.sent, self.lat, self.web.ws_headers(route))
+                c = LightClient(self.web.ws_url, token, self.sent, self.lat, self.web.ws_headers(route), self.raw,
+                                marker=self.marker)
                 await c.connect(timeout=120)
             into.append(c)
 
@@ -110,19 +169,29 @@ class Bench:
         key = Keys(self.settings.key_prefix).commands(dashboard)
         # warm-up: caches, the first Arrow decode, the compactor's first snapshot
         self.seq = await publish_for(self.redis, key, rate, rows, max(1.0, 3 / rate), self.sent, self.seq, 0.5)
+        settle(self.raw, self.sent, self.lat)
         self.lat.clear()
         self.sent.clear()
         seconds = max(self.args.seconds, 10 / rate)  # at least 10 commands per point
         cpu0, rss = self.cpu(), self.rss()
+        me0, machine0, t0 = own_cpu(), machine_busy(), time.perf_counter()
         self.seq = await publish_for(self.redis, key, rate, rows, seconds, self.sent, self.seq, 0.0)
         expected = len(self.sent) * len(sessions)
         deadline = time.perf_counter() + self.args.drain
+        settle(self.raw, self.sent, self.lat)
         while len(self.lat) < expected and time.perf_counter() < deadline:
             await asyncio.sleep(0.05)
+            settle(self.raw, self.sent, self.lat)
         cpu1 = self.cpu()
+        wall = time.perf_counter() - t0
+        me, busy = own_cpu() - me0, machine_busy() - machine0
         lat = list(self.lat)
         inst_cpu, all_cpu = cpu1[0] - cpu0[0], cpu1[1] - cpu0[1]
+        cores = os.cpu_count() or 1
         return {
+            "load_generator_cpu_share": me / (wall * cores), "machine_busy_share": busy / (wall * cores),
+            "instance_cpu_share": inst_cpu / (wall * cores),
+            "cpu_us_per_update": inst_cpu / max(1, len(lat)) * 1e6,
             "sessions": len(sessions), "rate": rate, "rows": rows, "commands": len(self.sent),
             "p50_ms": pct(lat, 50), "p99_ms": pct(lat, 99), "max_ms": max(lat) * 1000 if lat else float("nan"),
             "delivered": len(lat), "expected": expected,
@@ -161,11 +230,47 @@ def line(tag: str, r: dict) -> str:
     return (f"{tag:<28} p50 {r['p50_ms']:8.1f} ms  p99 {r['p99_ms']:8.1f} ms  max {r['max_ms']:8.0f} ms | "
             f"{r['delivered']}/{r['expected']} delivered | {r['updates_per_cpu_s']:6.0f} upd/CPU-s "
             f"({r['updates_per_cpu_s_with_nginx']:.0f} with nginx) | "
-            f"{r.get('rss_mb_per_session', float('nan')):.2f} MB/session | spread {r['spread']}")
+            f"{r.get('rss_mb_per_session', float('nan')):.2f} MB/session | spread {r['spread']}"
+            + (f" | {r['cpu_us_per_update']:.1f} us/update, floor {r['floor_us_per_write']:.1f} us "
+               f"(x{r['ratio_to_floor']:.2f})" if "floor_us_per_write" in r else ""))
 
 
-async def run_instances(stack: Stack, args, n: int, out: dict) -> None:
+async def with_floor(r: dict, args) -> None:
+    """The floor beside a point: one pre-built frame to as many plain tornado websockets
+    (at most 2,000: the per-write cost does not depend on the count, file descriptors do)."""
+    if not args.floor:
+        return
+    n = min(r["sessions"], 2000)
+    f = await floor(n, args.floor_bytes, r["rate"], min(args.seconds, 5.0))
+    r["floor_us_per_write"], r["floor_connections"] = f["us_per_write"], n
+    r["ratio_to_floor"] = r["cpu_us_per_update"] / f["us_per_write"] if f["us_per_write"] else float("nan")
+
+
+async def run_targets(stack: Stack, args, n: int, out: dict) -> None:
+    """The issue-13 targets: (connections, commands/s) points, e.g. 1,000 at 20/s and
+    10,000 at 1/s, every connection opened through Flask and nginx."""
     b = Bench(stack, args)
+    await b.web.login(USER, PASSWORD)
+    b.replace("targets", 1000)
+    await asyncio.sleep(3.0)
+    sessions: list[LightClient] = []
+    for count, rate in args.targets:
+        open_s = await b.open("targets", count - len(sessions), sessions) if count > len(sessions) else 0.0
+        await asyncio.sleep(2.0)
+        r = await b.measure("targets", sessions, rate, args.row_count)
+        r.update(instances=n, open_s=open_s, code="fleet")
+        await with_floor(r, args)
+        out["targets"].append(r)
+        print(line(f"target {count} x {rate:g}/s", r), f"| load generator {r['load_generator_cpu_share']:.0%} "
+              f"of the CPU, instances {r['instance_cpu_share']:.0%}, machine busy {r['machine_busy_share']:.0%} "
+              f"| opened in {open_s:.0f} s", flush=True)
+    await close_all(b, sessions, "targets")
+    await b.redis.aclose()
+
+
+async def run_instances(stack: Stack, args, n: int, out: dict, label: str = "fleet") -> None:
+    b = Bench(stack, args)
+    b.marker = label != "baseline"
     await b.web.login(USER, PASSWORD)
     b.replace("scale", 1000)
     await asyncio.sleep(5.0)  # the stack's own start-up (compactor, first heartbeats) settles
@@ -176,10 +281,12 @@ async def run_instances(stack: Stack, args, n: int, out: dict) -> None:
         await asyncio.sleep(1.0)
         rss_added = b.rss() - rss0
         r = await b.measure("scale", sessions, args.rate, args.row_count)
-        r.update(instances=n, open_s=open_s, rss_mb_per_session=rss_added / m / 2**20)
+        r.update(instances=n, open_s=open_s, rss_mb_per_session=rss_added / m / 2**20, code=label)
+        await with_floor(r, args)
         out["sessions_series"].append(r)
-        print(line(f"{n} inst x {m} sessions", r), f"| opened in {open_s:.1f} s", flush=True)
-    if n != args.detail_instances:
+        print(line(f"[{label}] {n} inst x {m}", r), f"| opened in {open_s:.1f} s", flush=True)
+    if n != args.detail_instances or label != "fleet":
+        await close_all(b, sessions, "scale")
         return
     await close_all(b, sessions, "scale")
     if args.rates:
@@ -309,12 +416,25 @@ def plot(out: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4.5))
-    for i, n in enumerate(sorted({r["instances"] for r in out["sessions_series"]})):
-        pts = [r for r in out["sessions_series"] if r["instances"] == n]
-        xs, color = [r["sessions"] for r in pts], f"C{i}"
-        ax.plot(xs, [r["p50_ms"] for r in pts], "o-", color=color, label=f"{n} instance(s) p50")
-        ax.plot(xs, [r["p99_ms"] for r in pts], "s--", color=color, label=f"{n} instance(s) p99")
-        ax2.plot(xs, [r["updates_per_cpu_s"] for r in pts], "o-", color=color, label=f"{n} instance(s)")
+    series = out["sessions_series"]
+    for code, style in (("fleet", "-"), ("baseline", "--")):
+        name = "shared document" if code == "fleet" else "naive per-session"
+        for i, n in enumerate(sorted({r["instances"] for r in series if r.get("code", "fleet") == code})):
+            pts = [r for r in series if r["instances"] == n and r.get("code", "fleet") == code]
+            xs, color = [r["sessions"] for r in pts], f"C{i + (3 if code == 'baseline' else 0)}"
+            ax.plot(xs, [r["p50_ms"] for r in pts], "o" + style, color=color, label=f"{name} {n} inst p50")
+            ax.plot(xs, [r["p99_ms"] for r in pts], "s" + style, color=color, label=f"{name} {n} inst p99")
+            ax2.plot(xs, [r["cpu_us_per_update"] for r in pts], "o" + style, color=color, label=f"{name} {n} inst")
+    fl = [r for r in series + out.get("targets", []) if "floor_us_per_write" in r and r.get("code") == "fleet"]
+    if fl:
+        fl.sort(key=lambda r: r["sessions"])
+        ax2.plot([r["sessions"] for r in fl], [r["floor_us_per_write"] for r in fl], "k:", label="floor (same run)")
+        ax2.plot([r["sessions"] for r in fl], [2 * r["floor_us_per_write"] for r in fl], "r:", label="2x floor")
+    for r in out.get("targets", []):
+        ax.plot([r["sessions"]], [r["p99_ms"]], "k*", ms=10)
+        ax.annotate(f"target {r['rate']:g}/s p99", (r["sessions"], r["p99_ms"]), fontsize=7)
+        ax2.plot([r["sessions"]], [r["cpu_us_per_update"]], "k*", ms=10)
+        ax2.annotate(f"target {r['rate']:g}/s", (r["sessions"], r["cpu_us_per_update"]), fontsize=7)
     f = out["floors"]
     if "polling" in f:
         ax.axhline(f["polling"]["p50_ms"], color="grey", ls=":", label="1 s polling p50")
@@ -323,8 +443,8 @@ def plot(out: dict, path: Path) -> None:
     ax.set(xscale="log", yscale="log", xlabel="sessions", ylabel="ms, XADD to receipt in the session",
            title=f"latency at {out['params']['rate']:g} cmd/s x {out['params']['row_count']} rows")
     ax.legend(fontsize=7)
-    ax2.set(xscale="log", xlabel="sessions", ylabel="session-updates per instance CPU second",
-            title="cost")
+    ax2.set(xscale="log", yscale="log", xlabel="viewer connections",
+            ylabel="instance CPU us per connection-update", title="cost")
     ax2.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -334,7 +454,8 @@ def main(argv=None) -> int:
     doc_head, doc_rest = __doc__.split("\n\n", 1)
     ap = argparse.ArgumentParser(description=doc_head, epilog=doc_rest,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--instances", type=ints, default=[1, 2, 4], help="instance counts (default 1,2,4)")
+    ap.add_argument("--instances", type=ints, default=[1, 2, 4],
+                    help="instance counts for the sessions series (default 1,2,4; '' for none)")
     ap.add_argument("--sessions", type=ints, default=[10, 100, 300, 1000],
                     help="session counts, increasing (default 10,100,300,1000)")
     ap.add_argument("--rate", type=float, default=20, help="commands/s for the sessions series (default 20)")
@@ -352,37 +473,83 @@ def main(argv=None) -> int:
     ap.add_argument("--page-loads", type=int, default=5, help="Chromium page loads per instance count (0: none)")
     ap.add_argument("--quick", action="store_true",
                     help="a short run: 1,2 instances x 10,100 sessions, rates 1,100, rows 1,10000, 3 s points")
+    ap.add_argument("--targets", type=pairs, default=[(1000, 20.0), (10000, 1.0)],
+                    help="(connections x commands/s) points on --target-instances (default 1000x20,10000x1; "
+                         "'' for none)")
+    ap.add_argument("--target-instances", type=int, default=2, help="instances for the targets (default 2)")
+    ap.add_argument("--naive-ref", default="808e0c5",
+                    help="git revision run as the naive per-session-document baseline over the sessions series "
+                         "on --detail-instances (default 808e0c5, before issue 13; '' to skip)")
+    ap.add_argument("--no-floor", dest="floor", action="store_false",
+                    help="skip the floor (pre-built frame to as many plain tornado websockets) beside each point")
+    ap.add_argument("--floor-bytes", type=int, default=560, help="frame size for the floor (default 560)")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "stack.json",
                     help="JSON output; the PNG goes next to it (default bench/results/stack.json)")
     args = ap.parse_args(argv)
     if args.quick:
         args.instances, args.sessions, args.seconds = [1, 2], [10, 100], 3
+        args.targets = [(t, r) for t, r in args.targets if t <= 1000]
         args.rates = args.rates and [1, 100]
         args.rows = args.rows and [1, 10000]
         args.page_loads = min(args.page_loads, 3)
-    if args.detail_instances not in args.instances:
+    if args.instances and args.detail_instances not in args.instances:
         args.detail_instances = args.instances[-1]
     args.out.parent.mkdir(parents=True, exist_ok=True)
 
     columns.warm_up()  # the publisher encodes Arrow: pay its imports before measuring
     out: dict = {"machine": machine(), "params": {k: (str(v) if isinstance(v, Path) else v)
                                                   for k, v in vars(args).items()},
-                 "floors": {}, "sessions_series": [], "rate_series": [], "rows_series": [], "page_load": []}
+                 "floors": {}, "sessions_series": [], "rate_series": [], "rows_series": [], "page_load": [],
+                 "targets": []}
+    fds = raise_fd_limit()
+    biggest = max([t for t, _ in args.targets] + args.sessions)
     t_start = time.perf_counter()
     print(f"bench/stack.py on {out['machine']['cpus']} CPUs ({out['machine']['cpu']}), "
           f"bokeh {out['machine']['bokeh']}", flush=True)
-    for n in args.instances:
-        stack = Stack(instances=n)
+    print(f"load average at start: {os.getloadavg()} (other work on the machine shows in every CPU figure: "
+          "compare the ratios to the floor, measured in the same run)", flush=True)
+    runs = [(n, "fleet", None) for n in args.instances]
+    if args.targets:
+        runs.append((args.target_instances, "targets", None))
+    if args.naive_ref:
+        from bench.fanout import checkout
+
+        where = Path(tempfile.mkdtemp())
+        os.chmod(where, 0o755)  # the stack's programs may run as another user (FLEET_RUN_USER)
+        runs.append((args.detail_instances, "baseline", checkout(args.naive_ref, where)))
+    for n, label, old_root in runs:
+        saved = os.environ.get("PYTHONPATH")
+        if old_root is not None:  # every program of this stack runs the old revision
+            os.environ["PYTHONPATH"] = str(old_root)
+        try:
+            stack = Stack(instances=n)
+        finally:
+            if old_root is not None:
+                os.environ.pop("PYTHONPATH") if saved is None else os.environ.update(PYTHONPATH=saved)
+        if biggest > 1500:
+            widen_nginx(stack, biggest, fds)
         try:
             stack.start_healthy()
             stack.add_user(USER, PASSWORD)
             if not out["floors"]:
                 out["floors"]["redis_ping"] = redis_floor(stack)
-            asyncio.run(run_instances(stack, args, n, out))
-            if args.page_loads:
+            if label == "targets":
+                asyncio.run(run_targets(stack, args, n, out))
+                continue
+            asyncio.run(run_instances(stack, args, n, out, label))
+            if args.page_loads and label == "fleet":
                 out["page_load"].append(page_loads(stack, n, args.page_loads))
         finally:
             stack.stop()
+    if args.targets:
+        print("targets (issue 13):", flush=True)
+        for r in out["targets"]:
+            print(f"  {r['sessions']} connections x {r['rate']:g} cmd/s on {r['instances']} instances: "
+                  f"{r['delivered']}/{r['expected']} delivered, p50 {r['p50_ms']:.0f} ms, p99 {r['p99_ms']:.0f} ms; "
+                  f"{r['cpu_us_per_update']:.1f} us CPU per update, floor "
+                  f"{r.get('floor_us_per_write', float('nan')):.1f} us (x{r.get('ratio_to_floor', float('nan')):.2f}); "
+                  "load generator "
+                  f"{r['load_generator_cpu_share']:.0%} of the machine's CPU", flush=True)
     out["floors"]["websocket_echo"] = websocket_floor()
     out["floors"]["polling"] = polling_floor(args.rate)
     f = out["floors"]
@@ -390,6 +557,7 @@ def main(argv=None) -> int:
           f"websocket echo p50 {f['websocket_echo']['p50_ms']:.2f} ms p99 {f['websocket_echo']['p99_ms']:.2f} ms | "
           f"1 s polling p50 {f['polling']['p50_ms']:.0f} ms p99 {f['polling']['p99_ms']:.0f} ms")
     out["wall_s"] = time.perf_counter() - t_start
+    out["load_avg_at_end"] = os.getloadavg()
     args.out.write_text(json.dumps(out, indent=1, default=float))
     png = args.out.with_suffix(".png")
     plot(out, png)

@@ -54,17 +54,45 @@ def _seq_values(content: dict, buffers: dict[str, bytes]) -> list[int]:
     return out
 
 
+_NUM_BUFFERS = re.compile(rb'"num_buffers":\s*(\d+)')
+
+
+def settle(raw: list, sent: dict[int, float], lat: list[float]) -> int:
+    """Decode the PATCH-DOC messages clients kept in ``raw`` (receipt time, frames) into
+    latencies; returns how many messages.  Decoding after the fact keeps the JSON work
+    of one client from delaying the receipt times of the next ones (10,000 clients
+    share this one process)."""
+    items = raw[:]
+    del raw[:len(items)]
+    for now, frames in items:
+        buffers = {json.loads(frames[i])["id"]: frames[i + 1] for i in range(3, len(frames), 2)}
+        for s in set(_seq_values(json.loads(frames[2]), buffers)):
+            t0 = sent.get(s)
+            if t0 is not None:
+                lat.append(now - t0)
+    return len(items)
+
+
 class LightClient(asyncio.Protocol):
     """A Bokeh session that only records when each streamed ``seq`` arrives.
 
     ``headers`` go into the upgrade request (e.g. the ``Cookie`` nginx hashes on).
-    ``lat`` collects seconds from ``sent[seq]`` to receipt; ``closed`` is set when
-    the server or the network ends the connection.
+    ``lat`` collects seconds from ``sent[seq]`` to receipt; with ``raw`` given, the
+    messages are only kept there with their receipt time, for :func:`settle` to decode
+    later.  ``closed`` is set when the server or the network ends the connection.
+
+    The server sends the document, the updates made since its cached copy, then OK to
+    the pull: those replayed updates are not deliveries and are not timed (``marker``
+    False: a server before issue 13, which sends no OK, is current from its reply on).
     """
 
     def __init__(self, url: str, token: str, sent: dict[int, float], lat: list[float],
-                 headers: dict[str, str] | None = None) -> None:
+                 headers: dict[str, str] | None = None, raw: list | None = None, marker: bool = True) -> None:
         self.url, self.token, self.sent, self.lat = url, token, sent, lat
+        self.raw = raw
+        self.marker = marker
+        self.current = False  # read past the replayed updates: PATCH-DOCs from now on are deliveries
+        self.need = 3
         self.headers = headers or {}
         self.ready = asyncio.Event()
         self.closed = asyncio.Event()
@@ -134,24 +162,35 @@ class LightClient(asyncio.Protocol):
 
     def frame(self, payload: bytes) -> None:
         self.frames.append(payload)
-        if len(self.frames) < 3:
-            return
-        head = json.loads(self.frames[0])
-        if len(self.frames) < 3 + 2 * head.get("num_buffers", 0):
+        if len(self.frames) == 1:  # the header: how many frames this message has
+            m = _NUM_BUFFERS.search(payload)
+            self.need = 3 + 2 * int(m.group(1)) if m else 3
+        if len(self.frames) < self.need:
             return
         frames, self.frames = self.frames, []
-        kind = head["msgtype"]
-        if kind == "ACK":
-            self.send_text(json.dumps({"msgid": "pull1", "msgtype": "PULL-DOC-REQ"}), "{}", "{}")
-        elif kind == "PULL-DOC-REPLY":
-            self.ready.set()
-        elif kind == "PATCH-DOC":
+        head = frames[0]
+        if b'"PATCH-DOC"' in head:
+            if not self.current:
+                return  # replayed with the document: not a delivery
             now = time.perf_counter()
+            if self.raw is not None:
+                if b"ColumnsStreamed" in frames[2]:
+                    self.raw.append((now, frames))
+                return
             buffers = {json.loads(frames[i])["id"]: frames[i + 1] for i in range(3, len(frames), 2)}
             for s in set(_seq_values(json.loads(frames[2]), buffers)):
                 t0 = self.sent.get(s)
                 if t0 is not None:
                     self.lat.append(now - t0)
+            return
+        kind = json.loads(head)["msgtype"]
+        if kind == "ACK":
+            self.send_text(json.dumps({"msgid": "pull1", "msgtype": "PULL-DOC-REQ"}), "{}", "{}")
+        elif kind == "PULL-DOC-REPLY":
+            self.current = not self.marker
+            self.ready.set()
+        elif kind == "OK" and b'"pull1"' in head:
+            self.current = True
 
     def send_text(self, *texts: str) -> None:
         out = bytearray()
@@ -274,3 +313,97 @@ class WebUser:
     @property
     def ws_url(self) -> str:
         return self.base.replace("http://", "ws://") + "/bokeh/dashboard/ws"
+
+
+# --- the floor: a pre-built frame to N plain tornado websockets ----------------------------
+FLOOR_SERVER = r"""
+import asyncio, json, sys, time
+import tornado.web, tornado.websocket
+conns = []
+class Sink(tornado.websocket.WebSocketHandler):
+    def check_origin(self, origin): return True
+    def open(self):
+        self.set_nodelay(True); conns.append(self)
+    def on_close(self):
+        if self in conns: conns.remove(self)
+class Blast(tornado.web.RequestHandler):
+    async def get(self):
+        count, size = int(self.get_argument("count")), int(self.get_argument("size"))
+        rate = float(self.get_argument("rate"))
+        frame = bytes([0x82, 127]) + size.to_bytes(8, "big") + b"x" * size
+        writes, t_next, c0 = 0, time.perf_counter(), time.process_time()
+        for _ in range(count):
+            for c in conns:  # the floor of issue 13: IOStream.write of one pre-built frame
+                c.ws_connection.stream.write(frame)
+            writes += len(conns)
+            t_next += 1.0 / rate
+            await asyncio.sleep(max(0.0, t_next - time.perf_counter()))
+        await asyncio.sleep(0.2)  # the writes' own callbacks run after the loop above: count them
+        cpu = time.process_time() - c0
+        self.write(json.dumps({"writes": writes, "cpu_s": cpu, "connections": len(conns)}))
+async def main():
+    tornado.web.Application([(r"/ws", Sink), (r"/blast", Blast)]).listen(int(sys.argv[1]), "127.0.0.1")
+    await asyncio.Event().wait()
+asyncio.run(main())
+"""
+
+
+class SinkClient(asyncio.Protocol):
+    """A websocket client that reads and discards (for the floor server)."""
+
+    def __init__(self) -> None:
+        self.ready = asyncio.Event()
+        self.received = 0
+        self.transport = None
+
+    async def connect(self, host: str, port: int) -> None:
+        loop = asyncio.get_running_loop()
+        self.transport, _ = await loop.create_connection(lambda: self, host, port)
+        key = base64.b64encode(os.urandom(16)).decode()
+        self.transport.write((f"GET /ws HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
+                              f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+                              "\r\n").encode())
+        await asyncio.wait_for(self.ready.wait(), 30)
+
+    def data_received(self, data: bytes) -> None:
+        if not self.ready.is_set():
+            self.ready.set()
+            return
+        self.received += len(data)
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+
+async def floor(n: int, size: int, rate: float, seconds: float) -> dict:
+    """CPU per connection-write of one pre-built ``size``-byte frame to ``n`` tornado
+    websockets at ``rate`` per second (a server process of its own, like an instance)."""
+    import subprocess
+    import sys
+
+    from tornado.httpclient import AsyncHTTPClient
+
+    from fleet_testing.ports import free_port, wait_port
+
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-c", FLOOR_SERVER, str(port)])
+    clients = []
+    try:
+        wait_port(port, 20)
+        for i in range(0, n, 100):
+            batch = [SinkClient() for _ in range(min(100, n - i))]
+            await asyncio.gather(*(c.connect("127.0.0.1", port) for c in batch))
+            clients += batch
+        await asyncio.sleep(0.5)
+        count = max(1, int(rate * seconds))
+        r = await AsyncHTTPClient().fetch(f"http://127.0.0.1:{port}/blast?count={count}&size={size}&rate={rate}",
+                                          request_timeout=seconds * 4 + 60)
+        out = json.loads(r.body)
+        out["us_per_write"] = out["cpu_s"] / max(1, out["writes"]) * 1e6
+        return out
+    finally:
+        for c in clients:
+            c.close()
+        proc.terminate()
+        proc.wait(5)

@@ -1,12 +1,10 @@
-"""In-process delivery tests: the fan-out and the documents, without Redis or a server.
+"""In-process document tests: the fan-out's shared documents, without Redis or a server.
 
 Commands go through the real pure core (``parse`` + ``step``) and are handed to the
 :class:`~app.instance.sessions.Fanout` exactly as the reader would hand them over.
 """
 
 from __future__ import annotations
-
-import asyncio
 
 import numpy as np
 import pytest
@@ -15,6 +13,7 @@ from bokeh.models import ColumnDataSource, DataTable, DatetimeAxis, FactorRange,
 
 from app.control import EMPTY, encode, parse, step
 from app.instance.sessions import Fanout
+from fleet_testing.pages import Page
 
 
 class Feed:
@@ -30,6 +29,12 @@ class Feed:
         self.n += 1
         if resolved is not None:
             self.fanout.on_command("d", f"{self.n}-0", resolved, self.state)
+
+
+def board(feed: Feed):
+    """The dashboard's shared document, built for a first viewer."""
+    Page(feed.fanout).pull()
+    return feed.fanout.boards["d"]
 
 
 def sources(doc: Document) -> dict[str, dict[str, list]]:
@@ -76,25 +81,26 @@ def script(feed: Feed) -> None:
     feed.publish("stream", name="prices", data={"t": ["2024-01-01T00:01:00"], "bid": [9], "ask": [9]})
 
 
-def test_live_session_and_late_session_show_the_folded_state():
+def test_live_viewer_and_late_viewer_show_the_folded_state():
     feed = Feed()
-    early = Document()
-    feed.fanout.open_session("s-early", "d", early)
+    early = Page(feed.fanout).pull()
     script(feed)
-    late = Document()
-    feed.fanout.open_session("s-late", "d", late)
+    late = Page(feed.fanout).pull()
+    early.sync()
     want = state_data(feed.state)
-    assert same(sources(early), want)
-    assert same(sources(late), want)
-    assert sources(early)["orders"]["id"] == [2.0, 3.0]  # rollover
-    assert sources(early)["counts"]["n"] == [10.0, 2.0, 3.0]  # patch then stream
+    assert same(early.sources(), want)
+    assert same(late.sources(), want)
+    assert early.sources()["orders"]["id"] == [2.0, 3.0]  # rollover
+    assert early.sources()["counts"]["n"] == [10.0, 2.0, 3.0]  # patch then stream
+    # the server's one document shows the same
+    assert same(sources(feed.fanout.boards["d"].doc), want)
 
 
 def test_specs_look_careful():
     feed = Feed()
     script(feed)
-    doc = Document()
-    view = feed.fanout.open_session("s", "d", doc)
+    view = board(feed)
+    doc = view.doc
     prices = view.dd.views["prices"].plot
     assert prices.sizing_mode == "stretch_width"
     assert any(isinstance(a, DatetimeAxis) for a in prices.below)
@@ -111,8 +117,8 @@ def test_specs_look_careful():
 
 def test_replace_swaps_only_that_figure_and_layout_keeps_models():
     feed = Feed()
-    doc = Document()
-    view = feed.fanout.open_session("s", "d", doc)
+    view = board(feed)
+    doc = view.doc
     feed.publish("replace", name="a", kind="line", data={"x": [1], "y": [1]})
     feed.publish("replace", name="b", kind="line", data={"x": [1], "y": [1]})
     a_plot, b_plot = view.dd.views["a"].plot, view.dd.views["b"].plot
@@ -134,91 +140,23 @@ def test_model_figure_is_rebuilt_from_json_item():
     p.scatter([1, 2, 3], [4, 5, 6], size=12)
     feed = Feed()
     feed.publish("figure", name="m", model=json_item(p))
-    doc = Document()
-    view = feed.fanout.open_session("s", "d", doc)
+    view = board(feed)
+    doc = view.doc
     root = view.dd.views["m"].root
     assert root.title.text == "custom" and root.document is doc
     feed.publish("set", name="m", title="renamed")
     assert view.dd.views["m"].root.title.text == "renamed"
 
 
-class FakeSession:
-    """Stands in for a ServerSession: the parts of its document-lock bookkeeping that
-    app.instance.wire.locked_on_loop uses (the lock is an asyncio.Lock)."""
-
-    def __init__(self) -> None:
-        self.destroyed = False
-        self._lock = asyncio.Lock()
-        self._pending_writes = None
-        self.calls = 0
-        self.expiry_blocks = 0
-
-    def block_expiration(self) -> None:
-        self.calls += 1
-        self.expiry_blocks += 1
-
-    def unblock_expiration(self) -> None:
-        self.expiry_blocks -= 1
-
-    async def _send_pending_patches(self, pending) -> None:
-        pass
-
-
-class FakeContext:
-    def __init__(self) -> None:
-        self._session = FakeSession()
-
-
-def test_lagging_session_coalesces_streams_in_order():
-    async def main():
-        feed = Feed()
-        feed.publish("replace", name="p", kind="line", data={"x": [0], "y": [0]})
-        ctx = FakeContext()
-        doc = Document()
-        feed.fanout.open_session("s", "d", doc, context=ctx)
-        events = []
-        doc.on_change(lambda ev: events.append(type(ev).__name__))
-        for i in range(1, 51):  # no await in between: the session falls behind
-            feed.publish("stream", name="p", data={"x": [i], "y": [i * i]}, rollover=1000)
-        feed.publish("patch", name="p", patches={"y": [[0, -1]]})
-        for i in range(51, 61):
-            feed.publish("stream", name="p", data={"x": [i], "y": [i * i]}, rollover=1000)
-        await feed.fanout.drain_all()
-        assert sources(doc) == state_data(feed.state)
-        assert sources(doc)["p"]["x"] == [float(i) for i in range(61)]
-        assert events == ["ColumnsStreamedEvent", "ColumnsPatchedEvent", "ColumnsStreamedEvent"]
-        assert feed.fanout.stats["coalesced"] == 49 + 9
-        assert ctx._session.calls == 1
-        assert feed.fanout.fanout_seconds.total == 61  # every command counted once
-
-    asyncio.run(main())
-
-
-def test_destroyed_session_is_dropped_and_others_continue():
-    async def main():
-        feed = Feed()
-        feed.publish("replace", name="p", kind="line", data={"x": [0], "y": [0]})
-        a, b = FakeContext(), FakeContext()
-        da, db = Document(), Document()
-        feed.fanout.open_session("a", "d", da, context=a)
-        feed.fanout.open_session("b", "d", db, context=b)
-        a._session.destroyed = True
-        feed.publish("stream", name="p", data={"x": [1], "y": [1]})
-        await feed.fanout.drain_all()
-        assert feed.fanout.session_count() == {"d": 1}
-        assert sources(db)["p"]["x"] == [0.0, 1.0]
-
-    asyncio.run(main())
-
-
-def test_reset_rebuilds_sessions_and_unknown_dashboard_refused():
+def test_reset_rebuilds_the_document_in_place_and_unknown_dashboard_refused():
     feed = Feed()
     feed.publish("replace", name="p", kind="line", data={"x": [0], "y": [0]})
-    doc = Document()
-    view = feed.fanout.open_session("s", "d", doc)
+    page = Page(feed.fanout).pull()
+    view = feed.fanout.boards["d"]
     feed.fanout.on_reset("d", EMPTY, "0-0")
-    assert sources(doc) == {} and view.dd.views == {}
+    assert sources(view.doc) == {} and view.dd.views == {}
+    assert page.sync().sources() == {} and not page.closed
     feed.fanout.on_reset("d", None, "0-0")
     assert "deleted" in view.dd.header.text
     with pytest.raises(LookupError):
-        feed.fanout.open_session("x", "other", Document())
+        feed.fanout.open_viewer(None, "other")

@@ -293,3 +293,56 @@ def test_stream_right_after_replace_in_one_batch_is_applied_once(bus, fleet_sett
             await c.close()
 
     asyncio.run(main())
+
+
+def test_what_a_viewer_sends_back_is_acknowledged_and_never_reaches_another_viewer(bus, fleet_settings,
+                                                                                   start_instance):
+    """A legend toggle, a range change and a table selection made in one page travel to
+    the server as PATCH-DOC: each gets OK, none is applied to the shared document, so
+    neither a viewer open at the time nor one opened afterwards sees it."""
+    publish(bus, "demo", encode("replace", name="p", kind="line", data={"seq": [0, 1], "a": [0.0, 1.0],
+                                                                       "b": [1.0, 0.0]}),
+            encode("replace", name="t", kind="table", data={"k": ["x", "y"]}))
+    inst = start_instance()
+
+    async def main():
+        from bokeh.models import ColumnDataSource, GlyphRenderer, Plot
+
+        one, two = await open_clients(inst, fleet_settings.secret_key, 2)
+
+        def renderers(c):
+            return sorted((m for m in c.doc.models if isinstance(m, GlyphRenderer)), key=lambda m: m.id)
+
+        def plot(c):
+            return next(m for m in c.doc.models if isinstance(m, Plot))
+
+        # what BokehJS does: the page's own change -> PATCH-DOC to the server
+        def send_patch(c, changes):
+            events = []
+            c.doc.on_change(events.append)
+            changes()
+            return c.protocol.create("PATCH-DOC", [e for e in events if hasattr(e, "to_serializable")])
+
+        from fleet_testing.bokeh import _Conn
+
+        for change in (lambda: setattr(renderers(one)[0], "visible", False),  # legend click
+                       lambda: setattr(plot(one).x_range, "start", 0.25),  # zoom
+                       lambda: setattr(next(m for m in one.doc.models if isinstance(m, ColumnDataSource)
+                                            and m.name == "t").selected, "indices", [1])):  # table row
+            msg = send_patch(one, change)
+            await msg.send(_Conn(one.ws))
+        publish(bus, "demo", encode("stream", name="p", data={"seq": [2], "a": [2.0], "b": [2.0]}))
+        await wait_for(lambda: len(two.data("p").get("seq", [])) == 3 and len(one.data("p").get("seq", [])) == 3,
+                       what="the next update on both")
+        assert all(r.visible for r in renderers(two)) and plot(two).x_range.start != 0.25
+        (three,) = await open_clients(inst, fleet_settings.secret_key, 1)
+        assert all(r.visible for r in renderers(three)) and plot(three).x_range.start != 0.25
+        assert not [m for m in three.doc.models if isinstance(m, ColumnDataSource) and m.selected.indices]
+        assert not one.closed.is_set()  # acknowledged, not refused
+        for c in (one, two, three):
+            await c.close()
+
+    asyncio.run(main())
+    m = inst.metrics()
+    assert m["fleet_sessions_opened_total"] == 3 and m["fleet_delivery_errors_total"] == 0
+    assert "protocol error" not in inst.log()

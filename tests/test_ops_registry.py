@@ -1,23 +1,23 @@
 """The op registry: one registration carries an op through every layer.
 
 A toy op ``shout`` (registered here only, as docs/architecture.md "How to add an op"
-walks through) goes parse -> fold -> a real Bokeh document -> the fan-out's
-coalescing, with no other change anywhere.  Pure and in-process: no Redis, no server.
+walks through) goes parse -> fold -> a real Bokeh document -> every viewer of the
+instance's shared document, with no other change anywhere.  Pure and in-process: no
+Redis, no server.
 """
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 from typing import ClassVar
 
 import pytest
-from bokeh.document import Document
 from bokeh_fleet import wire
 
 from app.control import EMPTY, Rejected, encode, ops, parse, step
 from app.control.state import DashboardState, FoldConfig
-from tests.test_instance_documents import FakeContext, Feed
+from fleet_testing.pages import Page
+from tests.test_instance_documents import Feed
 
 
 # --- the toy op, as the walkthrough writes it ---------------------------------------------
@@ -42,21 +42,16 @@ def fold_shout(state: DashboardState, cmd: Shout, cfg: FoldConfig):
     return {"title": cmd.text.upper() + "!"}, cmd
 
 
-RUNS: list[int] = []  # lengths of the runs apply_run was given
+APPLIED: list[str] = []  # the texts apply_shout was given, in order
 
 
 def apply_shout(dd, cmd: Shout, after: DashboardState) -> None:
+    APPLIED.append(cmd.text)
     dd._set_title(after)  # the document shows the state's title
 
 
-def apply_shout_run(dd, cmds: list[Shout], after: DashboardState) -> None:
-    RUNS.append(len(cmds))
-    dd._set_title(after)  # only the last one shows: set it once
-
-
 SHOUT = ops.OpSpec("shout", Shout, fields=frozenset({"text"}), required=frozenset({"text"}),
-                   parse=parse_shout, fold=fold_shout, coalesce=lambda cmd: "title",
-                   apply=apply_shout, apply_run=apply_shout_run)
+                   parse=parse_shout, fold=fold_shout, apply=apply_shout)
 
 
 @pytest.fixture
@@ -64,7 +59,7 @@ def shout():
     import app.instance.documents  # noqa: F401  (attaches the built-in ops' document hooks)
 
     ops.register(SHOUT)
-    RUNS.clear()
+    APPLIED.clear()
     yield
     ops.unregister("shout")
 
@@ -100,34 +95,32 @@ def test_toy_op_parses_encodes_and_folds(shout):
 
 
 def test_toy_op_reaches_a_bokeh_document(shout):
+    """Applied once to the dashboard's shared document, whatever the number of viewers."""
     feed = Feed()
     feed.publish("replace", name="p", kind="line", data={"x": [0], "y": [1]})
-    doc = Document()
-    view = feed.fanout.open_session("s", "d", doc)  # no Bokeh session yet: applied at once
+    pages = [Page(feed.fanout).pull() for _ in range(3)]
     feed.publish("shout", text="hi")
-    assert "HI!" in view.dd.header.text and doc.title == "HI!"
-    assert view.dd.state is feed.state
-    assert RUNS == []  # one command at a time: never a run
+    for page in pages:
+        assert page.sync().doc.title == "HI!"
+    board = feed.fanout.boards["d"]
+    assert "HI!" in board.dd.header.text and board.doc.title == "HI!"
+    assert board.dd.state is feed.state
+    assert APPLIED == ["hi"]  # once, not once per viewer
 
 
-def test_a_lagging_session_coalesces_the_toy_op(shout):
-    async def main():
-        feed = Feed()
-        feed.publish("replace", name="p", kind="line", data={"x": [0], "y": [1]})
-        doc = Document()
-        view = feed.fanout.open_session("s", "d", doc, context=FakeContext())
-        for i in range(5):  # no await in between: the session falls behind
-            feed.publish("shout", text=f"n{i}")
-        feed.publish("stream", name="p", data={"x": [1], "y": [2]})
-        for i in range(3):
-            feed.publish("shout", text=f"m{i}")
-        await feed.fanout.drain_all()
-        assert RUNS == [5, 3]
-        assert feed.fanout.stats["coalesced"] == 4 + 2
-        assert doc.title == "M2!" and "M2!" in view.dd.header.text
-        assert list(view.dd.views["p"].source.data["x"]) == [0, 1]
-
-    asyncio.run(main())
+def test_every_viewer_sees_the_toy_op_in_order(shout):
+    """The frames the fan-out writes carry the op's effect to every viewer's own
+    document; a viewer that opens later pulls the current state."""
+    feed = Feed()
+    feed.publish("replace", name="p", kind="line", data={"x": [0], "y": [1]})
+    early = [Page(feed.fanout).pull() for _ in range(2)]
+    for i in range(3):
+        feed.publish("shout", text=f"n{i}")
+    late = Page(feed.fanout).pull()
+    for page in [*early, late]:
+        page.sync()
+        assert page.doc is not None and page.doc.title == "N2!"
+    assert APPLIED == ["n0", "n1", "n2"]
 
 
 def test_builtin_ops_are_the_wire_tables():

@@ -103,11 +103,6 @@ class FigureModel(Command):
     model: dict | None = field(default=None, repr=False)
 
 
-def _stream_run(cmd: Stream) -> tuple[str | None, int | None]:
-    """Consecutive streams of one figure with the same rollover merge into one."""
-    return cmd.name, cmd.rollover
-
-
 def _spec(command: type[Command], parse: Any, fold: Any, **kw: Any) -> OpSpec:
     name = command.op
     return OpSpec(name, command, frozenset(wire.OP_FIELDS[name]), frozenset(wire.REQUIRED.get(name, ())),
@@ -116,8 +111,8 @@ def _spec(command: type[Command], parse: Any, fold: Any, **kw: Any) -> OpSpec:
 
 for _s in (
     _spec(Replace, protocol.parse_replace, state.fold_replace),
-    _spec(Stream, protocol.parse_stream, state.fold_stream, delta=True, coalesce=_stream_run),
-    _spec(Patch, protocol.parse_patch, state.fold_patch, delta=True),
+    _spec(Stream, protocol.parse_stream, state.fold_stream),
+    _spec(Patch, protocol.parse_patch, state.fold_patch),
     _spec(Clear, protocol.parse_nothing, state.fold_clear),
     _spec(Remove, protocol.parse_nothing, state.fold_remove),
     _spec(Layout, protocol.parse_layout, state.fold_layout),

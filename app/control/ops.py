@@ -2,20 +2,20 @@
 
 Parsing (:func:`app.control.protocol.parse`), encoding (:func:`app.control.protocol.encode`,
 which checks with the parser), folding (:func:`app.control.state.step`), applying to a
-Bokeh document (``app.instance.documents.DashboardDoc.apply``) and coalescing a lagging
-session's queue (``app.instance.sessions``) all look the op up here; none of them
+Bokeh document (``app.instance.documents.DashboardDoc.apply``, once per command on
+each instance's shared document of the dashboard) all look the op up here; none of them
 switches on op names.  Adding an op is one :func:`register` call with its typed command
 and its behaviour (docs/architecture.md, "How to add an op"); the built-in ops are
 registered by :mod:`app.control.commands`.
 
 The instance layer owns document code, so :func:`attach` fills in an op's document
-hooks from there (this module imports neither Bokeh nor the instance).  Pure: no I/O.
+hook from there (this module imports neither Bokeh nor the instance).  Pure: no I/O.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -50,8 +50,6 @@ Parser = Callable[[Mapping[str, bytes], Any], dict[str, Any]]
 Folder = Callable[[Any, Any, Any], tuple[dict[str, Any], Any]]
 #: ``apply(dashboard_doc, resolved_cmd, state_after)``
 Applier = Callable[[Any, Any, Any], None]
-#: ``apply_run(dashboard_doc, [resolved_cmd, ...], state_after_the_last)``
-RunApplier = Callable[[Any, list, Any], None]
 
 
 @dataclass(frozen=True)
@@ -59,11 +57,9 @@ class OpSpec:
     """Everything the layers need to know about one op.
 
     ``fields``/``required``: wire field names besides ``op``, ``id``, ``ts``.
-    ``delta``: applying it to a document sends only a delta (rows, patched cells), not
-    whole models; the fan-out may then batch later commands into the same write.
-    ``coalesce``: a key, or ``None``; consecutive queued commands of this op with equal
-    keys may be applied as one run by ``apply_run``.  ``apply``/``apply_run``: the
-    document hooks (see :func:`attach`).
+    ``apply``: the document hook (see :func:`attach`).  Every command is applied once,
+    as it arrives, to each instance's one shared document of its dashboard, so there
+    is nothing to coalesce (app/instance/sessions.py).
     """
 
     name: str
@@ -72,10 +68,7 @@ class OpSpec:
     required: frozenset[str]
     parse: Parser
     fold: Folder
-    delta: bool = False
-    coalesce: Callable[[Any], Hashable | None] | None = None
     apply: Applier | None = None
-    apply_run: RunApplier | None = None
 
 
 REGISTRY: dict[str, OpSpec] = {}
@@ -104,9 +97,9 @@ def unregister(name: str) -> None:
     REQUIRED.pop(name, None)
 
 
-def attach(name: str, apply: Applier, apply_run: RunApplier | None = None) -> None:
-    """Set an op's document hooks (called by the instance layer, which owns documents)."""
-    REGISTRY[name] = dataclasses.replace(get(name), apply=apply, apply_run=apply_run)
+def attach(name: str, apply: Applier) -> None:
+    """Set an op's document hook (called by the instance layer, which owns documents)."""
+    REGISTRY[name] = dataclasses.replace(get(name), apply=apply)
 
 
 def get(name: str) -> OpSpec:
@@ -115,17 +108,3 @@ def get(name: str) -> OpSpec:
     if spec is None:
         raise Rejected(f"unknown op {str(name)[:40]!r}; expected one of {', '.join(REGISTRY)}", "op")
     return spec
-
-
-def run_key(cmd: Command) -> tuple[str, Hashable] | None:
-    """The coalescing key of ``cmd`` (``None``: it is applied on its own)."""
-    spec = REGISTRY[cmd.op]
-    if spec.coalesce is None or spec.apply_run is None:
-        return None
-    key = spec.coalesce(cmd)
-    return None if key is None else (cmd.op, key)
-
-
-def sends_delta(cmd: Command) -> bool:
-    """Whether applying ``cmd`` sends only a delta (see :attr:`OpSpec.delta`)."""
-    return REGISTRY[cmd.op].delta

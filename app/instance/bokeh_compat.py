@@ -1,13 +1,12 @@
 """Every access to a private Bokeh (and Tornado websocket) attribute, in one place.
 
-The instance relies on a few internals that Bokeh does not promise to keep: the
-document lock and pending-write list of a ``ServerSession`` (app/instance/wire.py
-sends patches on the loop without the worker-thread hop), the session contexts of
-an application (a token may not re-open another dashboard's session), fixed model ids
-(app/instance/documents.py, pagestatus.py: one serialised message for all sessions),
-the ``gc`` module that ``Document.destroy`` calls (app/instance/teardown.py), the
-websocket subprotocol token and a message's binary buffers.  Nothing else in
-app/instance touches a ``_name`` of a Bokeh object.
+The instance relies on a few internals that Bokeh and Tornado do not promise to keep:
+fixed model ids (app/instance/documents.py, pagestatus.py), the ``gc`` module that
+``Document.destroy`` calls (app/instance/teardown.py), the websocket subprotocol token,
+a message's binary buffers (app/instance/wire.py builds its frames once), and a
+Tornado ``IOStream``'s write queue and socket (app/instance/sessions.py writes the same
+bytes to every viewer without a Future each, and cuts one whose queue grows too long).
+Nothing else in app/instance touches a ``_name`` of a Bokeh or Tornado object.
 
 :func:`check_version` runs at instance start-up and refuses a Bokeh outside
 ``SUPPORTED`` with a clear message; :func:`missing` lists the internals that are not
@@ -23,7 +22,7 @@ from typing import Any
 import bokeh
 import bokeh.document.document as bokeh_document
 from bokeh.core.types import ID
-from bokeh.server.session import ServerSession
+from tornado.iostream import BaseIOStream, IOStream, StreamClosedError
 
 SUPPORTED = ((3, 10), (3, 11))  # [lowest, first unsupported) major.minor, as pyproject pins
 
@@ -58,15 +57,6 @@ def message_buffers(message: Any) -> list:
     return message._buffers
 
 
-def tag_event(event: Any, key: tuple) -> None:
-    """Mark a change event whose serialised message may be shared under ``key``."""
-    event._fleet_key = key
-
-
-def event_tag(event: Any) -> tuple | None:
-    return getattr(event, "_fleet_key", None)
-
-
 def cached_frames(message: Any) -> bytes | None:
     return getattr(message, "_fleet_frames", None)
 
@@ -75,66 +65,38 @@ def cache_frames(message: Any, data: bytes) -> None:
     message._fleet_frames = data
 
 
-# --- sessions ------------------------------------------------------------------------------
-def session_document(session_context: Any) -> Any:
-    """The document of a session context (``on_session_created`` has no public one)."""
-    return session_context._document
-
-
-def context_session(session_context: Any) -> ServerSession | None:
-    """The ``ServerSession`` behind a session context (None before it exists)."""
-    return getattr(session_context, "_session", None) if session_context is not None else None
-
-
-def session_contexts(application_context: Any) -> dict:
-    """Session id -> session context of an application."""
-    return application_context._session_contexts
-
-
+# --- connections -----------------------------------------------------------------------------
 def websocket_token(handler: Any) -> str | None:
     """The token a websocket handler received in its subprotocol header."""
     return handler._token
 
 
-def websocket_compressed(connection: Any) -> bool:
-    """Whether a Tornado websocket connection compresses messages (permessage-deflate)."""
-    return bool(getattr(connection, "_compressor", None))
+def unsent_bytes(stream: Any) -> int:
+    """Bytes a tornado ``IOStream`` holds that the kernel has not taken yet."""
+    return len(stream._write_buffer)
 
 
-def pending_writes(session: Any) -> list | None:
-    """The patches ``session`` queued under its document lock (None outside the lock)."""
-    return getattr(session, "_pending_writes", None)
+def write_now(stream: Any, data: bytes) -> None:
+    """Write ``data`` to a tornado ``IOStream`` without waiting for anything.
 
-
-async def locked_on_loop(session: ServerSession, fn: Any, *args: Any) -> None:
-    """Run ``fn(*args)`` under the session's document lock, on the loop thread.
-
-    ``ServerSession.with_document_locked`` hops to a worker thread first (Bokeh 3.10
-    offloads every locked callback), one more thread round trip per session per
-    update.  This mirrors its bookkeeping (expiry block, lock, pending writes sent
-    before the lock is released) without the hop.
+    When nothing is queued, the bytes go straight to the socket (one ``send``, no
+    Future, as tornado's own write would do after its bookkeeping); whatever the kernel
+    does not take, and everything written while bytes are queued, goes through
+    ``stream.write`` behind the queue, so the order on the wire is the order of calls.
+    Raises ``StreamClosedError`` or ``OSError`` when the connection is gone.
     """
-    if session.destroyed:
+    if stream._write_buffer or type(stream) is not IOStream or stream._connecting:
+        stream.write(data)
         return
-    session.block_expiration()
+    sock = stream.socket
+    if sock is None:
+        raise StreamClosedError()
     try:
-        async with session._lock:
-            if session._pending_writes is not None:
-                raise RuntimeError("document lock invariant violated: pending writes outside the lock")
-            session._pending_writes = []
-            try:
-                fn(*args)
-            finally:
-                pending, session._pending_writes = session._pending_writes, None
-            if pending:
-                await session._send_pending_patches(pending)
-    finally:
-        session.unblock_expiration()
-
-
-def replace_send_pending_patches(fn: Any) -> None:
-    """Process-wide: ``ServerSession`` sends its queued patches with ``fn(self, pending)``."""
-    ServerSession._send_pending_patches = fn  # type: ignore[method-assign]  # the patch this module exists for
+        n = sock.send(data)
+    except (BlockingIOError, InterruptedError):
+        n = 0
+    if n < len(data):
+        stream.write(memoryview(data)[n:])
 
 
 def replace_document_gc(gc_like: Any) -> None:
@@ -153,19 +115,12 @@ def missing() -> list[str]:
     from bokeh.document import Document
     from bokeh.model import Model
     from bokeh.protocol.message import Message
-    from bokeh.server.contexts import ApplicationContext, BokehSessionContext
     from bokeh.server.views.ws import WSHandler
-    from tornado.websocket import WebSocketProtocol13
 
-    out = _init_sets(ServerSession, "_lock", "_pending_writes")
-    out += _init_sets(BokehSessionContext, "_document", "_session")
-    out += _init_sets(ApplicationContext, "_session_contexts")
-    out += _init_sets(WSHandler, "_token")
+    out = _init_sets(WSHandler, "_token")
     out += _init_sets(Message, "_buffers")
-    if "self._compressor =" not in inspect.getsource(WebSocketProtocol13):  # set when deflate is negotiated
-        out.append("tornado.websocket.WebSocketProtocol13._compressor")
-    if not inspect.iscoroutinefunction(getattr(ServerSession, "_send_pending_patches", None)):
-        out.append("bokeh.server.session.ServerSession._send_pending_patches")
+    out += _init_sets(BaseIOStream, "_write_buffer", "_connecting")
+    out += _init_sets(IOStream, "socket")
     id_getter = Model.__dict__["id"].fget  # the property itself (Model.id is typed as its value)
     if "_id" not in getattr(Model, "__annotations__", {}) or "self._id" not in inspect.getsource(id_getter):
         out.append("bokeh.model.Model._id")

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import html
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any, Literal
 
 import numpy as np
@@ -349,14 +349,6 @@ class DashboardDoc:
         hook(self, cmd, after)
         self.state = after
 
-    def apply_run(self, cmds: Sequence[Command], after: DashboardState) -> None:
-        """Apply consecutive commands with one coalescing key (see ``ops.run_key``) at once."""
-        if len(cmds) == 1:
-            self.apply(cmds[0], after)
-            return
-        ops.get(cmds[0].op).apply_run(self, list(cmds), after)  # type: ignore[misc]
-        self.state = after
-
     # --- helpers ----------------------------------------------------------------------
     def _set_title(self, state: DashboardState) -> None:
         # The page's one visible title (the web page template shows none of its own).
@@ -407,14 +399,6 @@ def _apply_stream(dd: DashboardDoc, cmd: Stream, after: DashboardState) -> None:
     dd.views[_named(cmd)].stream(cmd.data, cmd.rollover, after.figures[_named(cmd)])
 
 
-def _apply_stream_run(dd: DashboardDoc, cmds: list[Stream], after: DashboardState) -> None:
-    """Several consecutive ``stream`` commands of one figure as one ``source.stream``."""
-    datas = [cmd.data for cmd in cmds if cmd.data is not None]  # all of them: parse_stream requires data
-    merged = {c: np.concatenate([d[c] for d in datas]) for c in datas[0]}
-    name = _named(cmds[0])
-    dd.views[name].stream(merged, cmds[0].rollover, after.figures[name])
-
-
 def _apply_patch(dd: DashboardDoc, cmd: Patch, after: DashboardState) -> None:
     assert cmd.patches is not None  # parse_patch requires patches
     dd.views[_named(cmd)].patch(cmd.patches, after.figures[_named(cmd)])
@@ -448,7 +432,7 @@ def _apply_set(dd: DashboardDoc, cmd: SetProps, after: DashboardState) -> None:
         dd.views[cmd.name].set_props(after.figures[cmd.name])
 
 
-ops.attach("stream", _apply_stream, _apply_stream_run)
+ops.attach("stream", _apply_stream)
 ops.attach("patch", _apply_patch)
 ops.attach("replace", _apply_swap)
 ops.attach("figure", _apply_swap)

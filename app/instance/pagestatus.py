@@ -4,15 +4,17 @@ An open websocket says nothing about the data behind it: the instance's reader m
 have lost Redis, or the controller may have stopped publishing.  Every
 ``FLEET_PAGE_STATUS_SECONDS`` the instance works out, per dashboard, whether it is
 caught up with Redis and how old the newest command it applied is, and sets that
-(JSON text) as the ``tags`` of a hidden model in each session's document
+(JSON text) as the ``tags`` of a hidden model in each dashboard's document
 (:func:`model`); ``static/status.js`` turns it into "live · updated 3 s ago",
 "quiet" (no update for ``FLEET_PAGE_QUIET_SECONDS``: the controller is silent) or
 "stale" (this instance is not caught up, or has stopped talking to the page).
 
-A session gets a new value only when what it shows would otherwise be wrong: the
-status changed, newer data arrived than its extrapolated age says, or KEEPALIVE
-seconds passed (the page calls a server that said nothing for three keepalives
-stale).  The text carries no host names or error details, only what a viewer needs.
+A dashboard's shared document (:mod:`app.instance.sessions`) gets a new value only
+when what its pages show would otherwise be wrong: the status changed, newer data
+arrived than the extrapolated age says, or KEEPALIVE seconds passed (the page calls a
+server that said nothing for three keepalives stale).  A new value is one PATCH-DOC,
+written to every viewer of the dashboard like any other update.  The text carries
+no host names or error details, only what a viewer needs.
 """
 
 from __future__ import annotations
@@ -21,11 +23,11 @@ import asyncio
 import json
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from bokeh.models.widgets.markups import Div  # bokeh.models' stubs lack the widgets
 
-from app.instance import bokeh_compat, wire
+from app.instance import bokeh_compat
 
 if TYPE_CHECKING:
     from app.instance.server import Instance
@@ -41,12 +43,15 @@ AGE_SLACK = 1.5  # seconds a page's extrapolated age may be off before it gets a
 def model(dashboard: str) -> Div:
     """The hidden model that carries the status into a document (its ``tags[0]``).
 
-    It has the same id in every session of the dashboard, so one serialised message
-    serves them all (see :mod:`app.instance.wire`).
+    It has a fixed id per dashboard (the page's status.js finds it by name).
     """
     status = Div(visible=False, name=NAME, tags=[""])
     bokeh_compat.set_model_id(status, f"fleet:{dashboard}:status")  # before it joins a document
     return status
+
+
+def _set(status: Div, text: str) -> None:
+    status.tags = [text]
 
 
 def _id_seconds(entry_id: str) -> float | None:
@@ -57,17 +62,8 @@ def _id_seconds(entry_id: str) -> float | None:
     return ms / 1000.0 if ms > 0 else None
 
 
-def _set(status: Div, text: str, session: Any = None) -> None:
-    """Set the value; tag the change so that sessions sharing it share one message."""
-    start = wire.pending_count(session)
-    status.tags = [text]
-    for patch in (bokeh_compat.pending_writes(session) or [])[start:]:
-        if type(patch.event).__name__ == "ModelChangedEvent":
-            bokeh_compat.tag_event(patch.event, ("status", status.id, text))
-
-
 class PageStatus:
-    """Pushes each dashboard's freshness to the status model of its live sessions."""
+    """Pushes each dashboard's freshness to the status model of its shared document."""
 
     def __init__(self, instance: Instance) -> None:
         self.instance = instance
@@ -98,38 +94,31 @@ class PageStatus:
         return age is not None and abs(s_age + (now - s_at) - age) >= AGE_SLACK
 
     async def push(self) -> int:
-        """One round over every live session; returns how many got a new value."""
+        """One round over every dashboard document with viewers; returns how many
+        documents got a new value (each one PATCH-DOC to all of its viewers)."""
         now = time.monotonic()
         self.round += 1
-        jobs: list[Any] = []
-        for dashboard, views in list(self.instance.fanout.views.items()):
+        sent = 0
+        for dashboard, board in list(self.instance.fanout.boards.items()):
+            if not board.viewers:
+                continue
             ok, reason, age = self.current(dashboard)
+            if not self.due(board.dd.status_sent, ok, reason, age, now):
+                continue
             text = json.dumps({"ok": ok, "reason": reason, "age": None if age is None else round(age, 2),
                                "quiet": self.settings.page_quiet_seconds, "keepalive": KEEPALIVE,
                                "n": self.round})
-            for view in list(views.values()):
-                status = getattr(view.dd, "status", None)
-                if view.closed or status is None:
-                    continue
-                if not self.due(getattr(view.dd, "status_sent", None), ok, reason, age, now):
-                    continue
-                view.dd.status_sent = (ok, reason, age, now)
-                session = view.session
-                if session is None:  # not connected yet: nobody else touches this document
-                    _set(status, text)
-                elif not session.destroyed:
-                    jobs.append(wire.locked_on_loop(session, _set, status, text, session))
-        if jobs:
-            for res in await asyncio.gather(*jobs, return_exceptions=True):
-                if isinstance(res, Exception):
-                    log.debug("status not sent: %r", res)
-        return len(jobs)
+            board.dd.status_sent = (ok, reason, age, now)
+            board.update(_set, board.dd.status, text)
+            sent += 1
+        return sent
 
     async def run(self) -> None:
         interval = max(0.2, float(self.settings.page_status_seconds))
         while True:
             await asyncio.sleep(interval)
             try:
+                self.instance.fanout.sweep()
                 await self.push()
             except asyncio.CancelledError:
                 raise

@@ -1,39 +1,48 @@
-"""The Bokeh instance process: Bokeh's server run programmatically, plus the reader.
+"""The Bokeh instance process: Bokeh's HTTP side, the viewers' websockets, the reader.
 
 * URL prefix ``settings.bokeh_prefix`` (``/bokeh``), one application at
   ``/bokeh/dashboard``; session ids are external-signed with ``settings.secret_key``
   (passed explicitly: ``BOKEH_*`` variables are never relied upon); no cookie or
   header is copied into tokens.
-* A session shows the dashboard named in its signed token payload (``"dashboard"``);
+* A viewer shows the dashboard named in its signed token payload (``"dashboard"``);
   a request without a valid, unexpired token for a known dashboard is refused (HTTP
-  403 / websocket closed) before any document is built.
+  403 / websocket closed 1008).  ``autoload.js`` creates no Bokeh session: it only
+  checks the token and hands it back to the page.
+* The websocket (:class:`ViewerHandler`) is a connection to the dashboard's one shared
+  document (:mod:`app.instance.sessions`), not a Bokeh session: it answers ACK,
+  serves PULL-DOC-REQ from the cached serialisation, and acknowledges everything the
+  browser sends back (range changes, legend toggles, selections, initialisation
+  events) without applying it, so view state stays in each viewer's page.
 * The reader (:class:`app.bus.reader.Reader`) starts on the server's event loop
   after start-up and feeds :class:`app.instance.sessions.Fanout`.
-* Websockets run with ``TCP_NODELAY`` (a Bokeh message is several frames; with
-  Nagle on, later frames wait for a delayed ACK).
+* Websockets run with ``TCP_NODELAY`` and without compression: one message is written
+  as one buffer of pre-built frames, the same bytes for every viewer.
 * ``/healthz`` and ``/metrics`` (also under the prefix); a heartbeat to Redis.
-* Access bites: a session opens only while its token's user may view its dashboard
+* Access bites: a viewer connects only while its token's user may view its dashboard
   with the roles the token names (:mod:`app.bus.access`), and every
-  ``access_recheck_seconds`` the users of all live sessions are checked again; the
-  websockets of a removed user, a user whose access was revoked, whose roles or
-  password changed are closed (1008).  The same loop reads Redis memory for ``/metrics``.
+  ``access_recheck_seconds`` the users of all live connections are checked again; the
+  websockets of a removed user, a user whose access was revoked or whose roles
+  changed are closed (1008).  The same loop reads Redis memory for ``/metrics``.
 * A websocket whose URL also carries a ``bokeh-token`` is refused: the token nginx's
-  ``/auth/check`` approved and the one the session uses must be the same.
+  ``/auth/check`` approved and the one the connection uses must be the same.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import signal
 import socket
-from collections import Counter
+import time
+from collections import Counter, OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import urlsplit
 
 import uvloop
+from bokeh import __version__ as bokeh_version
 from bokeh.application import Application
 from bokeh.application.handlers.handler import Handler
 from bokeh.document import Document
@@ -44,7 +53,6 @@ from bokeh.server.views.ws import WSHandler
 from bokeh.util.token import get_session_id
 from tornado.httpserver import HTTPServer
 from tornado.ioloop import IOLoop
-from tornado.iostream import StreamClosedError
 from tornado.netutil import bind_sockets
 
 from app import tokens
@@ -55,13 +63,17 @@ from app.control.feeds import FeedReader
 from app.instance import bokeh_compat, teardown, wire
 from app.instance.endpoints import HealthHandler, MetricsHandler
 from app.instance.pagestatus import PageStatus
-from app.instance.sessions import Fanout
+from app.instance.sessions import Fanout, Histogram, Viewer
 from app.settings import Settings
 
 log = logging.getLogger("fleet.instance")
 access_log = logging.getLogger("fleet.instance.access")
 
 APP_PATH = "/dashboard"
+ACK = wire.simple("ACK")
+SERVER_INFO = {"version_info": {"bokeh": bokeh_version, "server": bokeh_version}}
+# Loop lag histogram buckets (seconds): how late a 5 ms timer fires.
+LAG_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 
 
 #: the ``reason`` label of fleet_sessions_refused_total (a bounded set; the log line has the detail)
@@ -69,88 +81,168 @@ REFUSAL_KINDS = ("token", "dashboard", "access", "request")
 
 
 class Refused(Exception):
-    """A session request that must not get a document; the message says why, ``kind``
-    (one of :data:`REFUSAL_KINDS`) is what the metrics count it as."""
+    """A request that must not be served; the message says why, ``kind`` (one of
+    :data:`REFUSAL_KINDS`) is what the metrics count it as."""
 
     def __init__(self, message: str, kind: str = "request") -> None:
         super().__init__(message)
         self.kind = kind if kind in REFUSAL_KINDS else "request"
 
 
-class NoDelayWSHandler(WSHandler):
-    """Bokeh's websocket handler with Nagle's algorithm off, writing each message in
-    one piece (see :func:`app.instance.wire.frames`)."""
+class ViewerHandler(WSHandler):
+    """A viewer's websocket: admitted by its token, then a connection to the shared
+    document of the token's dashboard (the server half of the Bokeh protocol, without
+    a Bokeh session).
 
-    async def send_message(self, message: Any) -> None:
-        conn = self.ws_connection
-        if conn is None or bokeh_compat.websocket_compressed(conn) or getattr(conn, "mask_outgoing", True):
-            return await super().send_message(message)
-        data = wire.frames(message)
-        try:
-            with await self.write_lock.acquire():
-                if conn.is_closing():
-                    raise StreamClosedError()
-                await conn.stream.write(data)  # type: ignore[union-attr]  # not closing: it has a stream
-        except StreamClosedError:
-            log.debug("message not sent: connection closed")  # on_close() handles the rest
+    Bokeh's ``WSHandler`` is the base for its origin check and subprotocol parsing only.
+    """
 
-    def open(self) -> None:
+    viewer: Viewer | None = None
+    _parts: list | None = None
+    _need = 0
+
+    def get_compression_options(self) -> None:
+        return None  # frames are built once for every viewer: never per-connection deflate
+
+    async def open(self) -> None:
         try:
             self.set_nodelay(True)
         except Exception:  # pragma: no cover - stream already closed
             pass
         app = self.application
-        if isinstance(app, FleetTornado) and self.selected_subprotocol == "bokeh":
+        token = bokeh_compat.websocket_token(self)
+        if not isinstance(app, FleetTornado):  # pragma: no cover - always ours
+            self.close(1011, "not a fleet instance")
+            return
+        try:
+            if self.selected_subprotocol != "bokeh" or not token:
+                raise Refused("no token in the subprotocol header", "token")
+            if self.request.query_arguments.get("bokeh-token"):
+                raise Refused("token in the URL as well as in the subprotocol header")
+            payload = app.check_token(token)
+            await app.check_access(token)
+        except Refused as exc:  # one log line and one counter for every refusal
+            app._refuse(exc, f"websocket from {self.request.remote_ip}", self.request)
+            self.close(1008, "session refused")
+            return
+        conn = self.ws_connection
+        if conn is None or conn.is_closing():  # gone during the access check
+            return
+        roles = payload.get("roles")
+        try:
+            self.viewer = app.instance.fanout.open_viewer(
+                conn.stream, payload["dashboard"], str(payload.get("user", ""))[:80],
+                tuple(roles) if isinstance(roles, list) else None, close=self._end, gen=payload.get("gen"))
+        except LookupError as exc:
+            app._refuse(Refused(str(exc), "dashboard"), f"websocket from {self.request.remote_ip}", self.request)
+            self.close(1008, "session refused")
+            return
+        self.viewer.send(ACK)
+
+    def _end(self, code: int, reason: str) -> None:
+        """Close from the server side: 1008 with a close frame; a viewer too far behind
+        is dropped at once (its close frame would wait behind the backlog)."""
+        conn = self.ws_connection
+        if conn is None:
+            return
+        if code == 1008:
+            self.close(code, reason)
+        elif conn.stream is not None:
+            conn.stream.close()
+
+    def on_message(self, message: str | bytes) -> None:  # type: ignore[override]
+        """Assemble one Bokeh message (header, metadata, content, buffers) and answer it."""
+        viewer = self.viewer
+        if viewer is None:
+            return
+        if self._parts is None:
             try:
-                if self.request.query_arguments.get("bokeh-token"):
-                    raise Refused("token in the URL as well as in the subprotocol header")
-                app.check_token(bokeh_compat.websocket_token(self))
-            except Refused as exc:  # one log line and one counter for every refusal
-                app._refuse(exc, f"websocket from {self.request.remote_ip}", self.request)
-                self.close(1008, "session refused")
-                return None
-        return super().open()  # type: ignore[return-value]  # Bokeh types it None; tornado awaits it if not
+                header = json.loads(message)
+                self._need = 3 + 2 * int(header.get("num_buffers", 0) or 0)
+                msgtype, msgid = str(header["msgtype"]), str(header["msgid"])
+            except Exception:
+                log.info("viewer protocol error: bad message header; closing it")
+                self.close(1003, "bad message header")
+                return
+            self._parts = [msgtype, msgid]
+            self._need -= 1
+            if self._need > 0:
+                return
+        else:
+            self._need -= 1
+            if self._need > 0:
+                return
+        msgtype, msgid = self._parts
+        self._parts = None
+        fanout = self.application.instance.fanout  # type: ignore[attr-defined]
+        if msgtype == "PULL-DOC-REQ":
+            fanout.pull(viewer, msgid)
+        elif msgtype == "SERVER-INFO-REQ":
+            viewer.send(wire.simple("SERVER-INFO-REPLY", msgid, SERVER_INFO))
+        else:
+            # PATCH-DOC (ranges, legend toggles, selections, initialisation events), EVENT,
+            # PUSH-DOC: that viewer's own business, acknowledged and never applied.
+            fanout.stats["viewer_messages_ignored"] += 1
+            viewer.send(wire.simple("OK", msgid))
+
+    def on_close(self) -> None:
+        if self.viewer is not None:
+            self.application.instance.fanout.close_viewer(self.viewer)  # type: ignore[attr-defined]
+            self.viewer = None
 
 
 class FleetHandler(Handler):
-    """Builds each session's document from the in-memory state of its dashboard.
-
-    Runs in ``on_session_created`` (always on the event loop thread, like the
-    reader), not in ``modify_document`` (which Bokeh 3.10 may run in a worker).
-    """
-
-    def __init__(self, instance: Instance) -> None:
-        super().__init__()
-        self.instance = instance
+    """The application's handler.  It builds nothing: autoload.js creates no Bokeh
+    session, and viewers see the shared documents of :mod:`app.instance.sessions`."""
 
     def modify_document(self, doc: Document) -> None:
         pass
 
-    async def on_session_created(self, session_context: Any) -> None:
-        payload = session_context.token_payload
-        doc = bokeh_compat.session_document(session_context)
-        self.instance.fanout.open_session(session_context.id, payload["dashboard"], doc,
-                                          context=session_context, user=str(payload.get("user", ""))[:80])
 
-    async def on_session_destroyed(self, session_context: Any) -> None:
-        payload = session_context.token_payload
-        self.instance.fanout.close_session(session_context.id, payload.get("dashboard", ""))
+class TokenSession:
+    """What Bokeh's autoload.js (and document page) handler gets instead of a session:
+    the checked token to hand back to the page, and an empty document for the page's
+    title.  The websocket then connects to the dashboard's shared document."""
+
+    _document = Document()
+
+    def __init__(self, token: str) -> None:
+        self.token = token
+        self.id = get_session_id(token)
+        self.document = self._document
 
 
 class FleetTornado(BokehTornado):
-    """BokehTornado that admits a session only for a valid token naming a known dashboard."""
+    """BokehTornado that admits a viewer only for a valid token naming a known dashboard."""
 
     instance: Instance
+    MAX_BOUND = 200_000  # session ids remembered (oldest forgotten first)
 
-    def check_token(self, token: str | None, session_id: str | None = None) -> str:
-        """Return the token's dashboard, or raise Refused."""
-        payload = tokens.check(token, self.secret_key, session_id=session_id)  # type: ignore[arg-type]  # Instance requires it
+    def check_token(self, token: str | None, session_id: str | None = None) -> dict:
+        """Return the token's payload, or raise Refused.  A session id stays bound to the
+        first dashboard a token showed with it (for the token lifetime): a token naming
+        another dashboard on the same id is refused."""
+        assert self.secret_key is not None  # Instance requires it (settings.require_secrets)
+        payload = tokens.check(token, self.secret_key, session_id=session_id)
         if isinstance(payload, str):
             raise Refused(payload, "token")
         dashboard = payload["dashboard"]
         if self.instance.state_of(dashboard) is None:
             raise Refused(f"unknown dashboard {dashboard!r}", "dashboard")
-        return dashboard
+        assert token is not None  # tokens.check refuses a missing one
+        self._bind(get_session_id(token), dashboard)
+        return payload
+
+    def _bind(self, sid: str, dashboard: str) -> None:
+        bound = self.__dict__.setdefault("_bound", OrderedDict())
+        now = time.monotonic()
+        while bound and (len(bound) > self.MAX_BOUND or next(iter(bound.values()))[1] < now):
+            bound.popitem(last=False)
+        seen = bound.get(sid)
+        if seen is not None and seen[0] != dashboard:
+            raise Refused("session exists for another dashboard")
+        if seen is None:
+            bound[sid] = (dashboard, now + float(self.instance.settings.session_token_expiration))
 
     async def check_access(self, token: str | None) -> None:
         """Raise Refused unless the token's user may (still) view its dashboard."""
@@ -181,33 +273,13 @@ class FleetTornado(BokehTornado):
         try:
             if len(values) > 1:
                 raise Refused("more than one token in the request")
-            dashboard = self.check_token(token)
-            self._check_existing(application_context, token, dashboard)
+            self.check_token(token)
             await self.check_access(token)
         except Refused as exc:
             self._refuse(exc, f"http from {request.remote_ip}", request)
             raise SessionError(403, str(exc)) from None
-        return await super().create_session(application_context, request)
-
-    async def create_session_if_needed(self, application_context: Any, session_id: Any,
-                                       request: Any = None, token: str | None = None) -> Any:
-        try:
-            dashboard = self.check_token(token, session_id)
-            self._check_existing(application_context, token, dashboard)
-            await self.check_access(token)
-        except Refused as exc:
-            from bokeh.protocol.exceptions import ProtocolError
-
-            self._refuse(exc, f"websocket from {getattr(request, 'remote_ip', '?')}", request)
-            raise ProtocolError(f"session refused: {exc}") from None
-        return await super().create_session_if_needed(application_context, session_id, request, token)
-
-    @staticmethod
-    def _check_existing(application_context: Any, token: str | None, dashboard: str) -> None:
-        sid = get_session_id(token) if token else None
-        ctx = bokeh_compat.session_contexts(application_context).get(sid) if sid else None
-        if ctx is not None and ctx.token_payload.get("dashboard") != dashboard:
-            raise Refused("session exists for another dashboard")
+        assert token is not None
+        return TokenSession(token)
 
 
 class Instance:
@@ -224,7 +296,12 @@ class Instance:
         where = port if host in ("", "0.0.0.0", "::", "127.0.0.1", "::1", "localhost") else f"{host}:{port}"
         self.instance_id = settings.instance_id or f"{socket.gethostname()}:{where}"
         self.keys = Keys(settings.key_prefix)
-        self.fanout = Fanout(self.state_of)
+        self.fanout = Fanout(self.state_of, viewer_buffer_bytes=settings.viewer_buffer_bytes,
+                             pull_cache_seconds=settings.pull_cache_seconds)
+        self.loop_lag = Histogram(LAG_BUCKETS)  # how late a 5 ms timer fires (stalls of the loop)
+        self.loop_lag_max = 0.0
+        self.loop_stall = Histogram(LAG_BUCKETS)  # the part of it the loop spent in its own callbacks
+        self.loop_stall_max = 0.0
         self._reader_factory = reader_factory or _bus_reader
         self.reader: FeedReader | None = None
         self.server: BaseServer | None = None
@@ -258,7 +335,6 @@ class Instance:
     def _build(self) -> None:
         bokeh_compat.check_version()  # before touching any Bokeh internal
         columns.warm_up()
-        wire.install()
         teardown.install()
         s = self.settings
         prefix = s.bokeh_prefix
@@ -267,7 +343,7 @@ class Instance:
         origins += [urlsplit(o).netloc for o in s.embed_origins if "://" in o]  # /embed/X.js pages
         common = {"instance": self}
         self.tornado = FleetTornado(
-            {APP_PATH: Application(FleetHandler(self))},
+            {APP_PATH: Application(FleetHandler())},
             prefix=prefix,
             extra_websocket_origins=origins,
             secret_key=s.secret_key.encode(),
@@ -290,7 +366,7 @@ class Instance:
                                           (r"/metrics", MetricsHandler, common)])
         for rule in self.tornado.wildcard_router.rules:
             if rule.target is WSHandler:
-                rule.target = NoDelayWSHandler
+                rule.target = ViewerHandler
         http = HTTPServer(self.tornado, xheaders=True)
         http.add_sockets(bind_sockets(self.port, self.host))
         self.server = BaseServer(IOLoop.current(), self.tornado, http)
@@ -305,12 +381,14 @@ class Instance:
         self._tasks.append(asyncio.get_running_loop().create_task(self._heartbeat(), name="heartbeat"))
         self._tasks.append(asyncio.get_running_loop().create_task(PageStatus(self).run(), name="page-status"))
         self._tasks.append(asyncio.get_running_loop().create_task(self._watch(), name="watch"))
+        self._tasks.append(asyncio.get_running_loop().create_task(self._keepalive(), name="keepalive"))
+        self._tasks.append(asyncio.get_running_loop().create_task(self._lag(), name="loop-lag"))
         log.info("instance %s serving http://%s:%d%s%s (pid %d)", self.instance_id, self.host, self.port,
                  self.settings.bokeh_prefix, APP_PATH, os.getpid())
 
     async def stop(self) -> None:
         for t in self._tasks:
-            if t.get_name() in ("heartbeat", "page-status", "watch"):
+            if t.get_name() in ("heartbeat", "page-status", "watch", "keepalive", "loop-lag"):
                 t.cancel()
         if self.reader is not None:
             await self.reader.stop()
@@ -320,6 +398,7 @@ class Instance:
                 await asyncio.wait_for(self._access_client.aclose(), 2)
             except Exception:
                 pass
+        self.fanout.close()
         if self.server is not None:
             try:  # orderly, but never hang a supervisord stop on slow session teardown
                 await asyncio.wait_for(self.server.stop_async(), 5)
@@ -350,7 +429,7 @@ class Instance:
             # times Redis's history went backwards under this instance (admin page)
             "history_rewinds": int(getattr(self.reader, "stats", {}).get("history_rewinds", 0)),
             # who is viewing what (admin page): bounded, see app.bus.heartbeat.viewers
-            "viewers": heartbeat.viewers((v.dashboard, u) for v, u, *_ in self._live()),
+            "viewers": heartbeat.viewers((v.dashboard, v.user) for v in self.fanout.all_viewers()),
         }
 
     async def _heartbeat(self) -> None:
@@ -394,32 +473,43 @@ class Instance:
             return None
         return found.get(key)
 
-    def _live(self) -> list[tuple[Any, str, tuple[str, ...] | None, str | None]]:
-        """(view, user, token roles, token gen) of every live session."""
-        out = []
-        for views in self.fanout.views.values():
-            for view in views.values():
-                payload = getattr(view.context, "token_payload", None) or {}
-                roles = payload.get("roles")
-                out.append((view, str(payload.get("user", view.user)),
-                            tuple(roles) if isinstance(roles, list) else None, payload.get("gen")))
-        return out
-
     async def recheck_sessions(self) -> int:
-        """Close the sessions whose user may no longer view them; returns how many."""
+        """Close the connections whose user may no longer view their dashboard; returns how many."""
         from app.bus.access import verdicts
 
-        live = self._live()
+        live = self.fanout.all_viewers()
         if not live:
             return 0
-        found = await verdicts(self._access(), self.keys, [(u, r, v.dashboard, gen) for v, u, r, gen in live],
-                               sso=bool(self.settings.sso_header))
+        asks = list({(v.user, v.roles, v.dashboard, v.gen): None for v in live})  # gen: see access_refusal
+        found = await verdicts(self._access(), self.keys, asks, sso=bool(self.settings.sso_header))
         closed = 0
-        for view, user, roles, gen in live:
-            reason = found.get((user, roles, view.dashboard, gen))
+        for viewer in live:
+            reason = found.get((viewer.user, viewer.roles, viewer.dashboard, viewer.gen))
             if reason:
-                closed += self.fanout.revoke_session(view, reason)
+                closed += self.fanout.revoke(viewer, reason)
         return closed
+
+    async def _keepalive(self) -> None:
+        """A websocket ping to every viewer every ``keep_alive_ms`` (proxies close idle ones)."""
+        seconds = max(1.0, self.settings.keep_alive_ms / 1000)
+        while True:
+            await asyncio.sleep(seconds)
+            self.fanout.ping_all()
+
+    async def _lag(self, period: float = 0.005) -> None:
+        """How late a ``period`` timer fires (``fleet_loop_lag_seconds``), and how much of
+        that the loop itself spent running callbacks (``fleet_loop_stall_seconds``: the
+        loop thread's CPU time in the late window; on a busy machine the rest is other
+        processes holding the cores)."""
+        while True:
+            t, cpu = time.perf_counter(), time.thread_time()
+            await asyncio.sleep(period)
+            lag = max(0.0, time.perf_counter() - t - period)
+            stall = min(lag, time.thread_time() - cpu)
+            self.loop_lag.observe(lag)
+            self.loop_stall.observe(stall)
+            self.loop_lag_max = max(self.loop_lag_max, lag)
+            self.loop_stall_max = max(self.loop_stall_max, stall)
 
     async def _watch(self) -> None:
         """Every ``access_recheck_seconds``: re-check live sessions, read Redis memory."""

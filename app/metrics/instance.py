@@ -18,12 +18,17 @@ if TYPE_CHECKING:
     from app.instance.server import Instance
 
 FANOUT_STATS = (
-    ("session_updates", "Updates applied to session documents (after coalescing)."),
-    ("coalesced", "Stream commands merged into a previous one for a lagging session."),
-    ("sessions_opened", "Sessions opened."),
-    ("sessions_closed", "Sessions closed."),
-    ("delivery_errors", "Session documents rebuilt after a failed update."),
-    ("sessions_revoked", "Live sessions closed because their user lost access."),
+    ("session_updates", "Updates written to viewer connections (one per connection per command)."),
+    ("sessions_opened", "Viewer connections opened."),
+    ("sessions_closed", "Viewer connections closed."),
+    ("delivery_errors", "Shared documents dropped after a failed update (their viewers resync)."),
+    ("sessions_revoked", "Live viewer connections closed because their user lost access."),
+    ("viewers_cut", "Viewer connections closed for falling behind (FLEET_VIEWER_BUFFER_BYTES unsent); "
+                    "each page reconnects and pulls the current state."),
+    ("pulls_served", "Document pulls served from the cached serialisation."),
+    ("snapshots", "Cached document serialisations made (worker thread)."),
+    ("viewer_messages_ignored", "Messages a browser sent back (ranges, legend toggles, selections): "
+                                "acknowledged, never applied to the shared document."),
 )
 READER_STATS = (
     ("reconnects", "Times the reader reconnected to Redis."),
@@ -102,17 +107,28 @@ class InstanceCollector:
             refused.add_metric([kind], inst.refusals.get(kind, 0))
         yield refused
         yield CounterMetricFamily("fleet_messages_serialised",
-                                  "Session update messages serialised (one per command when sessions share it).",
-                                  value=wire.stats["serialised"])
+                                  "Update messages serialised (one per command per dashboard: every viewer "
+                                  "gets those bytes).", value=wire.stats["serialised"])
         yield CounterMetricFamily("fleet_messages_shared",
-                                  "Session update messages reused from another session instead of serialised "
-                                  "again.", value=wire.stats["shared"])
+                                  "Update messages written to a further viewer without serialising again.",
+                                  value=wire.stats["shared"])
         yield _histogram("fleet_fanout_seconds",
-                         "Time from a command's arrival to its application in every live session.",
+                         "Time from a command's arrival to its write to every live viewer connection.",
                          fan.fanout_seconds)
         yield _histogram("fleet_command_age_seconds",
                          "Time from a command's publication (its ts field) to its application in every "
                          "live session.", fan.age_seconds)
+        if getattr(inst, "loop_lag", None) is not None:
+            yield _histogram("fleet_loop_lag_seconds",
+                             "How late a 5 ms timer on the instance's event loop fired (loop stalls).",
+                             inst.loop_lag)
+            yield _histogram("fleet_loop_stall_seconds",
+                             "The part of that lateness the loop thread spent running callbacks "
+                             "(its CPU time).", inst.loop_stall)
+            yield GaugeMetricFamily("fleet_loop_lag_max_seconds", "Latest a 5 ms timer fired, since start.",
+                                    value=float(inst.loop_lag_max))
+            yield GaugeMetricFamily("fleet_loop_stall_max_seconds", "Longest loop stall (callbacks) since start.",
+                                    value=float(inst.loop_stall_max))
         mem = getattr(inst, "redis_memory", None) or {}
         if mem:
             yield GaugeMetricFamily("fleet_redis_used_memory_bytes", "Redis used_memory (INFO memory).",
