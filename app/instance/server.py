@@ -52,6 +52,7 @@ from app.control import columns
 from app.instance import bokeh_compat, teardown, wire
 from app.instance.endpoints import HealthHandler, MetricsHandler
 from app.instance.pagestatus import PageStatus
+from app.instance.series import SeriesHandler
 from app.instance.sessions import Fanout
 from app.settings import Settings
 
@@ -248,6 +249,7 @@ class Instance:
             extra_patterns=[
                 (r"/healthz", HealthHandler, common),
                 (r"/metrics", MetricsHandler, common),
+                (r"/series", SeriesHandler, common),  # detail of long series (app/instance/series.py)
             ],
         )
         self.tornado.instance = self
