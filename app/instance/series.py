@@ -45,7 +45,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("fleet.instance.series")
 
-REDUCE_ABOVE_ROWS = 50_000  # figures longer than this show a reduced view
+REDUCE_ABOVE_ROWS = 50_000  # figures longer than this show a reduced view (FLEET_REDUCE_ABOVE_ROWS; 0: never)
 OVERVIEW_BUCKETS = 2000  # the shared view: at most 4 rows per bucket and y column
 REDUCE_INTERVAL_S = 0.5  # while streaming, re-reduce the shared view at most this often
 MAX_PX = 8192  # detail requests: plot width in pixels (buckets) at most
@@ -59,9 +59,15 @@ stats = {"overviews": 0, "detail_requests": 0, "detail_refused": 0}
 
 
 # --- the shared, reduced view -------------------------------------------------------------
+def configure(settings: Any) -> None:
+    """Take ``FLEET_REDUCE_ABOVE_ROWS`` (the instance calls this once at start-up)."""
+    global REDUCE_ABOVE_ROWS
+    REDUCE_ABOVE_ROWS = int(settings.reduce_above_rows)
+
+
 def reducible(fig: Figure) -> bool:
     """Whether ``fig`` is long enough and of a kind to show reduced (x order not checked)."""
-    if fig.kind not in KINDS or fig.x_axis_type == "categorical" or fig.length <= REDUCE_ABOVE_ROWS:
+    if REDUCE_ABOVE_ROWS <= 0 or fig.kind not in KINDS or fig.x_axis_type == "categorical" or fig.length <= REDUCE_ABOVE_ROWS:
         return False
     return all(c in fig.data and cols.kind_of(fig.data[c]) == "number" for c in (fig.x, *fig.y))
 

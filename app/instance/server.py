@@ -49,7 +49,7 @@ from tornado.netutil import bind_sockets
 from app import tokens
 from app.bus.keys import Keys
 from app.control import columns
-from app.instance import bokeh_compat, teardown, wire
+from app.instance import bokeh_compat, series, teardown, wire
 from app.instance.endpoints import HealthHandler, MetricsHandler
 from app.instance.pagestatus import PageStatus
 from app.instance.series import SeriesHandler
@@ -225,6 +225,7 @@ class Instance:
     def _build(self) -> None:
         bokeh_compat.check_version()  # before touching any Bokeh internal
         columns.warm_up()
+        series.configure(self.settings)
         wire.install()
         teardown.install()
         s = self.settings
