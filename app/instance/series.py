@@ -53,6 +53,7 @@ TAG = "fleet-reduced"  # tags of a data source that holds a reduced view (series
 KINDS = ("line", "step", "area", "scatter")
 
 _overviews: weakref.WeakKeyDictionary[Figure, dict | None] = weakref.WeakKeyDictionary()
+_facts: weakref.WeakKeyDictionary[Figure, tuple[bool, float | None, float | None]] = weakref.WeakKeyDictionary()
 _decisions: weakref.WeakKeyDictionary[Figure, bool] = weakref.WeakKeyDictionary()
 _last_reduced: dict[tuple[str, str, int], float] = {}
 stats = {"overviews": 0, "detail_requests": 0, "detail_refused": 0}
@@ -67,9 +68,24 @@ def configure(settings: Any) -> None:
 
 def reducible(fig: Figure) -> bool:
     """Whether ``fig`` is long enough and of a kind to show reduced (x order not checked)."""
-    if REDUCE_ABOVE_ROWS <= 0 or fig.kind not in KINDS or fig.x_axis_type == "categorical" or fig.length <= REDUCE_ABOVE_ROWS:
+    if REDUCE_ABOVE_ROWS <= 0 or fig.length <= REDUCE_ABOVE_ROWS:
+        return False
+    if fig.kind not in KINDS or fig.x_axis_type == "categorical":
         return False
     return all(c in fig.data and cols.kind_of(fig.data[c]) == "number" for c in (fig.x, *fig.y))
+
+
+def x_facts(fig: Figure) -> tuple[bool, float | None, float | None]:
+    """(x sorted, first finite x, last finite x) of ``fig``, computed once per figure state
+    (a pass over every row: too slow to repeat for each detail request)."""
+    facts = _facts.get(fig)
+    if facts is None:
+        x = fig.data[fig.x]
+        ok = reduce.is_sorted(x)
+        finite = np.flatnonzero(np.isfinite(x)) if ok else ()
+        facts = (ok, float(x[finite[0]]) if len(finite) else None, float(x[finite[-1]]) if len(finite) else None)
+        _facts[fig] = facts
+    return facts
 
 
 def overview(fig: Figure) -> dict[str, np.ndarray] | None:
@@ -81,7 +97,7 @@ def overview(fig: Figure) -> dict[str, np.ndarray] | None:
         return _overviews[fig]
     x = fig.data[fig.x]
     out = None
-    if reduce.is_sorted(x):
+    if x_facts(fig)[0]:
         idx = reduce.minmax(x, [fig.data[y] for y in fig.y], OVERVIEW_BUCKETS)
         out = {c: _frozen(a[idx]) for c, a in fig.data.items()}
         stats["overviews"] += 1
@@ -135,7 +151,8 @@ def detail(fig: Figure, x0: float | None, x1: float | None, px: int, method: str
     """The rows of ``fig`` in ``[x0, x1]`` (plus one on each side) reduced to ``px``
     pixel columns; every row when there are few enough (``exact``)."""
     x = fig.data[fig.x]
-    if not reduce.is_sorted(x):
+    ok, x_min, x_max = x_facts(fig)
+    if not ok:
         raise Refused(409, f"figure {fig.name!r}: x is not sorted; no detail view")
     lo, hi = reduce.window(x, x0, x1)
     if method == "lttb":
@@ -143,10 +160,8 @@ def detail(fig: Figure, x0: float | None, x1: float | None, px: int, method: str
         idx = lo + reduce.lttb(x[lo:hi], ys[lo:hi], max(3, 2 * px))
     else:
         idx = reduce.minmax(x, [fig.data[y] for y in fig.y], px, lo, hi)
-    finite = x[np.isfinite(x)]
     return {
-        "figure": fig.name, "version": fig.version, "rows": fig.length,
-        "x_min": float(finite[0]) if len(finite) else None, "x_max": float(finite[-1]) if len(finite) else None,
+        "figure": fig.name, "version": fig.version, "rows": fig.length, "x_min": x_min, "x_max": x_max,
         "lo": lo, "hi": hi, "exact": len(idx) == hi - lo,
         "columns": {c: cols.to_jsonable(a[idx]) for c, a in fig.data.items()},
     }
