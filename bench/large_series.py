@@ -4,7 +4,8 @@ For each mode it starts a real stack (supervisord, Redis, nginx, gunicorn, one B
 instance, compactor) with ``FLEET_MAX_FIGURE_ROWS=rows`` and
 ``FLEET_MAX_DASHBOARD_CELLS=2*rows``, publishes ``--rows`` rows of one x/y line
 figure in 100,000-row ``stream`` commands (Arrow), waits until the instance has
-folded them, then, in Debian's headless Chromium logged in through the form:
+folded them and the compactor has written their snapshot, then, in Debian's headless
+Chromium logged in through the form:
 
 * **open**: ``GET /d/<dashboard>`` until the figure's data is in the page and two
   animation frames have passed (``--opens`` fresh pages; wall time and the page's own
@@ -94,7 +95,27 @@ def publish(stack: Stack, rows: int) -> float:
         for i, start in enumerate(range(CHUNK, rows, CHUNK)):
             last = ctl.stream(DASHBOARD, FIGURE, series_columns(start, min(CHUNK, rows - start), i + 1))
         ctl.wait_applied(last, timeout=600)
-    return time.perf_counter() - t0
+        took = time.perf_counter() - t0
+        settle(ctl.redis, ctl.keys, last)
+    return took
+
+
+def settle(client, keys, last_id: str, timeout: float = 300.0) -> None:
+    """Wait until the compactor has snapshotted the last command and Redis is not
+    rewriting its AOF: writing the snapshot of a multi-million-row state (JSON, base64
+    columns: ~107 MB for 5M x/y rows) blocks Redis for a second or two, which would
+    land in the middle of the measurements."""
+    deadline = time.monotonic() + timeout
+    field = f"snapshot:{DASHBOARD}"
+    while time.monotonic() < deadline:
+        raw = client.hget(keys.compactor_status, field)
+        done = raw is not None and raw.decode().split()[0] == last_id
+        busy = client.info("persistence")
+        if done and not busy.get("aof_rewrite_in_progress") and not busy.get("rdb_bgsave_in_progress"):
+            time.sleep(3.0)
+            return
+        time.sleep(0.5)
+    print(f"warning: the compactor did not snapshot {last_id} within {timeout:.0f} s", flush=True)
 
 
 def renderer_rss(browser) -> int:

@@ -120,6 +120,8 @@ def main() -> int:
     ap.add_argument("--every", type=float, default=3.0, help="seconds between replaces")
     ap.add_argument("--sample", type=float, default=10.0, help="seconds between samples")
     ap.add_argument("--rows", type=int, default=2000)
+    ap.add_argument("--no-prune", action="store_true",
+                    help="baseline: the page does not prune unreachable models (series.js opt-out)")
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "figures" / "replace_memory.json")
     args = ap.parse_args()
 
@@ -144,6 +146,8 @@ def main() -> int:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
             try:
                 ctx, page = login(browser, stack.url, USER, PASSWORD)
+                if args.no_prune:
+                    page.add_init_script("window.__fleet_prune = false;")
                 open_dashboard(page, stack.url, DASHBOARD)
                 cdp = ctx.new_cdp_session(page)
                 worker = threading.Thread(target=controller, args=(stack, args.rows, args.every, stop, counter),
@@ -171,13 +175,14 @@ def main() -> int:
     verdict = "FLAT" if not grows and heap_growth < 5.0 else "GROWS"
     meta = {"machine": f"{platform.node()} {os.cpu_count()} cores, {platform.platform()}",
             "loadavg_at_end": os.getloadavg(), "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-            "seconds": args.seconds, "every": args.every, "rows": args.rows}
+            "seconds": args.seconds, "every": args.every, "rows": args.rows, "prune": not args.no_prune}
     result = {"meta": meta, "replaces": counter[0], "slopes_per_hour": slopes, "grows": grows,
               "verdict": verdict, "first": first, "last": last_s, "samples": samples}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")
     plot(samples, args.out.with_suffix(".png"),
-         f"page under replace every {args.every:g} s ({counter[0]} replaces in {args.seconds / 60:.0f} min): {verdict}")
+         f"page under replace every {args.every:g} s ({counter[0]} replaces in {args.seconds / 60:.0f} min"
+         f"{', no pruning' if args.no_prune else ''}): {verdict}")
     print(f"\n{counter[0]} replaces in {args.seconds:.0f} s; second-half slopes per hour: {slopes}")
     print(f"first: {first}\nlast:  {last_s}")
     print(f"verdict: {verdict} (models/views above their first-quarter peak: {grows or 'none'}; "

@@ -11,6 +11,13 @@
 // stream, a re-reduction) triggers a fresh request, at most once a second.
 // A page script, not a CustomJS model (the pages' CSP has no 'unsafe-eval').
 // window.__fleet_series counts requests, answers and errors (tests, benchmarks).
+//
+// Page memory under replace (see prune() below): BokehJS 3.10 forgets the models a
+// server patch made unreachable (a replaced figure's plot, glyphs, tools, data
+// source) only in a recomputation it throttles to once every 30 s; with a controller
+// replacing figures every few seconds, ten figures' worth of models, their columns and
+// the DOM their old views held stay alive.  After a patch that brought new models this
+// script asks for the recomputation at once.
 (function () {
   "use strict";
   const w = window;
@@ -20,6 +27,27 @@
   const DEBOUNCE_MS = 120, SERVER_CHANGE_MS = 1000, MAX_PX = 8192;
   const st = w.__fleet_series = {hooked: 0, requests: 0, applied: 0, errors: 0, last: null};
   const hooked = new WeakSet();
+  const pruned = new WeakSet();
+
+  // Drop unreachable models as soon as a patch has added models (a replace), not up to
+  // 30 s later.  Document._recompute_all_models is BokehJS-internal (3.10): without it,
+  // nothing is pruned early and BokehJS's own timer still does it.  A page that sets
+  // window.__fleet_prune = false before this script runs opts out (the benchmark's baseline).
+  function prune(doc) {
+    if (w.__fleet_prune === false || pruned.has(doc) || typeof doc._recompute_all_models !== "function" || !(doc._all_models instanceof Map)) return;
+    pruned.add(doc);
+    let known = doc._all_models.size, pending = false;
+    doc.on_change(() => {
+      if (pending || doc._all_models.size <= known) return;
+      pending = true;
+      setTimeout(() => {  // after the whole patch is applied
+        pending = false;
+        doc._recompute_all_models();
+        known = doc._all_models.size;
+        st.pruned = (st.pruned || 0) + 1;
+      }, 0);
+    }, true);
+  }
 
   // The token and the instance URL of this page's session: those of its autoload
   // request (app/web/embed.py fetches .../dashboard/autoload.js?...&bokeh-token=...).
@@ -109,6 +137,7 @@
   }
 
   function hook(doc) {
+    prune(doc);
     let models;
     try { models = Array.from(doc.all_models); } catch (e) { return; }
     for (const src of models) {
