@@ -12,8 +12,8 @@ Every ``--sample`` seconds, after a forced GC (CDP ``HeapProfiler.collectGarbage
 * the models in ``Bokeh.documents[0]`` and the views under the page's root views
   (what leaks if BokehJS keeps old models or views after a replace).
 
-It prints the slope of each over the second half of the run (per hour) and a verdict,
-and writes JSON + PNG (``--out``, default ``docs/figures/replace_memory.json``).
+It prints a verdict (see :func:`verdict`) and the slope of each over the second half of
+the run (per hour), and writes JSON + PNG (``--out``, default ``docs/figures/replace_memory.json``).
 
     .venv/bin/python bench/replace_memory.py                  # 3 minutes
     .venv/bin/python bench/replace_memory.py --seconds 3600   # the hour
@@ -89,6 +89,36 @@ def slope_per_hour(samples: list[dict], key: str) -> float:
     return float(np.polyfit(t, v, 1)[0])
 
 
+def verdict(samples: list[dict]) -> dict:
+    """FLAT: the models and views in the page are the same number at every sample, and
+    the peak of heap + array buffers in the last quarter of the run is within 10 % (or
+    2 MB) of the peak in the second quarter (the first is warm-up).  BOUNDED: not flat,
+    but no higher at the end than in the second quarter (e.g. BokehJS's own 30 s
+    sawtooth).  GROWS: higher at the end."""
+    q = max(1, len(samples) // 4)
+    second, last = samples[q:2 * q] or samples, samples[-q:]
+    mem = [s["heap_mb"] + s["buffers_mb"] for s in samples]
+    peak2, peak4 = max(mem[q:2 * q] or mem), max(mem[-q:])
+    models = {s["models"] for s in samples[1:]}
+    views = {s["views"] for s in samples[1:]}
+    within = peak4 <= peak2 * 1.1 + 2.0 and max(s["models"] for s in last) <= max(s["models"] for s in second)
+    word = "FLAT" if within and len(models) == 1 and len(views) == 1 else "BOUNDED" if within else "GROWS"
+    keys = ("heap_mb", "buffers_mb", "models", "views", "nodes", "listeners")
+    return {"verdict": word, "mem_peak_q2_mb": round(peak2, 2), "mem_peak_q4_mb": round(peak4, 2),
+            "models_seen": sorted(models), "views_seen": sorted(views),
+            "slopes_per_hour_second_half": {k: round(slope_per_hour(samples, k), 2) for k in keys},
+            "first": samples[0], "last": samples[-1]}
+
+
+def report(v: dict) -> None:
+    print(f"first: {v['first']}\nlast:  {v['last']}")
+    print(f"models in the page over the run: {v['models_seen'][:8]}{' ...' if len(v['models_seen']) > 8 else ''}; "
+          f"views: {v['views_seen'][:8]}")
+    print(f"heap + buffers peak: second quarter {v['mem_peak_q2_mb']} MB, last quarter {v['mem_peak_q4_mb']} MB; "
+          f"second-half slopes per hour: {v['slopes_per_hour_second_half']}")
+    print(f"verdict: {v['verdict']}")
+
+
 def plot(samples: list[dict], path: Path, title: str) -> None:
     import matplotlib
 
@@ -123,7 +153,11 @@ def main() -> int:
     ap.add_argument("--no-prune", action="store_true",
                     help="baseline: the page does not prune unreachable models (series.js opt-out)")
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "figures" / "replace_memory.json")
+    ap.add_argument("--analyse", type=Path, help="print the verdict of an earlier run's JSON and stop")
     args = ap.parse_args()
+    if args.analyse:
+        report(verdict(json.loads(args.analyse.read_text())["samples"]))
+        return 0
 
     from playwright.sync_api import sync_playwright
 
@@ -167,26 +201,18 @@ def main() -> int:
     finally:
         stop.set()
         stack.stop()
-    keys = ("heap_mb", "buffers_mb", "models", "views", "nodes", "listeners")
-    slopes = {k: round(slope_per_hour(samples, k), 2) for k in keys}
-    first, last_s = samples[0], samples[-1]
-    grows = [k for k in ("models", "views") if last_s[k] > max(s[k] for s in samples[: max(2, len(samples) // 4)])]
-    heap_growth = slopes["heap_mb"] + slopes["buffers_mb"]
-    verdict = "FLAT" if not grows and heap_growth < 5.0 else "GROWS"
+    v = verdict(samples)
     meta = {"machine": f"{platform.node()} {os.cpu_count()} cores, {platform.platform()}",
             "loadavg_at_end": os.getloadavg(), "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
             "seconds": args.seconds, "every": args.every, "rows": args.rows, "prune": not args.no_prune}
-    result = {"meta": meta, "replaces": counter[0], "slopes_per_hour": slopes, "grows": grows,
-              "verdict": verdict, "first": first, "last": last_s, "samples": samples}
+    result = {"meta": meta, "replaces": counter[0], **v, "samples": samples}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")
     plot(samples, args.out.with_suffix(".png"),
          f"page under replace every {args.every:g} s ({counter[0]} replaces in {args.seconds / 60:.0f} min"
-         f"{', no pruning' if args.no_prune else ''}): {verdict}")
-    print(f"\n{counter[0]} replaces in {args.seconds:.0f} s; second-half slopes per hour: {slopes}")
-    print(f"first: {first}\nlast:  {last_s}")
-    print(f"verdict: {verdict} (models/views above their first-quarter peak: {grows or 'none'}; "
-          f"heap+buffers {heap_growth:+.2f} MB/h; threshold 5 MB/h)")
+         f"{', no pruning' if args.no_prune else ''}): {v['verdict']}")
+    print(f"\n{counter[0]} replaces in {args.seconds:.0f} s")
+    report(v)
     print(f"load average at the end: {meta['loadavg_at_end']}; wrote {args.out} and {args.out.with_suffix('.png')}")
     return 0
 
