@@ -24,7 +24,7 @@
   if (w.__fleet_series_hooked) return;
   w.__fleet_series_hooked = true;
   const TAG = "fleet-reduced";
-  const DEBOUNCE_MS = 120, SERVER_CHANGE_MS = 1000, MAX_PX = 8192;
+  const DEBOUNCE_MS = 80, SERVER_CHANGE_MS = 1000, MAX_PX = 8192;
   const st = w.__fleet_series = {hooked: 0, requests: 0, applied: 0, errors: 0, last: null};
   const hooked = new WeakSet();
   const pruned = new WeakSet();
