@@ -84,6 +84,15 @@ def test_lttb_nan_and_short() -> None:
     assert reduce.lttb(x[:10], y[:10], 50).tolist() == list(range(1, 10))
 
 
+def test_window_with_nan_x() -> None:
+    x = np.arange(100, dtype=np.float64)
+    x[[3, 50, 51, 97]] = np.nan  # rows without a place on the axis: searchsorted would be wrong
+    assert reduce.window(x, 40.0, 60.0, pad=0) == (40, 61)
+    assert reduce.window(x, 40.0, 60.0) == (39, 62)
+    assert reduce.window(x, None, 5.0, pad=0) == (0, 6)
+    assert reduce.window(x, 200.0, 300.0, pad=0) == (100, 100)
+
+
 def test_is_sorted() -> None:
     assert reduce.is_sorted(np.array([1.0, 1.0, np.nan, 2.0]))
     assert not reduce.is_sorted(np.array([1.0, 3.0, 2.0]))

@@ -33,12 +33,21 @@ def is_sorted(x: np.ndarray) -> bool:
     return bool(np.all(finite[1:] >= finite[:-1]))
 
 
-def window(x: np.ndarray, x0: float | None, x1: float | None, pad: int = 1) -> tuple[int, int]:
+def window(x: np.ndarray, x0: float | None, x1: float | None, pad: int = 1,
+           has_nan: bool | None = None) -> tuple[int, int]:
     """Row range ``[lo, hi)`` of sorted ``x`` inside ``[x0, x1]``, widened by ``pad`` rows
-    on each side (a line then runs on to the plot's edges).  None = open end."""
+    on each side (a line then runs on to the plot's edges).  None = open end.  NaN rows
+    (ignored by :func:`is_sorted`) make a binary search unreliable: then it scans."""
     n = len(x)
-    lo = 0 if x0 is None else int(np.searchsorted(x, x0, side="left"))
-    hi = n if x1 is None else int(np.searchsorted(x, x1, side="right"))
+    if has_nan is None:
+        has_nan = bool(np.isnan(x).any())
+    if has_nan:
+        lo = 0 if x0 is None else int(np.argmax(x >= x0)) if (x >= x0).any() else n
+        after = np.flatnonzero(x > x1) if x1 is not None else ()
+        hi = n if x1 is None or len(after) == 0 else int(after[0])
+    else:
+        lo = 0 if x0 is None else int(np.searchsorted(x, x0, side="left"))
+        hi = n if x1 is None else int(np.searchsorted(x, x1, side="right"))
     return max(0, lo - pad), min(n, max(hi, lo) + pad)
 
 

@@ -53,7 +53,7 @@ TAG = "fleet-reduced"  # tags of a data source that holds a reduced view (series
 KINDS = ("line", "step", "area", "scatter")
 
 _overviews: weakref.WeakKeyDictionary[Figure, dict | None] = weakref.WeakKeyDictionary()
-_facts: weakref.WeakKeyDictionary[Figure, tuple[bool, float | None, float | None]] = weakref.WeakKeyDictionary()
+_facts: weakref.WeakKeyDictionary[Figure, tuple[bool, float | None, float | None, bool]] = weakref.WeakKeyDictionary()
 _decisions: weakref.WeakKeyDictionary[Figure, bool] = weakref.WeakKeyDictionary()
 _last_reduced: dict[tuple[str, str, int], float] = {}
 stats = {"overviews": 0, "detail_requests": 0, "detail_refused": 0}
@@ -75,15 +75,16 @@ def reducible(fig: Figure) -> bool:
     return all(c in fig.data and cols.kind_of(fig.data[c]) == "number" for c in (fig.x, *fig.y))
 
 
-def x_facts(fig: Figure) -> tuple[bool, float | None, float | None]:
-    """(x sorted, first finite x, last finite x) of ``fig``, computed once per figure state
-    (a pass over every row: too slow to repeat for each detail request)."""
+def x_facts(fig: Figure) -> tuple[bool, float | None, float | None, bool]:
+    """(x sorted, first finite x, last finite x, x holds NaN) of ``fig``, computed once per
+    figure state (passes over every row: too slow to repeat for each detail request)."""
     facts = _facts.get(fig)
     if facts is None:
         x = fig.data[fig.x]
         ok = reduce.is_sorted(x)
         finite = np.flatnonzero(np.isfinite(x)) if ok else ()
-        facts = (ok, float(x[finite[0]]) if len(finite) else None, float(x[finite[-1]]) if len(finite) else None)
+        facts = (ok, float(x[finite[0]]) if len(finite) else None, float(x[finite[-1]]) if len(finite) else None,
+                 bool(ok and len(finite) < len(x)))
         _facts[fig] = facts
     return facts
 
@@ -151,10 +152,10 @@ def detail(fig: Figure, x0: float | None, x1: float | None, px: int, method: str
     """The rows of ``fig`` in ``[x0, x1]`` (plus one on each side) reduced to ``px``
     pixel columns; every row when there are few enough (``exact``)."""
     x = fig.data[fig.x]
-    ok, x_min, x_max = x_facts(fig)
+    ok, x_min, x_max, has_nan = x_facts(fig)
     if not ok:
         raise Refused(409, f"figure {fig.name!r}: x is not sorted; no detail view")
-    lo, hi = reduce.window(x, x0, x1)
+    lo, hi = reduce.window(x, x0, x1, has_nan=has_nan)
     if method == "lttb":
         ys = fig.data[fig.y[0]] if fig.y else x
         idx = lo + reduce.lttb(x[lo:hi], ys[lo:hi], max(3, 2 * px))
