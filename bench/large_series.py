@@ -21,7 +21,7 @@ Chromium logged in through the form:
 
 Modes: ``reduced`` (the default threshold) and ``naive`` (``FLEET_REDUCE_ABOVE_ROWS=0``:
 every row streams to the page, the baseline).  Output: a table, JSON and a PNG
-(``--out``, default ``docs/figures/large_series.json``).
+(``--out``, default ``bench/results/large_series.json``).
 
     .venv/bin/python bench/large_series.py                      # 5,000,000 rows, both modes (~5 min)
     .venv/bin/python bench/large_series.py --rows 1000000 --modes reduced
@@ -254,7 +254,7 @@ def main() -> int:
     ap.add_argument("--opens", type=int, default=3)
     ap.add_argument("--pans", type=int, default=4)
     ap.add_argument("--open-timeout", type=float, default=180.0)
-    ap.add_argument("--out", type=Path, default=ROOT / "docs" / "figures" / "large_series.json")
+    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "large_series.json")
     args = ap.parse_args()
 
     from playwright.sync_api import sync_playwright

@@ -13,7 +13,7 @@ Every ``--sample`` seconds, after a forced GC (CDP ``HeapProfiler.collectGarbage
   (what leaks if BokehJS keeps old models or views after a replace).
 
 It prints a verdict (see :func:`verdict`) and the slope of each over the second half of
-the run (per hour), and writes JSON + PNG (``--out``, default ``docs/figures/replace_memory.json``).
+the run (per hour), and writes JSON + PNG (``--out``, default ``bench/results/replace_memory.json``).
 
     .venv/bin/python bench/replace_memory.py                  # 3 minutes
     .venv/bin/python bench/replace_memory.py --seconds 3600   # the hour
@@ -152,7 +152,7 @@ def main() -> int:
     ap.add_argument("--rows", type=int, default=2000)
     ap.add_argument("--no-prune", action="store_true",
                     help="baseline: the page does not prune unreachable models (series.js opt-out)")
-    ap.add_argument("--out", type=Path, default=ROOT / "docs" / "figures" / "replace_memory.json")
+    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "replace_memory.json")
     ap.add_argument("--analyse", type=Path, help="print the verdict of an earlier run's JSON and stop")
     args = ap.parse_args()
     if args.analyse:
