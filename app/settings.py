@@ -73,6 +73,9 @@ class Settings:
     # every figure; a model figure counts its leaf values).  5M float cells ~ 40 MB per
     # copy (each instance and the compactor hold one).  0 = no budget.
     max_dashboard_cells: int = 5_000_000
+    # Line/step/area/scatter figures longer than this are shown reduced (min-max to the
+    # plot's pixels; zoom detail per viewer over HTTP: app/instance/series.py); 0 = never.
+    reduce_above_rows: int = 50_000
 
     # --- Compactor -----------------------------------------------------------------
     snapshot_every_commands: int = 1000

@@ -44,7 +44,7 @@ from app.control import models, ops, panelspec
 from app.control.commands import Clear, FigureModel, Layout, Patch, Remove, Replace, SetProps, Stream
 from app.control.protocol import Command
 from app.control.state import DashboardState, Figure
-from app.instance import bokeh_compat, pagestatus, panels
+from app.instance import bokeh_compat, pagestatus, panels, series
 
 log = logging.getLogger("fleet.instance.documents")
 
@@ -109,6 +109,8 @@ class FigureView:
         self.factors: list[str] | None = None
         self.panel: panels.PanelView | None = None  # stat, gauge, text (app/instance/panels.py)
         self.table: DataTable | None = None
+        self.reduced = False  # the source holds a reduced view of a long series (app/instance/series.py)
+        self.reduce_key = (id_prefix, fig.name, fig.version)
         if fig.kind in panelspec.PANEL_KINDS:
             # a stat's or gauge's series rides along as a named source (the page's CSV)
             self.source = self._source(fig) if fig.kind != "text" else None
@@ -123,7 +125,10 @@ class FigureView:
 
     # --- builders ---------------------------------------------------------------------
     def _source(self, fig: Figure) -> ColumnDataSource:
-        source = ColumnDataSource(data=dict(fig.data), name=fig.name)
+        view = series.overview(fig)
+        self.reduced = view is not None
+        source = ColumnDataSource(data=dict(fig.data if view is None else view), name=fig.name,
+                                  tags=[series.TAG] if self.reduced else [])
         if self.id_prefix:  # before it joins a document; Bokeh has no public way to pick an id
             bokeh_compat.set_model_id(source, f"{self.id_prefix}:{fig.name}:{fig.version}:src")
         return source
@@ -203,6 +208,8 @@ class FigureView:
         """
         source = self.source
         assert source is not None
+        if (self.reduced or series.reducible(after)) and self._stream_reduced(data, after):
+            return
         doc = source.document
         if doc is None:  # not attached yet: nobody to notify
             source.stream(dict(data), rollover)
@@ -213,8 +220,42 @@ class FigureView:
             doc.callbacks.trigger_on_change(ColumnsStreamedEvent(doc, source, "data", dict(data), rollover))
         self._sync_factors(after)
 
+    def _stream_reduced(self, data: Mapping[str, np.ndarray], after: Figure) -> bool:
+        """A stream into a long series: append the new rows to the reduced view, or
+        re-reduce (see :func:`app.instance.series.reduce_now`).  False: not reduced,
+        stream as usual."""
+        source = self.source
+        assert source is not None
+        if self.reduced and not series.reduce_now(self.reduce_key, after):
+            doc = source.document
+            if doc is None:
+                source.stream(dict(data))
+            else:
+                columns = source.data
+                for name, arr in data.items():
+                    dict.__setitem__(columns, name, np.concatenate([columns[name], arr]))
+                doc.callbacks.trigger_on_change(ColumnsStreamedEvent(doc, source, "data", dict(data), None))
+            return True
+        view = series.overview(after)
+        if view is None and not self.reduced:
+            return False
+        self._set_data(after, view)
+        return True
+
+    def _set_data(self, after: Figure, view: Mapping[str, np.ndarray] | None) -> None:
+        """All of the source's data: the reduced ``view`` when there is one, else every row."""
+        assert self.source is not None
+        self.reduced = view is not None
+        self.source.data = dict(after.data if view is None else view)
+        tags = [series.TAG] if self.reduced else []
+        if list(self.source.tags) != tags:
+            self.source.tags = tags
+
     def patch(self, patches: Mapping[str, list], after: Figure) -> None:
         assert self.source is not None
+        if self.reduced:
+            self._set_data(after, series.overview(after))
+            return
         raw = self.source.data
         for c in patches:  # shared arrays are read-only: patch a private copy
             arr = raw[c]
@@ -224,8 +265,7 @@ class FigureView:
         self._sync_factors(after)
 
     def reset_data(self, after: Figure) -> None:
-        assert self.source is not None
-        self.source.data = dict(after.data)
+        self._set_data(after, series.overview(after))
         self._sync_factors(after)
 
     def set_props(self, after: Figure) -> None:

@@ -60,9 +60,10 @@ from app.bus import heartbeat
 from app.bus.keys import Keys
 from app.control import columns
 from app.control.feeds import FeedReader
-from app.instance import bokeh_compat, teardown, wire
+from app.instance import bokeh_compat, series, teardown, wire
 from app.instance.endpoints import HealthHandler, MetricsHandler
 from app.instance.pagestatus import PageStatus
+from app.instance.series import SeriesHandler
 from app.instance.sessions import Fanout, Histogram, Viewer
 from app.settings import Settings
 
@@ -132,7 +133,8 @@ class ViewerHandler(WSHandler):
         try:
             self.viewer = app.instance.fanout.open_viewer(
                 conn.stream, payload["dashboard"], str(payload.get("user", ""))[:80],
-                tuple(roles) if isinstance(roles, list) else None, close=self._end, gen=payload.get("gen"))
+                tuple(roles) if isinstance(roles, list) else None, close=self._end, gen=payload.get("gen"),
+                sid=get_session_id(token))
         except LookupError as exc:
             app._refuse(Refused(str(exc), "dashboard"), f"websocket from {self.request.remote_ip}", self.request)
             self.close(1008, "session refused")
@@ -335,6 +337,7 @@ class Instance:
     def _build(self) -> None:
         bokeh_compat.check_version()  # before touching any Bokeh internal
         columns.warm_up()
+        series.configure(self.settings)
         teardown.install()
         s = self.settings
         prefix = s.bokeh_prefix
@@ -358,6 +361,7 @@ class Instance:
             extra_patterns=[
                 (r"/healthz", HealthHandler, common),
                 (r"/metrics", MetricsHandler, common),
+                (r"/series", SeriesHandler, common),  # detail of long series (app/instance/series.py)
             ],
         )
         self.tornado.instance = self

@@ -94,12 +94,14 @@ class Viewer:
     (``gen``: the account generation it was minted at; a password change renews it).
     """
 
-    __slots__ = ("sink", "dashboard", "user", "roles", "gen", "limit", "live", "closed", "close", "__weakref__")
+    __slots__ = ("sink", "dashboard", "user", "roles", "gen", "sid", "limit", "live", "closed", "close",
+                 "__weakref__")
 
     def __init__(self, sink: Any, dashboard: str, user: str = "", roles: tuple[str, ...] | None = None,
                  limit: int = 4 * 1024 * 1024, close: Callable[[int, str], None] | None = None,
-                 gen: str | None = None) -> None:
+                 gen: str | None = None, sid: str | None = None) -> None:
         self.sink = sink
+        self.sid = sid  # the Bokeh session id its token was minted for (app/instance/series.py)
         self.dashboard = dashboard
         self.user = user
         self.roles = roles
@@ -309,11 +311,12 @@ class Fanout:
 
     # --- viewers ------------------------------------------------------------------------
     def open_viewer(self, sink: Any, dashboard: str, user: str = "", roles: tuple[str, ...] | None = None,
-                    close: Callable[[int, str], None] | None = None, gen: str | None = None) -> Viewer:
+                    close: Callable[[int, str], None] | None = None, gen: str | None = None,
+                    sid: str | None = None) -> Viewer:
         """Register a connection (admitted, not yet pulled)."""
         if self.state_of(dashboard) is None:
             raise LookupError(f"unknown dashboard {dashboard!r}")
-        viewer = Viewer(sink, dashboard, user, roles, self.viewer_buffer_bytes, close, gen)
+        viewer = Viewer(sink, dashboard, user, roles, self.viewer_buffer_bytes, close, gen, sid)
         self.viewers.setdefault(dashboard, {})[viewer] = None
         self.stats["sessions_opened"] += 1
         log.debug("viewer open: dashboard=%s user=%s (%d on it)", dashboard, user or "-",
