@@ -12,27 +12,12 @@ clock for every process on the machine, so latencies across processes are exact.
 from __future__ import annotations
 
 import asyncio
-import json
 import multiprocessing
 import time
 
 import numpy as np
 
-from bench.wsclient import LightClient, WebUser, _seq_values, cpu_seconds
-
-
-def receipts(raw: list) -> tuple[np.ndarray, np.ndarray]:
-    """(seq, receipt time) of every streamed seq in the kept PATCH-DOCs (each seq once per message)."""
-    seqs: list[int] = []
-    times: list[float] = []
-    items = raw[:]
-    del raw[:len(items)]
-    for now, frames in items:
-        buffers = {json.loads(frames[i])["id"]: frames[i + 1] for i in range(3, len(frames), 2)}
-        for s in set(_seq_values(json.loads(frames[2]), buffers)):
-            seqs.append(s)
-            times.append(now)
-    return np.array(seqs, dtype=np.int64), np.array(times, dtype=np.float64)
+from bench.wsclient import LightClient, WebUser, cpu_seconds, receipts
 
 
 async def _serve(conn, base_url: str, cookies: dict[str, str], concurrency: int, marker: bool) -> None:
@@ -65,7 +50,9 @@ async def _serve(conn, base_url: str, cookies: dict[str, str], concurrency: int,
             except Exception as e:  # noqa: BLE001 - reported to the parent, which raises it
                 conn.send(("error", f"{type(e).__name__}: {e}"))
         elif cmd == "take":
-            conn.send(("ok", receipts(raw), sum(c.closed.is_set() for c in clients)))
+            seqs, times = receipts(raw)
+            closed = sum(c.closed.is_set() for c in clients)
+            conn.send(("ok", (np.array(seqs, dtype=np.int64), np.array(times)), closed))
         elif cmd == "close":
             for c in clients:
                 c.close()
@@ -75,23 +62,30 @@ async def _serve(conn, base_url: str, cookies: dict[str, str], concurrency: int,
             return
 
 
-def _worker(conn, base_url: str, cookies: dict[str, str], concurrency: int, marker: bool) -> None:
-    asyncio.run(_serve(conn, base_url, cookies, concurrency, marker))
+def _worker(conn, base_url: str, cookies: dict[str, str], concurrency: int, marker: bool, loop: str) -> None:
+    factory = None
+    if loop == "uvloop":  # libuv's loop: less CPU per socket read than asyncio's own
+        import uvloop
+
+        factory = uvloop.new_event_loop
+    asyncio.run(_serve(conn, base_url, cookies, concurrency, marker), loop_factory=factory)
 
 
 class ClientPool:
-    """``procs`` worker processes holding the viewer connections, opened evenly among them.
+    """``procs`` worker processes holding the viewer connections, opened evenly among them;
+    ``loop`` is their event loop ("uvloop" or "asyncio").
 
     ``len(pool)`` is the number of open connections; :meth:`take` returns the
     (seq, receipt time) pairs received since the last call, from every worker."""
 
-    def __init__(self, procs: int, web: WebUser, marker: bool = True, open_concurrency: int = 16) -> None:
+    def __init__(self, procs: int, web: WebUser, marker: bool = True, open_concurrency: int = 16,
+                 loop: str = "uvloop") -> None:
         ctx = multiprocessing.get_context("spawn")  # no fork of a process with a running event loop
         self.pipes, self.procs = [], []
         per = max(2, open_concurrency // procs)
         for _ in range(procs):
             parent, child = ctx.Pipe()
-            p = ctx.Process(target=_worker, args=(child, web.base, web.cookies, per, marker), daemon=True)
+            p = ctx.Process(target=_worker, args=(child, web.base, web.cookies, per, marker, loop), daemon=True)
             p.start()
             child.close()
             self.pipes.append(parent)

@@ -275,7 +275,7 @@ async def run_targets(stack: Stack, args, n: int, out: dict) -> None:
     await asyncio.sleep(3.0)
     sessions: list[LightClient] = []
     if args.client_procs:
-        b.pool = ClientPool(args.client_procs, b.web, b.marker, OPEN_CONCURRENCY)
+        b.pool = ClientPool(args.client_procs, b.web, b.marker, OPEN_CONCURRENCY, args.client_loop)
     try:
         for count, rate in args.targets:
             conns = b.pool if b.pool is not None else sessions
@@ -286,7 +286,8 @@ async def run_targets(stack: Stack, args, n: int, out: dict) -> None:
                           else await b.open("targets", count - have, sessions))
             await asyncio.sleep(2.0)
             r = await b.measure("targets", conns, rate, args.row_count)
-            r.update(instances=n, open_s=open_s, code="fleet", load_avg=os.getloadavg())
+            r.update(instances=n, open_s=open_s, code="fleet", load_avg=os.getloadavg(),
+                     client_loop=args.client_loop if b.pool is not None else "asyncio")
             await with_floor(r, args)
             out["targets"].append(r)
             procs = " + ".join(f"{x:.0%}" for x in r["load_generator_procs_cpu_share"])
@@ -515,6 +516,8 @@ def main(argv=None) -> int:
     ap.add_argument("--client-procs", type=int, default=os.cpu_count() or 1,
                     help="worker processes holding the targets' connections (default: one per core; "
                          "0: every connection in this process)")
+    ap.add_argument("--client-loop", choices=("uvloop", "asyncio"), default="uvloop",
+                    help="event loop of the client processes (default uvloop; this process always runs asyncio's)")
     ap.add_argument("--naive-ref", default="808e0c5",
                     help="git revision run as the naive per-session-document baseline over the sessions series "
                          "on --detail-instances (default 808e0c5, before issue 13; '' to skip)")
