@@ -15,7 +15,11 @@ Series (each point: warm-up, then ``--seconds`` of publishing):
 
 Figures per point: latency XADD -> receipt in the session (p50, p99, max over every
 (command, session) pair), delivered/expected, session-updates per CPU second of the
-instances (and with nginx's workers), RSS per session.  Floors measured in the same
+instances (and with nginx's workers), RSS per session.  The targets' connections are held by
+``--client-procs`` worker processes (bench/clientprocs.py; one per core by default):
+one process reading 10,000 sockets in turn queues every burst behind itself.  Send and
+receipt times are ``time.perf_counter()`` (CLOCK_MONOTONIC, one clock for every process
+on the machine); the load generator's CPU share is the sum over its processes.  Floors measured in the same
 run: Redis PING round trip, a bare websocket echo on loopback, and the 1-second
 polling baseline (what ``AjaxDataSource(polling_interval=1000)`` gives).
 
@@ -25,6 +29,8 @@ Output: a table on stdout, JSON and a PNG (latency against sessions) under
     ./deploy/bench                                  # installs what it needs, runs this
     .venv/bin/python bench/stack.py --quick         # about 2 minutes
     .venv/bin/python bench/stack.py --instances 2 --sessions 10,100 --no-rate --no-rows
+    .venv/bin/python bench/stack.py --instances '' --naive-ref '' --page-loads 0 \
+        --targets 10000x1 --target-instances 4 --client-procs 2     # one target, alone
 """
 
 from __future__ import annotations
@@ -297,7 +303,8 @@ async def run_targets(stack: Stack, args, n: int, out: dict) -> None:
                   f"{r['load_avg'][0]:.1f}", flush=True)
         if b.pool is not None:
             await b.pool.close()
-        await close_all(b, sessions, "targets")
+        for c in sessions:  # the stack stops next: no need to wait for the instances to drop them
+            c.close()
     finally:
         if b.pool is not None:
             b.pool.stop()
