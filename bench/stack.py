@@ -16,7 +16,7 @@ Series (each point: warm-up, then ``--seconds`` of publishing):
 Figures per point: latency XADD -> receipt in the session (p50, p99, max over every
 (command, session) pair), delivered/expected, session-updates per CPU second of the
 instances (and with nginx's workers), RSS per session.  The targets' connections are held by
-``--client-procs`` worker processes (bench/clientprocs.py; one per core by default):
+``--client-procs`` worker processes (bench/clientprocs.py; one per core plus one by default):
 one process reading 10,000 sockets in turn queues every burst behind itself.  Send and
 receipt times are ``time.perf_counter()`` (CLOCK_MONOTONIC, one clock for every process
 on the machine); the load generator's CPU share is the sum over its processes.  Floors measured in the same
@@ -520,8 +520,8 @@ def main(argv=None) -> int:
                     help="(connections x commands/s) points on --target-instances (default 1000x20,10000x1; "
                          "'' for none)")
     ap.add_argument("--target-instances", type=int, default=2, help="instances for the targets (default 2)")
-    ap.add_argument("--client-procs", type=int, default=os.cpu_count() or 1,
-                    help="worker processes holding the targets' connections (default: one per core; "
+    ap.add_argument("--client-procs", type=int, default=(os.cpu_count() or 1) + 1,
+                    help="worker processes holding the targets' connections (default: one per core plus one; "
                          "0: every connection in this process)")
     ap.add_argument("--client-loop", choices=("uvloop", "asyncio"), default="uvloop",
                     help="event loop of the client processes (default uvloop; this process always runs asyncio's)")
