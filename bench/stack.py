@@ -15,7 +15,11 @@ Series (each point: warm-up, then ``--seconds`` of publishing):
 
 Figures per point: latency XADD -> receipt in the session (p50, p99, max over every
 (command, session) pair), delivered/expected, session-updates per CPU second of the
-instances (and with nginx's workers), RSS per session.  Floors measured in the same
+instances (and with nginx's workers), RSS per session.  The targets' connections are held by
+``--client-procs`` worker processes (bench/clientprocs.py; one per core plus one by default):
+one process reading 10,000 sockets in turn queues every burst behind itself.  Send and
+receipt times are ``time.perf_counter()`` (CLOCK_MONOTONIC, one clock for every process
+on the machine); the load generator's CPU share is the sum over its processes.  Floors measured in the same
 run: Redis PING round trip, a bare websocket echo on loopback, and the 1-second
 polling baseline (what ``AjaxDataSource(polling_interval=1000)`` gives).
 
@@ -25,6 +29,8 @@ Output: a table on stdout, JSON and a PNG (latency against sessions) under
     ./deploy/bench                                  # installs what it needs, runs this
     .venv/bin/python bench/stack.py --quick         # about 2 minutes
     .venv/bin/python bench/stack.py --instances 2 --sessions 10,100 --no-rate --no-rows
+    .venv/bin/python bench/stack.py --instances '' --naive-ref '' --page-loads 0 \
+        --targets 10000x1 --target-instances 4 --client-procs 2     # one target, alone
 """
 
 from __future__ import annotations
@@ -45,6 +51,7 @@ from types import SimpleNamespace
 from app.bus.connection import async_client, sync_client
 from app.bus.keys import Keys
 from app.control import columns, encode
+from bench.clientprocs import ClientPool
 from bench.wsclient import (
     LightClient,
     WebUser,
@@ -127,6 +134,22 @@ class Bench:
         self.raw: list = []  # PATCH-DOCs received, decoded into lat by settle()
         self.marker = True  # False for a stack of the revision before issue 13 (no OK after the replay)
         self.seq = 0
+        self.pool: ClientPool | None = None  # the connections in worker processes (--client-procs)
+
+    async def collect(self) -> None:
+        """Receipts so far into ``lat``: from this process's clients or from the pool's workers."""
+        if self.pool is None:
+            settle(self.raw, self.sent, self.lat)
+            return
+        seqs, times, _ = await self.pool.take()
+        for s, t in zip(seqs.tolist(), times.tolist(), strict=True):
+            t0 = self.sent.get(s)
+            if t0 is not None:
+                self.lat.append(t - t0)
+
+    def generator_cpu(self) -> list[float]:
+        """CPU seconds of the load generator: this process, then each worker of the pool."""
+        return [own_cpu()] + (self.pool.cpu() if self.pool is not None else [])
 
     # --- processes ------------------------------------------------------------------
     def instance_pids(self) -> list[int]:
@@ -165,31 +188,34 @@ class Bench:
         await asyncio.gather(*(one() for _ in range(count)))
         return time.perf_counter() - t0
 
-    async def measure(self, dashboard: str, sessions: list[LightClient], rate: float, rows: int) -> dict:
+    async def measure(self, dashboard: str, sessions, rate: float, rows: int) -> dict:
         key = Keys(self.settings.key_prefix).commands(dashboard)
         # warm-up: caches, the first Arrow decode, the compactor's first snapshot
         self.seq = await publish_for(self.redis, key, rate, rows, max(1.0, 3 / rate), self.sent, self.seq, 0.5)
-        settle(self.raw, self.sent, self.lat)
+        await self.collect()
         self.lat.clear()
         self.sent.clear()
         seconds = max(self.args.seconds, 10 / rate)  # at least 10 commands per point
         cpu0, rss = self.cpu(), self.rss()
-        me0, machine0, t0 = own_cpu(), machine_busy(), time.perf_counter()
+        me0, machine0, t0 = self.generator_cpu(), machine_busy(), time.perf_counter()
         self.seq = await publish_for(self.redis, key, rate, rows, seconds, self.sent, self.seq, 0.0)
         expected = len(self.sent) * len(sessions)
         deadline = time.perf_counter() + self.args.drain
-        settle(self.raw, self.sent, self.lat)
+        await self.collect()
         while len(self.lat) < expected and time.perf_counter() < deadline:
-            await asyncio.sleep(0.05)
-            settle(self.raw, self.sent, self.lat)
+            await asyncio.sleep(0.05 if self.pool is None else 0.25)
+            await self.collect()
         cpu1 = self.cpu()
         wall = time.perf_counter() - t0
-        me, busy = own_cpu() - me0, machine_busy() - machine0
+        me = [b - a for a, b in zip(me0, self.generator_cpu(), strict=True)]
+        busy = machine_busy() - machine0
         lat = list(self.lat)
         inst_cpu, all_cpu = cpu1[0] - cpu0[0], cpu1[1] - cpu0[1]
         cores = os.cpu_count() or 1
         return {
-            "load_generator_cpu_share": me / (wall * cores), "machine_busy_share": busy / (wall * cores),
+            "load_generator_cpu_share": sum(me) / (wall * cores), "machine_busy_share": busy / (wall * cores),
+            "load_generator_procs_cpu_share": [x / (wall * cores) for x in me],
+            "client_procs": len(me) - 1,
             "instance_cpu_share": inst_cpu / (wall * cores),
             "cpu_us_per_update": inst_cpu / max(1, len(lat)) * 1e6,
             "sessions": len(sessions), "rate": rate, "rows": rows, "commands": len(self.sent),
@@ -254,17 +280,34 @@ async def run_targets(stack: Stack, args, n: int, out: dict) -> None:
     b.replace("targets", 1000)
     await asyncio.sleep(3.0)
     sessions: list[LightClient] = []
-    for count, rate in args.targets:
-        open_s = await b.open("targets", count - len(sessions), sessions) if count > len(sessions) else 0.0
-        await asyncio.sleep(2.0)
-        r = await b.measure("targets", sessions, rate, args.row_count)
-        r.update(instances=n, open_s=open_s, code="fleet")
-        await with_floor(r, args)
-        out["targets"].append(r)
-        print(line(f"target {count} x {rate:g}/s", r), f"| load generator {r['load_generator_cpu_share']:.0%} "
-              f"of the CPU, instances {r['instance_cpu_share']:.0%}, machine busy {r['machine_busy_share']:.0%} "
-              f"| opened in {open_s:.0f} s", flush=True)
-    await close_all(b, sessions, "targets")
+    if args.client_procs:
+        b.pool = ClientPool(args.client_procs, b.web, b.marker, OPEN_CONCURRENCY, args.client_loop)
+    try:
+        for count, rate in args.targets:
+            conns = b.pool if b.pool is not None else sessions
+            have = len(conns)
+            open_s = 0.0
+            if count > have:
+                open_s = (await b.pool.open("targets", count - have) if b.pool is not None
+                          else await b.open("targets", count - have, sessions))
+            await asyncio.sleep(2.0)
+            r = await b.measure("targets", conns, rate, args.row_count)
+            r.update(instances=n, open_s=open_s, code="fleet", load_avg=os.getloadavg(),
+                     client_loop=args.client_loop if b.pool is not None else "asyncio")
+            await with_floor(r, args)
+            out["targets"].append(r)
+            procs = " + ".join(f"{x:.0%}" for x in r["load_generator_procs_cpu_share"])
+            print(line(f"target {count} x {rate:g}/s", r), f"| load generator {r['load_generator_cpu_share']:.0%} "
+                  f"of the CPU ({procs}), instances {r['instance_cpu_share']:.0%}, machine busy "
+                  f"{r['machine_busy_share']:.0%} | opened in {open_s:.0f} s | load average "
+                  f"{r['load_avg'][0]:.1f}", flush=True)
+        if b.pool is not None:
+            await b.pool.close()
+        for c in sessions:  # the stack stops next: no need to wait for the instances to drop them
+            c.close()
+    finally:
+        if b.pool is not None:
+            b.pool.stop()
     await b.redis.aclose()
 
 
@@ -477,6 +520,11 @@ def main(argv=None) -> int:
                     help="(connections x commands/s) points on --target-instances (default 1000x20,10000x1; "
                          "'' for none)")
     ap.add_argument("--target-instances", type=int, default=2, help="instances for the targets (default 2)")
+    ap.add_argument("--client-procs", type=int, default=(os.cpu_count() or 1) + 1,
+                    help="worker processes holding the targets' connections (default: one per core plus one; "
+                         "0: every connection in this process)")
+    ap.add_argument("--client-loop", choices=("uvloop", "asyncio"), default="uvloop",
+                    help="event loop of the client processes (default uvloop; this process always runs asyncio's)")
     ap.add_argument("--naive-ref", default="808e0c5",
                     help="git revision run as the naive per-session-document baseline over the sessions series "
                          "on --detail-instances (default 808e0c5, before issue 13; '' to skip)")
@@ -548,8 +596,9 @@ def main(argv=None) -> int:
                   f"{r['delivered']}/{r['expected']} delivered, p50 {r['p50_ms']:.0f} ms, p99 {r['p99_ms']:.0f} ms; "
                   f"{r['cpu_us_per_update']:.1f} us CPU per update, floor "
                   f"{r.get('floor_us_per_write', float('nan')):.1f} us (x{r.get('ratio_to_floor', float('nan')):.2f}); "
-                  "load generator "
-                  f"{r['load_generator_cpu_share']:.0%} of the machine's CPU", flush=True)
+                  f"load generator ({r['client_procs']} client processes) "
+                  f"{r['load_generator_cpu_share']:.0%} of the machine's CPU; load average {r['load_avg'][0]:.1f}",
+                  flush=True)
     out["floors"]["websocket_echo"] = websocket_floor()
     out["floors"]["polling"] = polling_floor(args.rate)
     f = out["floors"]

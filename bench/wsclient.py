@@ -57,29 +57,50 @@ def _seq_values(content: dict, buffers: dict[str, bytes]) -> list[int]:
 _NUM_BUFFERS = re.compile(rb'"num_buffers":\s*(\d+)')
 
 
+def receipts(raw: list) -> tuple[list[int], list[float]]:
+    """(seqs, receipt times) of the streamed rows in what clients kept in ``raw``: whole
+    PATCH-DOC messages (receipt time, frames) and, from clients that were current,
+    undecoded socket reads (receipt time, client, bytes), parsed here into messages
+    timed by the read that completed them.  Each seq counts once per message."""
+    seqs: list[int] = []
+    times: list[float] = []
+    while raw:
+        items = raw[:]
+        del raw[:len(items)]
+        for item in items:
+            if len(item) == 3:  # a read kept whole: its messages go back into raw, decoded next round
+                item[1].feed(item[0], item[2])
+                continue
+            now, frames = item
+            buffers = {json.loads(frames[i])["id"]: frames[i + 1] for i in range(3, len(frames), 2)}
+            for s in set(_seq_values(json.loads(frames[2]), buffers)):
+                seqs.append(s)
+                times.append(now)
+    return seqs, times
+
+
 def settle(raw: list, sent: dict[int, float], lat: list[float]) -> int:
-    """Decode the PATCH-DOC messages clients kept in ``raw`` (receipt time, frames) into
-    latencies; returns how many messages.  Decoding after the fact keeps the JSON work
-    of one client from delaying the receipt times of the next ones (10,000 clients
-    share this one process)."""
-    items = raw[:]
-    del raw[:len(items)]
-    for now, frames in items:
-        buffers = {json.loads(frames[i])["id"]: frames[i + 1] for i in range(3, len(frames), 2)}
-        for s in set(_seq_values(json.loads(frames[2]), buffers)):
-            t0 = sent.get(s)
-            if t0 is not None:
-                lat.append(now - t0)
-    return len(items)
+    """Decode what clients kept in ``raw`` into latencies; returns how many.  Decoding
+    after the fact keeps the parsing and JSON work of one client from delaying the
+    receipt times of the next ones (10,000 clients share one process)."""
+    seqs, times = receipts(raw)
+    n = len(lat)
+    for s, now in zip(seqs, times, strict=True):
+        t0 = sent.get(s)
+        if t0 is not None:
+            lat.append(now - t0)
+    return len(lat) - n
 
 
 class LightClient(asyncio.Protocol):
     """A Bokeh session that only records when each streamed ``seq`` arrives.
 
     ``headers`` go into the upgrade request (e.g. the ``Cookie`` nginx hashes on).
-    ``lat`` collects seconds from ``sent[seq]`` to receipt; with ``raw`` given, the
-    messages are only kept there with their receipt time, for :func:`settle` to decode
-    later.  ``closed`` is set when the server or the network ends the connection.
+    ``lat`` collects seconds from ``sent[seq]`` to receipt; with ``raw`` given, nothing
+    is decoded live: once current, each socket read is only kept there with its time
+    (``time.perf_counter()``, CLOCK_MONOTONIC on Linux), for :func:`receipts` to parse
+    later; a message's receipt time is that of the read that completed it.  ``closed``
+    is set when the server or the network ends the connection.
 
     The server sends the document, the updates made since its cached copy, then OK to
     the pull: those replayed updates are not deliveries and are not timed (``marker``
@@ -101,12 +122,15 @@ class LightClient(asyncio.Protocol):
         self.frames: list[bytes] = []  # text/binary payloads of the message being assembled
         self.transport = None
         self.error: str | None = None
+        self.deferred = False  # current and keeping raw reads: data_received only stores them
 
     async def connect(self, timeout: float = 300) -> None:
         u = urlsplit(self.url)
         loop = asyncio.get_running_loop()
         self.transport, _ = await loop.create_connection(lambda: self, u.hostname, u.port)
-        self.transport.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock = self.transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         key = base64.b64encode(os.urandom(16)).decode()
         extra = "".join(f"{k}: {v}\r\n" for k, v in self.headers.items())
         self.transport.write((f"GET {u.path} HTTP/1.1\r\nHost: {u.netloc}\r\nUpgrade: websocket\r\n"
@@ -126,6 +150,16 @@ class LightClient(asyncio.Protocol):
         self.closed.set()
 
     def data_received(self, data: bytes) -> None:
+        now = time.perf_counter()
+        if self.deferred:
+            self.raw.append((now, self, data))
+            return
+        self.feed(now, data)
+        if self.current and self.raw is not None:
+            self.deferred = True
+
+    def feed(self, now: float, data: bytes) -> None:
+        """Parse ``data`` (read at ``now``) on from the bytes left by the last read."""
         self.buf += data
         if not self.handshaken:
             end = self.buf.find(b"\r\n\r\n")
@@ -155,12 +189,12 @@ class LightClient(asyncio.Protocol):
             payload = bytes(buf[pos + head : pos + head + n])
             pos += head + n
             if opcode in (1, 2):
-                self.frame(payload)
+                self.frame(payload, now)
             elif opcode == 8:
                 self.transport.close()
         del buf[:pos]
 
-    def frame(self, payload: bytes) -> None:
+    def frame(self, payload: bytes, now: float) -> None:
         self.frames.append(payload)
         if len(self.frames) == 1:  # the header: how many frames this message has
             m = _NUM_BUFFERS.search(payload)
@@ -172,7 +206,6 @@ class LightClient(asyncio.Protocol):
         if b'"PATCH-DOC"' in head:
             if not self.current:
                 return  # replayed with the document: not a delivery
-            now = time.perf_counter()
             if self.raw is not None:
                 if b"ColumnsStreamed" in frames[2]:
                     self.raw.append((now, frames))
