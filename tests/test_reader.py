@@ -17,31 +17,9 @@ from app.bus.store import read_rejected, read_state
 from app.control import snapshot as snap
 from app.control.protocol import encode
 from app.settings import Settings
-from fleet_testing.helpers import LINE, until
+from fleet_testing.helpers import LINE, Recorder, point, until
 
 KEYS = Keys("fleet")
-
-
-def point(i: int) -> dict:
-    return {"op": "stream", "name": "p", "data": json.dumps({"t": [i], "y": [i * 2]})}
-
-
-class Recorder:
-    """A listener that records what the reader told it."""
-
-    def __init__(self) -> None:
-        self.commands: list[tuple[str, str]] = []
-        self.resets: list[tuple[str, object]] = []
-        self.rejected: list[tuple[str, str]] = []
-
-    def on_reset(self, dashboard, state, last_id):
-        self.resets.append((dashboard, state))
-
-    def on_command(self, dashboard, entry_id, command, state):
-        self.commands.append((dashboard, entry_id))
-
-    def on_rejected(self, dashboard, entry_id, fields, reason):
-        self.rejected.append((entry_id, reason))
 
 
 def settings_for(url: str, **kw) -> Settings:

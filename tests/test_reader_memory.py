@@ -6,7 +6,6 @@ test_history_rewind.py; tests/test_log_contract.py holds the twin to Redis's rul
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 
 import pytest
@@ -20,29 +19,10 @@ from app.control import snapshot as snap
 from app.control.protocol import Rejected, parse
 from app.control.state import EMPTY, DashboardState, step
 from app.settings import Settings
+from fleet_testing.helpers import Recorder, point
 
 LINE = {"op": "replace", "name": "p", "kind": "line", "data": '{"t":[0],"y":[0]}'}
 CFG = Settings(block_ms=50)
-
-
-def point(i: int) -> dict:
-    return {"op": "stream", "name": "p", "data": json.dumps({"t": [i], "y": [i * 2]})}
-
-
-class Recorder:
-    def __init__(self) -> None:
-        self.commands: list[tuple[str, str]] = []
-        self.resets: list[tuple[str, object]] = []
-        self.rejected: list[tuple[str, str]] = []
-
-    def on_reset(self, dashboard, state, last_id):
-        self.resets.append((dashboard, state))
-
-    def on_command(self, dashboard, entry_id, command, state):
-        self.commands.append((dashboard, entry_id))
-
-    def on_rejected(self, dashboard, entry_id, fields, reason):
-        self.rejected.append((entry_id, reason))
 
 
 async def until(pred, timeout=10.0, what="condition"):
